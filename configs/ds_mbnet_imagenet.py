@@ -1,0 +1,65 @@
+# DS-MobileNetV1 supernet, Stage I (IB) on ImageNet: the reference recipe
+# (reference dsnet_spec.md §1.3 and §2.1). 8 GPUs x 64 images.
+_base_ = [
+    'mmpretrain::_base_/datasets/imagenet_bs64_deit3_224.py',
+    'mmpretrain::_base_/default_runtime.py',
+    './_base_/ds_mbnet_schedule.py',
+]
+custom_imports = dict(imports=['dsnet_mm'], allow_failed_imports=False)
+
+model = dict(
+    type='DSImageClassifier',
+    backbone=dict(type='DSMobileNetV1', arch='imagenet'),
+    neck=dict(type='GlobalAveragePooling'),
+    head=dict(
+        type='DSLinearClsHead',
+        num_classes=1000,
+        in_channels=1152,
+        # label smoothing 0.1 on the largest (the others learn soft targets)
+        loss=dict(type='LabelSmoothLoss', label_smooth_val=0.1),
+        topk=(1, 5)),
+    bootstrap='ib',  # 'ieb' or 'inplace' for the ablation
+    num_random=2,  # sandwich: largest, 2 random, smallest
+    ema_momentum=0.003,  # EMA decay 0.997
+    largest_dropout=0.2)
+
+bgr_mean = [103.53, 116.28, 123.675]
+bgr_std = [57.375, 57.12, 58.395]
+# timm 'rand-m9-mstd0.5', random erasing p=0.2 in pixel mode, random
+# interpolation resize (timm turns colour jitter off when RandAugment is on)
+train_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='RandomResizedCrop', scale=224, backend='pillow',
+         interpolation='bicubic'),
+    dict(type='RandomFlip', prob=0.5, direction='horizontal'),
+    dict(
+        type='RandAugment',
+        policies='timm_increasing',
+        num_policies=2,
+        total_level=10,
+        magnitude_level=9,
+        magnitude_std=0.5,
+        hparams=dict(pad_val=[round(x) for x in bgr_mean],
+                     interpolation='bicubic')),
+    dict(
+        type='RandomErasing',
+        erase_prob=0.2,
+        mode='rand',
+        min_area_ratio=0.02,
+        max_area_ratio=1 / 3,
+        fill_color=bgr_mean,
+        fill_std=bgr_std),
+    dict(type='PackInputs'),
+]
+# timm defaults: crop 0.875 (256 -> 224), bilinear
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='ResizeEdge', scale=256, edge='short', backend='pillow'),
+    dict(type='CenterCrop', crop_size=224),
+    dict(type='PackInputs'),
+]
+train_dataloader = dict(batch_size=64, dataset=dict(pipeline=train_pipeline))
+val_dataloader = dict(batch_size=64, dataset=dict(pipeline=test_pipeline))
+test_dataloader = val_dataloader
+
+randomness = dict(seed=42)  # reference seed

@@ -1,0 +1,90 @@
+# Copyright (c) dsnet_mm contributors. All rights reserved.
+"""MAdds and parameter counts of what a forward pass really runs.
+
+Counting hooks read the shapes of each layer's actual input and output, so a
+sliced sub-network is counted at its true widths and a plain torch network by
+the very same rules (which is what makes the two comparable). Rules, per image:
+
+- convolution: ``out_h * out_w * c_out * (c_in / groups) * k_h * k_w``;
+- linear: ``in_features * out_features``;
+- average pooling: one add per input element;
+- biases, batch norms and activations: no MAdds.
+
+Parameters are the elements of the weight slices a layer used (a layer run
+twice counts once).
+"""
+from typing import Callable, Dict, Tuple
+
+import torch
+import torch.nn as nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from dsnet_mm.ops import DSConv2d, DSLinear
+
+_POOLS = (nn.AdaptiveAvgPool2d, nn.AvgPool2d)
+
+
+def _layer_cost(module: nn.Module, x: torch.Tensor,
+                out: torch.Tensor) -> Tuple[int, int]:
+    """(MAdds per image, parameters used) of one call of a leaf layer."""
+    batch = x.shape[0]
+    if isinstance(module, (DSConv2d, nn.Conv2d)):
+        c_in, c_out = x.shape[1], out.shape[1]
+        if isinstance(module, DSConv2d):
+            groups = module.groups_for(c_in)
+            kh = kw = module.kernel_size
+        else:
+            groups = module.groups
+            kh, kw = module.kernel_size
+        per_out = (c_in // groups) * kh * kw
+        bias = c_out if module.bias is not None else 0
+        return out.numel() // batch * per_out, c_out * per_out + bias
+    if isinstance(module, (DSLinear, nn.Linear)):
+        c_in, c_out = x.shape[-1], out.shape[-1]
+        bias = c_out if module.bias is not None else 0
+        return out.numel() // batch * c_in, c_in * c_out + bias
+    if isinstance(module, _POOLS):
+        return x.numel() // batch, 0
+    if isinstance(module, (_BatchNorm, nn.LayerNorm, nn.GroupNorm)):
+        channels = x.shape[1] if not isinstance(module, nn.LayerNorm) \
+            else x.shape[-1]
+        return 0, 2 * channels if module.weight is not None else 0
+    return 0, 0
+
+
+_COUNTED = (DSConv2d, nn.Conv2d, DSLinear, nn.Linear, _BatchNorm,
+            nn.LayerNorm, nn.GroupNorm) + _POOLS
+
+
+def count_complexity(model: nn.Module, run: Callable[[], object]) -> Dict:
+    """Count the MAdds (per image) and parameters of ``run()`` over ``model``.
+
+    Args:
+        model (nn.Module): The module whose layers are watched.
+        run (Callable): Runs the forward pass to count, e.g.
+            ``lambda: model(torch.zeros(1, 3, 224, 224))``.
+
+    Returns:
+        dict: ``{'madds': int, 'params': int}``.
+    """
+    totals = dict(madds=0, params=0)
+    seen = set()
+
+    def hook(module, args, out):
+        madds, params = _layer_cost(module, args[0], out)
+        totals['madds'] += madds
+        if id(module) not in seen:
+            seen.add(id(module))
+            totals['params'] += params
+
+    handles = [
+        m.register_forward_hook(hook) for m in model.modules()
+        if isinstance(m, _COUNTED)
+    ]
+    try:
+        with torch.no_grad():
+            run()
+    finally:
+        for h in handles:
+            h.remove()
+    return totals

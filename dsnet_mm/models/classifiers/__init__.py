@@ -1,0 +1,4 @@
+# Copyright (c) dsnet_mm contributors. All rights reserved.
+from .ds_image_classifier import DSImageClassifier
+
+__all__ = ['DSImageClassifier']

@@ -1,0 +1,192 @@
+# Copyright (c) dsnet_mm contributors. All rights reserved.
+"""The DS classifier: Stage I supernet training by the sandwich rule."""
+import random
+from typing import Dict, List, Optional, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from mmengine.model import ExponentialMovingAverage
+from mmengine.optim import OptimWrapper
+from mmpretrain.models.classifiers import ImageClassifier
+from mmpretrain.registry import MODELS
+
+from ..subnet import SubnetSpec
+
+BOOTSTRAP_MODES = ('ib', 'ieb', 'inplace')
+
+
+@MODELS.register_module()
+class DSImageClassifier(ImageClassifier):
+    """An ``ImageClassifier`` over a DS backbone, trained by the sandwich rule.
+
+    One ``train_step`` runs, on the same batch, the largest architecture, ``N``
+    random sub-networks (indices ``1..len-1``, as the reference draws them) and
+    the smallest, back-propagates each loss as soon as it is computed
+    (accumulating gradients) and makes a single optimizer step. The largest
+    learns from the labels through the head's loss (with dropout before the
+    classifier); every other width learns from a soft target:
+
+    - ``'ib'`` (in-place bootstrapping, the reference default): the softmax of
+      an EMA copy of the model run as the largest, in eval mode;
+    - ``'ieb'`` (in-place ensemble bootstrapping): as ``'ib'`` for the random
+      widths; the smallest learns from the mean of the EMA teacher's softmax
+      at the largest and at each sampled width. The teacher runs the *same*
+      widths as the students (the reference code re-draws them, a bug);
+    - ``'inplace'``: in-place distillation from the live largest (detached),
+      as AutoSlim and US-Net do.
+
+    The EMA teacher is kept for every mode (it is what the reference evaluates
+    and it costs one parameter copy) and updated after each optimizer step.
+    The sampled indices come from a generator seeded by ``seed`` and the
+    iteration counter (a buffer, so a resumed run draws the same widths and
+    every rank of a distributed run draws alike).
+
+    Args:
+        backbone (dict): A DS backbone config (e.g. ``DSMobileNetV1``).
+        neck (dict, optional): Neck config. Defaults to None.
+        head (dict, optional): Head config, e.g. ``DSLinearClsHead``.
+        bootstrap (str): ``'ib'``, ``'ieb'`` or ``'inplace'``.
+            Defaults to ``'ib'``.
+        num_random (int): Random sub-networks per step. Defaults to 2.
+        ema_momentum (float): Teacher EMA momentum, ``1 - decay``
+            (reference decay 0.997). Defaults to 0.003.
+        largest_dropout (float): Dropout before the classifier, on the
+            largest only. Defaults to 0.2.
+        distill_loss (dict): Soft-target loss config.
+            Defaults to ``dict(type='SoftTargetCrossEntropy')``.
+        seed (int): Seed of the sub-network sampler. Defaults to 0.
+        **kwargs: Passed to ``ImageClassifier``.
+    """
+
+    def __init__(self,
+                 backbone: dict,
+                 neck: Optional[dict] = None,
+                 head: Optional[dict] = None,
+                 bootstrap: str = 'ib',
+                 num_random: int = 2,
+                 ema_momentum: float = 0.003,
+                 largest_dropout: float = 0.2,
+                 distill_loss: dict = dict(type='SoftTargetCrossEntropy'),
+                 seed: int = 0,
+                 **kwargs) -> None:
+        super().__init__(backbone, neck=neck, head=head, **kwargs)
+        if bootstrap not in BOOTSTRAP_MODES:
+            raise ValueError(f'bootstrap={bootstrap!r} is not one of '
+                             f'{BOOTSTRAP_MODES}')
+        if not isinstance(num_random, int) or num_random < 0:
+            raise ValueError(f'num_random must be an int >= 0, got '
+                             f'{num_random!r}')
+        if not 0.0 < ema_momentum <= 1.0:
+            raise ValueError(f'ema_momentum must be in (0, 1], got '
+                             f'{ema_momentum}')
+        if not hasattr(self.backbone, 'space'):
+            raise ValueError(
+                f'{type(self.backbone).__name__} is not a DS backbone: '
+                'DSImageClassifier needs a backbone with a sub-network space '
+                '(e.g. DSMobileNetV1)')
+        self.bootstrap = bootstrap
+        self.num_random = num_random
+        self.seed = seed
+        self.dropout = nn.Dropout(largest_dropout)
+        self.distill_loss = MODELS.build(distill_loss)
+        self.teacher = ExponentialMovingAverage(
+            self._student(), momentum=ema_momentum, update_buffers=True)
+        self.register_buffer('sandwich_iter', torch.zeros((), dtype=torch.long))
+
+    @property
+    def space(self):
+        return self.backbone.space
+
+    def _student(self) -> nn.ModuleDict:
+        """The parts the teacher averages, under the names it stores."""
+        parts = dict(backbone=self.backbone, head=self.head)
+        if self.with_neck:
+            parts['neck'] = self.neck
+        return nn.ModuleDict(parts)
+
+    def train(self, mode: bool = True) -> 'DSImageClassifier':
+        super().train(mode)
+        self.teacher.eval()  # the teacher always uses running statistics
+        return self
+
+    # --- sub-network sampling -------------------------------------------
+    def sample_random_subnets(self) -> List[SubnetSpec]:
+        """The random sub-networks of the current iteration."""
+        rng = random.Random(self.seed * 1_000_003 + int(self.sandwich_iter))
+        high = len(self.space) - 1
+        if high < 1:
+            return []
+        return [self.space[rng.randint(1, high)]
+                for _ in range(self.num_random)]
+
+    # --- forward helpers ------------------------------------------------
+    def _logits(self, inputs: torch.Tensor, spec: SubnetSpec,
+                dropout: bool = False) -> torch.Tensor:
+        with self.backbone.subnet(spec):
+            feats = self.extract_feat(inputs)
+        if dropout:
+            feats = tuple(self.dropout(f) for f in feats)
+        return self.head(feats)
+
+    @torch.no_grad()
+    def teacher_logits(self, inputs: torch.Tensor,
+                       spec: SubnetSpec) -> torch.Tensor:
+        """Logits of the EMA teacher run at ``spec``, in eval mode."""
+        t = self.teacher.module
+        with t.backbone.subnet(spec):
+            feats = t.backbone(inputs)
+        if 'neck' in t:
+            feats = t.neck(feats)
+        return t.head(feats)
+
+    def _soft_targets(self, inputs: torch.Tensor,
+                      largest_logits: torch.Tensor,
+                      randoms: List[SubnetSpec]) -> Tuple[torch.Tensor, ...]:
+        """(target of the random widths, target of the smallest)."""
+        if self.bootstrap == 'inplace':
+            target = F.softmax(largest_logits.detach().float(), dim=-1)
+            return target, target
+        target = F.softmax(self.teacher_logits(
+            inputs, self.space.largest).float(), dim=-1)
+        if self.bootstrap == 'ib' or not randoms:
+            return target, target
+        ensemble = [target] + [
+            F.softmax(self.teacher_logits(inputs, s).float(), dim=-1)
+            for s in randoms
+        ]
+        return target, torch.stack(ensemble).mean(0)
+
+    # --- training -------------------------------------------------------
+    def train_step(self, data: dict,
+                   optim_wrapper: OptimWrapper) -> Dict[str, torch.Tensor]:
+        """One sandwich iteration: several sub-networks, one optimizer step."""
+        if int(self.teacher.steps) == 0:
+            self.teacher.update_parameters(self._student())  # exact copy
+        data = self.data_preprocessor(data, True)
+        inputs, data_samples = data['inputs'], data['data_samples']
+        randoms = self.sample_random_subnets()
+        losses = {}
+        with optim_wrapper.optim_context(self):
+            largest = self._logits(inputs, self.space.largest, dropout=True)
+            loss = self.head._get_loss(largest, data_samples)['loss']
+            optim_wrapper.backward(loss)
+            losses['loss_largest'] = loss.detach()
+            random_target, smallest_target = self._soft_targets(
+                inputs, largest, randoms)
+            students = [(f'random{i}', s, random_target)
+                        for i, s in enumerate(randoms)]
+            students.append(('smallest', self.space.smallest,
+                             smallest_target))
+            for kind, spec, target in students:
+                loss = self.distill_loss(self._logits(inputs, spec), target)
+                optim_wrapper.backward(loss)
+                losses[f'loss_{kind}'] = loss.detach()
+        optim_wrapper.step()
+        optim_wrapper.zero_grad()
+        self.teacher.update_parameters(self._student())
+        for i, s in enumerate(randoms):
+            losses[f'subnet_random{i}'] = torch.tensor(float(s.index))
+        self.sandwich_iter += 1
+        _, log_vars = self.parse_losses(losses)
+        return log_vars

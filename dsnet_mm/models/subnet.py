@@ -1,0 +1,185 @@
+# Copyright (c) dsnet_mm contributors. All rights reserved.
+"""Width groups and sub-network specs: the one idea everything reads.
+
+A supernet declares **width groups**: sets of layers whose channel counts
+move together (a stage's stream, a conv and its BN, the classifier input).
+A **sub-network** is one width per group. A :class:`SubnetSpace` holds the
+widest width of each group and an ordered list of sub-networks, narrowest
+first (the list the gate indexes into), plus the separate ``largest``
+architecture (every group at its widest) that serves as the in-place teacher.
+Slicing, MAdds counting, BN statistics rows, sampling and export all read the
+same :class:`SubnetSpec` objects.
+"""
+from typing import Dict, Iterator, List, Mapping, Sequence, Union
+
+SubnetsCfg = Union[Mapping, Sequence[Mapping]]
+
+
+class SubnetSpec(Mapping):
+    """One sub-network: a width per group, and its row in the BN statistics.
+
+    Args:
+        widths (Mapping[str, int]): Width of every group.
+        index (int): Position in the space (``len(subnets)`` for the largest).
+        name (str): A readable name, e.g. ``'subnet_3'`` or ``'largest'``.
+    """
+
+    def __init__(self, widths: Mapping[str, int], index: int,
+                 name: str) -> None:
+        self._widths = dict(widths)
+        self.index = index
+        self.name = name
+
+    def __getitem__(self, group: str) -> int:
+        return self._widths[group]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._widths)
+
+    def __len__(self) -> int:
+        return len(self._widths)
+
+    def __repr__(self) -> str:
+        widths = ', '.join(f'{k}={v}' for k, v in self._widths.items())
+        return f'SubnetSpec({self.name}: {widths})'
+
+
+class SubnetSpace:
+    """The width groups of a supernet and its ordered sub-networks.
+
+    Args:
+        max_widths (Mapping[str, int]): Widest width of every group (what the
+            weights are stored at).
+        subnets (Mapping | Sequence[Mapping]): Either an explicit list of
+            sub-networks (each a mapping from every group to its width,
+            narrowest first), or a uniform ladder
+            ``dict(smallest={...}, widest={...}, num=N)`` whose sub-network
+            ``k`` puts every group at
+            ``smallest + k * (widest - smallest) / (N - 1)`` (each step must be
+            whole). DS-MobileNetV1's 14 sub-networks are such a ladder.
+        field (str): Config field name used in error messages.
+            Defaults to ``'subnets'``.
+    """
+
+    def __init__(self,
+                 max_widths: Mapping[str, int],
+                 subnets: SubnetsCfg,
+                 field: str = 'subnets') -> None:
+        self.max_widths = dict(max_widths)
+        self.field = field
+        for group, width in self.max_widths.items():
+            if not isinstance(width, int) or width < 1:
+                raise ValueError(f'max width of group {group!r} must be a '
+                                 f'positive int, got {width!r}')
+        if isinstance(subnets, Mapping):
+            widths = self._ladder(subnets)
+        else:
+            widths = [dict(w) for w in subnets]
+        if not widths:
+            raise ValueError(f'{field} must hold at least one sub-network')
+        for k, w in enumerate(widths):
+            self._check(w, f'{field}[{k}]')
+        for k in range(1, len(widths)):
+            self._check_order(widths[k - 1], widths[k], k)
+        self.subnets: List[SubnetSpec] = [
+            SubnetSpec(w, k, f'subnet_{k}') for k, w in enumerate(widths)
+        ]
+        self.largest = SubnetSpec(self.max_widths, len(widths), 'largest')
+
+    @property
+    def groups(self) -> List[str]:
+        return list(self.max_widths)
+
+    @property
+    def smallest(self) -> SubnetSpec:
+        return self.subnets[0]
+
+    @property
+    def num_stats(self) -> int:
+        """Number of BN statistics rows: every sub-network and the largest."""
+        return len(self.subnets) + 1
+
+    def __len__(self) -> int:
+        return len(self.subnets)
+
+    def __getitem__(self, index: int) -> SubnetSpec:
+        return self.subnets[index]
+
+    def get(self, key: Union[int, str, SubnetSpec]) -> SubnetSpec:
+        """Look a sub-network up by index, name or spec."""
+        if isinstance(key, SubnetSpec):
+            if key.index == self.largest.index:
+                return self.largest
+            if 0 <= key.index < len(self) and \
+                    dict(self.subnets[key.index]) == dict(key):
+                return self.subnets[key.index]
+            raise ValueError(f'{key} is not a sub-network of this space')
+        if isinstance(key, str):
+            names = {s.name: s for s in [*self.subnets, self.largest]}
+            names['smallest'] = self.smallest
+            if key not in names:
+                raise ValueError(
+                    f'unknown sub-network {key!r}; allowed: '
+                    f"'largest', 'smallest' or 'subnet_0'..'subnet_"
+                    f"{len(self) - 1}'")
+            return names[key]
+        if isinstance(key, int) and not isinstance(key, bool) and \
+                -len(self) <= key < len(self):
+            return self.subnets[key]
+        raise ValueError(f'sub-network index {key!r} is outside '
+                         f'0..{len(self) - 1}')
+
+    def _ladder(self, cfg: Mapping) -> List[Dict[str, int]]:
+        unknown = set(cfg) - {'smallest', 'widest', 'num'}
+        if unknown or not {'smallest', 'widest', 'num'} <= set(cfg):
+            raise ValueError(
+                f'{self.field} as a ladder needs exactly the keys '
+                f"'smallest', 'widest' and 'num', got {sorted(cfg)}")
+        num = cfg['num']
+        if not isinstance(num, int) or num < 1:
+            raise ValueError(f'{self.field}.num must be a positive int, '
+                             f'got {num!r}')
+        lo, hi = dict(cfg['smallest']), dict(cfg['widest'])
+        self._check(lo, f'{self.field}.smallest')
+        self._check(hi, f'{self.field}.widest')
+        ladder = [dict() for _ in range(num)]
+        for group in self.max_widths:
+            span = hi[group] - lo[group]
+            if span < 0:
+                raise ValueError(
+                    f'{self.field}: group {group!r} must not narrow from '
+                    f'smallest ({lo[group]}) to widest ({hi[group]})')
+            if num > 1 and span % (num - 1):
+                raise ValueError(
+                    f'{self.field}: group {group!r} cannot step from '
+                    f'{lo[group]} to {hi[group]} in {num - 1} whole steps')
+            step = span // (num - 1) if num > 1 else 0
+            for k in range(num):
+                ladder[k][group] = lo[group] + k * step
+        return ladder
+
+    def _check(self, widths: Mapping[str, int], field: str) -> None:
+        unknown = [g for g in widths if g not in self.max_widths]
+        if unknown:
+            raise ValueError(f'{field} names unknown width group(s) '
+                             f'{unknown}; allowed groups: {self.groups}')
+        missing = [g for g in self.max_widths if g not in widths]
+        if missing:
+            raise ValueError(f'{field} lacks width group(s) {missing}; '
+                             f'every sub-network sets all of {self.groups}')
+        for group, width in widths.items():
+            top = self.max_widths[group]
+            if not isinstance(width, int) or not 1 <= width <= top:
+                raise ValueError(f'{field}.{group}={width!r} is outside the '
+                                 f'stored widths 1..{top}')
+
+    def _check_order(self, prev: Mapping[str, int], cur: Mapping[str, int],
+                     k: int) -> None:
+        narrower = [g for g in self.groups if cur[g] < prev[g]]
+        if narrower or cur == prev:
+            detail = ', '.join(f'{g}: {prev[g]} -> {cur[g]}'
+                               for g in narrower) or 'identical widths'
+            raise ValueError(
+                f'{self.field}[{k}] is not wider than {self.field}[{k - 1}] '
+                f'({detail}); sub-networks must be ordered narrowest first, '
+                'every group non-decreasing and at least one growing')

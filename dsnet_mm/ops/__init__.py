@@ -1,0 +1,17 @@
+# Copyright (c) dsnet_mm contributors. All rights reserved.
+"""Weight-slicing primitives: pure torch, no OpenMMLab imports.
+
+Every op runs on a dense prefix of its stored weights. The input width comes
+from the input tensor, the output width and the statistics row from explicit
+arguments, so an op keeps no state that a second forward could trip on.
+Pooling needs no slicing: ``nn.AdaptiveAvgPool2d`` runs at any width.
+"""
+from .conv import DSConv2d
+from .linear import DSLinear
+from .norm import DSBatchNorm2d, cumulative_bn_stats
+from .se import DSSqueezeExcite
+
+__all__ = [
+    'DSConv2d', 'DSLinear', 'DSBatchNorm2d', 'DSSqueezeExcite',
+    'cumulative_bn_stats'
+]

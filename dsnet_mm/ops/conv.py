@@ -1,0 +1,120 @@
+# Copyright (c) dsnet_mm contributors. All rights reserved.
+"""Prefix-sliced convolution."""
+import math
+from typing import Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .utils import check_width
+
+
+class DSConv2d(nn.Module):
+    """A 2-D convolution that runs on a dense prefix of its stored filters.
+
+    The stored weight has the widest shape. A forward at input width ``c_in``
+    and output width ``c_out`` uses ``weight[:c_out, :c_in_per_group]``, a view
+    of the stored tensor: nothing is copied, and gradients reach only the used
+    slice. The input width is read from the input tensor; the output width is
+    an explicit argument (default: the stored maximum).
+
+    Grouped convolutions keep the channels per group fixed on both sides and
+    let the number of groups follow the width (``groups = c_in //
+    group_channels``), because only then does every stored filter stay in the
+    same group at every width, so that a sub-network's weight is a dense
+    prefix of the stored one. Their output width therefore follows the input
+    width (``c_out = groups * out_channels // max_groups``);
+    ``group_channels=1`` is a depthwise convolution.
+
+    Args:
+        in_channels (int): Widest input width.
+        out_channels (int): Widest output width.
+        kernel_size (int): Kernel size.
+        stride (int): Stride. Defaults to 1.
+        padding (int, optional): Padding; ``None`` keeps the spatial size at
+            stride 1 (``dilation * (kernel_size - 1) // 2``). Defaults to None.
+        dilation (int): Dilation. Defaults to 1.
+        group_channels (int, optional): Input channels per group; ``None`` is
+            a full convolution. Defaults to None.
+        bias (bool): Whether to add a bias. Defaults to False.
+    """
+
+    def __init__(self,
+                 in_channels: int,
+                 out_channels: int,
+                 kernel_size: int,
+                 stride: int = 1,
+                 padding: Optional[int] = None,
+                 dilation: int = 1,
+                 group_channels: Optional[int] = None,
+                 bias: bool = False) -> None:
+        super().__init__()
+        if group_channels is not None and (
+                in_channels % group_channels
+                or out_channels % (in_channels // group_channels)):
+            raise ValueError(
+                f'in_channels ({in_channels}) must be a multiple of '
+                f'group_channels ({group_channels}) and out_channels '
+                f'({out_channels}) a multiple of the number of groups')
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.kernel_size = kernel_size
+        self.stride = stride
+        self.padding = (dilation * (kernel_size - 1) // 2
+                        if padding is None else padding)
+        self.dilation = dilation
+        self.group_channels = group_channels
+        in_per_group = in_channels if group_channels is None else group_channels
+        self.weight = nn.Parameter(
+            torch.empty(out_channels, in_per_group, kernel_size, kernel_size))
+        self.bias = nn.Parameter(torch.empty(out_channels)) if bias else None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Fan-out normal init, as the TF-style init of the reference code."""
+        fan_out = self.out_channels * self.kernel_size**2
+        if self.group_channels is not None:
+            fan_out //= self.in_channels // self.group_channels
+        nn.init.normal_(self.weight, 0, math.sqrt(2.0 / fan_out))
+        if self.bias is not None:
+            nn.init.zeros_(self.bias)
+
+    def groups_for(self, in_channels: int) -> int:
+        """Number of groups when the input has ``in_channels`` channels."""
+        if self.group_channels is None:
+            return 1
+        return in_channels // self.group_channels
+
+    def forward(self,
+                x: torch.Tensor,
+                out_channels: Optional[int] = None) -> torch.Tensor:
+        c_in = x.shape[1]
+        check_width('in_channels', c_in, self.in_channels, self.group_channels)
+        groups = self.groups_for(c_in)
+        if self.group_channels is None:
+            c_out = self.out_channels if out_channels is None else out_channels
+            check_width('out_channels', c_out, self.out_channels)
+            in_per_group = c_in
+        else:
+            max_groups = self.in_channels // self.group_channels
+            c_out = groups * (self.out_channels // max_groups)
+            if out_channels is not None and out_channels != c_out:
+                raise ValueError(
+                    f'out_channels={out_channels} does not match the grouped '
+                    f'conv\'s output width {c_out} at {c_in} input channels')
+            in_per_group = self.group_channels
+        weight = self.weight[:c_out, :in_per_group]
+        bias = None if self.bias is None else self.bias[:c_out]
+        return F.conv2d(x, weight, bias, self.stride, self.padding,
+                        self.dilation, groups)
+
+    def extra_repr(self) -> str:
+        s = (f'{self.in_channels}, {self.out_channels}, '
+             f'kernel_size={self.kernel_size}, stride={self.stride}, '
+             f'padding={self.padding}')
+        if self.group_channels is not None:
+            s += f', group_channels={self.group_channels}'
+        if self.bias is None:
+            s += ', bias=False'
+        return s

@@ -1,0 +1,96 @@
+# Copyright (c) dsnet_mm contributors. All rights reserved.
+"""Batch norm with shared affine parameters and per-sub-network statistics."""
+from contextlib import contextmanager
+from typing import Iterator, Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from .utils import check_width
+
+
+class DSBatchNorm2d(_BatchNorm):
+    """BatchNorm2d for a supernet: shared affine, private running statistics.
+
+    DS-Net shares one ``weight``/``bias`` (sliced to the active width) among all
+    sub-networks, but the statistics of a channel depend on every layer before
+    it, so each sub-network keeps its own running mean and variance: row ``s``
+    of ``running_mean``/``running_var`` (shape ``[num_subnets, C_max]``) is
+    sub-network ``s``. The row is chosen by an explicit argument; the width by
+    the input. The module subclasses ``_BatchNorm`` so that mmengine's and
+    mmpretrain's norm handling (``norm_eval``, no weight decay on norms,
+    frozen stages) treats it as a batch norm.
+
+    Args:
+        num_features (int): Widest number of channels.
+        num_subnets (int): Number of statistics rows (sub-networks).
+        eps (float): Added to the variance. Defaults to 1e-5.
+        momentum (float, optional): Running-average momentum; ``None`` keeps a
+            cumulative average (used by recalibration). Defaults to 0.1.
+    """
+
+    def __init__(self,
+                 num_features: int,
+                 num_subnets: int,
+                 eps: float = 1e-5,
+                 momentum: Optional[float] = 0.1) -> None:
+        if num_subnets < 1:
+            raise ValueError(f'num_subnets must be >= 1, got {num_subnets}')
+        self.num_subnets = num_subnets
+        super().__init__(num_features, eps, momentum, affine=True,
+                         track_running_stats=True)
+        self.running_mean = torch.zeros(num_subnets, num_features)
+        self.running_var = torch.ones(num_subnets, num_features)
+        self.num_batches_tracked = torch.zeros(num_subnets, dtype=torch.long)
+
+    def _check_input_dim(self, input: torch.Tensor) -> None:
+        if input.dim() != 4:
+            raise ValueError(f'expected 4D input (got {input.dim()}D input)')
+
+    def reset_subnet_stats(self, subnet: Optional[int] = None) -> None:
+        """Reset the statistics of one sub-network, or of all of them."""
+        rows = slice(None) if subnet is None else subnet
+        self.running_mean[rows].zero_()
+        self.running_var[rows].fill_(1)
+        self.num_batches_tracked[rows].zero_()
+
+    def forward(self, x: torch.Tensor, subnet: int) -> torch.Tensor:
+        self._check_input_dim(x)
+        c = x.shape[1]
+        check_width('num_features', c, self.num_features)
+        if not 0 <= subnet < self.num_subnets:
+            raise ValueError(f'subnet={subnet} is outside 0..'
+                             f'{self.num_subnets - 1}')
+        factor = 0.0
+        if self.training:
+            self.num_batches_tracked[subnet] += 1
+            factor = self.momentum if self.momentum is not None else \
+                1.0 / float(self.num_batches_tracked[subnet])
+        return F.batch_norm(x, self.running_mean[subnet, :c],
+                            self.running_var[subnet, :c], self.weight[:c],
+                            self.bias[:c], self.training, factor, self.eps)
+
+    def extra_repr(self) -> str:
+        return (f'{self.num_features}, num_subnets={self.num_subnets}, '
+                f'eps={self.eps}, momentum={self.momentum}')
+
+
+@contextmanager
+def cumulative_bn_stats(model: nn.Module) -> Iterator[None]:
+    """Within the block, every DSBatchNorm2d keeps a cumulative average.
+
+    Recalibration resets a sub-network's statistics and feeds it batches in
+    train mode; a cumulative average (``momentum=None``) weighs every batch
+    equally, so the result does not depend on the order of the batches.
+    """
+    norms = [m for m in model.modules() if isinstance(m, DSBatchNorm2d)]
+    saved = [m.momentum for m in norms]
+    for m in norms:
+        m.momentum = None
+    try:
+        yield
+    finally:
+        for m, momentum in zip(norms, saved):
+            m.momentum = momentum

@@ -1,0 +1,29 @@
+# Copyright (c) dsnet_mm contributors. All rights reserved.
+"""Configs with custom_imports register and build the DS model."""
+import os.path as osp
+import subprocess
+import sys
+
+import pytest
+
+CONFIGS = ['ds_mbnet_digits.py', 'ds_mbnet_cifar10.py', 'ds_mbnet_imagenet.py']
+
+
+@pytest.mark.parametrize('name', CONFIGS)
+def test_config_with_custom_imports_builds_the_model(repo_root, name):
+    # a fresh interpreter: only custom_imports may register dsnet_mm
+    code = (
+        'import sys\n'
+        'from mmengine.config import Config\n'
+        'from mmengine.registry import init_default_scope\n'
+        'from mmpretrain.registry import MODELS\n'
+        f'cfg = Config.fromfile({osp.join("configs", name)!r})\n'
+        "assert 'dsnet_mm' in sys.modules\n"
+        "init_default_scope('mmpretrain')\n"
+        'model = MODELS.build(cfg.model)\n'
+        'print(type(model).__name__, type(model.backbone).__name__,'
+        ' len(model.backbone.space))\n')
+    proc = subprocess.run([sys.executable, '-c', code], cwd=repo_root,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ['DSImageClassifier', 'DSMobileNetV1', '14']

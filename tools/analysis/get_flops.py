@@ -1,0 +1,81 @@
+# Copyright (c) dsnet_mm contributors. All rights reserved.
+"""MAdds and parameters of every sub-network of a DS model config.
+
+    python tools/analysis/get_flops.py CONFIG [--shape H W] [--json]
+"""
+import argparse
+import json
+
+from mmengine.config import Config, DictAction
+from mmengine.registry import init_default_scope
+from mmpretrain.registry import MODELS
+
+from dsnet_mm.analysis import subnet_complexity
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(
+        description='MAdds and parameters of every sub-network')
+    parser.add_argument('config', help='model config file')
+    parser.add_argument(
+        '--shape',
+        type=int,
+        nargs=2,
+        default=[224, 224],
+        metavar=('H', 'W'),
+        help='input image size (default: 224 224)')
+    parser.add_argument(
+        '--json',
+        action='store_true',
+        help='print one JSON object instead of the table')
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        help='override config entries, xxx=yyy format')
+    args = parser.parse_args()
+    if min(args.shape) < 1:
+        parser.error(f'--shape must be positive, got {args.shape}')
+    return args
+
+
+def main():
+    args = parse_args()
+    cfg = Config.fromfile(args.config)
+    if args.cfg_options is not None:
+        cfg.merge_from_dict(args.cfg_options)
+    init_default_scope(cfg.get('default_scope', 'mmpretrain'))
+    model = MODELS.build(cfg.model)
+    space = getattr(model.backbone, 'space', None)
+    if space is None:
+        raise SystemExit(f'{cfg.model.backbone.type} is not a DS backbone: '
+                         'it has no sub-networks to list')
+    shape = (model.backbone.in_channels, *args.shape)
+    rows = subnet_complexity(model, [*space.subnets, space.largest], shape)
+    *subnets, largest = rows
+    if args.json:
+        print(json.dumps(
+            dict(
+                shape=list(shape),
+                subnets=[
+                    dict(index=r['index'], madds=r['madds'],
+                         params=r['params'], widths=r['widths'])
+                    for r in subnets
+                ],
+                largest=dict(madds=largest['madds'],
+                             params=largest['params'],
+                             widths=largest['widths']))))
+        return
+    groups = list(space.groups)
+    print(f'Input shape: {shape}')
+    print(f"{'index':>8} {'MAdds (M)':>10} {'Params (M)':>10}  "
+          f"channels ({'/'.join(groups)})")
+    for r in rows:
+        index = 'largest' if r['name'] == 'largest' else str(r['index'])
+        widths = '/'.join(str(r['widths'][g]) for g in groups)
+        print(f"{index:>8} {r['madds'] / 1e6:>10.2f} "
+              f"{r['params'] / 1e6:>10.3f}  {widths}")
+
+
+if __name__ == '__main__':
+    main()
