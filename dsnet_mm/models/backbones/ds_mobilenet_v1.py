@@ -90,8 +90,8 @@ class DSMobileNetV1(BaseBackbone):
             architecture's reference list.
         in_channels (int): Image channels. Defaults to 3.
         se_ratio (float): SE squeeze ratio. Defaults to 0.25.
-        out_indices (Sequence[int]): Stages (0-4) whose outputs are returned.
-            Defaults to ``(4, )``.
+        out_indices (Sequence[int]): Stages whose outputs are returned
+            (negative counts from the last). Defaults to ``(-1, )``.
         frozen_stages (int): Freeze the stem (0) and stages 1..k (k>0) in
             train mode; -1 freezes nothing. Defaults to -1.
         norm_eval (bool): Keep every BN in eval mode while training.
@@ -104,10 +104,10 @@ class DSMobileNetV1(BaseBackbone):
                ('stage5', 1152, 2, 2)]
     arch_settings = {
         'imagenet': dict(stem=(24, 2), stages=_stages),
-        # 32x32 inputs: stride-1 stem and stage 2, 4x4 features at the end
+        # 32x32 inputs: stride-1 stem and last stage, 4x4 features at the end
         'cifar': dict(
             stem=(24, 1),
-            stages=[s[:3] + (st, ) for s, st in zip(_stages, (1, 1, 2, 2, 1))]),
+            stages=[s[:3] + (st, ) for s, st in zip(_stages, (1, 2, 2, 2, 1))]),
     }
     # DS-Net's 14 uniform sub-networks (reference §2.1)
     default_subnets = dict(
@@ -122,7 +122,7 @@ class DSMobileNetV1(BaseBackbone):
                  subnets: Optional[SubnetsCfg] = None,
                  in_channels: int = 3,
                  se_ratio: float = 0.25,
-                 out_indices: Sequence[int] = (4, ),
+                 out_indices: Sequence[int] = (-1, ),
                  frozen_stages: int = -1,
                  norm_eval: bool = False,
                  init_cfg: Optional[dict] = None) -> None:
@@ -139,13 +139,13 @@ class DSMobileNetV1(BaseBackbone):
         stages = [tuple(s) for s in arch['stages']]
         num_stages = len(stages)
         for i in out_indices:
-            if not 0 <= i < num_stages:
+            if not -num_stages <= i < num_stages:
                 raise ValueError(f'out_indices entries must be in '
-                                 f'0..{num_stages - 1}, got {i}')
+                                 f'{-num_stages}..{num_stages - 1}, got {i}')
         if not -1 <= frozen_stages <= num_stages:
             raise ValueError(f'frozen_stages must be in -1..{num_stages}, '
                              f'got {frozen_stages}')
-        self.out_indices = tuple(out_indices)
+        self.out_indices = tuple(i % num_stages for i in out_indices)
         self.frozen_stages = frozen_stages
         self.norm_eval = norm_eval
 
