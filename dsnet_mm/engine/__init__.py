@@ -1,5 +1,11 @@
 # Copyright (c) dsnet_mm contributors. All rights reserved.
 from .bn_calibration import calibrate_bn
+from .checkpoint import register_safe_globals, safe_globals
 from .loops import SubnetTestLoop, SubnetValLoop
 
-__all__ = ['calibrate_bn', 'SubnetValLoop', 'SubnetTestLoop']
+__all__ = [
+    'calibrate_bn', 'register_safe_globals', 'safe_globals', 'SubnetValLoop',
+    'SubnetTestLoop'
+]
+
+register_safe_globals()

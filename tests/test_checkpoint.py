@@ -1,0 +1,54 @@
+# Copyright (c) dsnet_mm contributors. All rights reserved.
+"""Checkpoints load with weights_only=True; foreign globals are refused."""
+import os
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from mmengine.logging import HistoryBuffer
+
+import dsnet_mm  # noqa: F401 (registers the allow-list)
+
+
+def test_mmengine_objects_load_with_weights_only(tmp_path):
+    buf = HistoryBuffer()
+    buf.update(1.5)
+    buf.update(2.5)
+    obj = dict(hub=dict(loss=buf), meta=dict(arr=np.arange(3.0),
+                                              scalar=np.float64(2.0)),
+               w=torch.ones(2))
+    torch.save(obj, tmp_path / 'ckpt.pth')
+    back = torch.load(tmp_path / 'ckpt.pth', weights_only=True)
+    assert back['hub']['loss'].mean() == 2.0
+    assert back['meta']['arr'].tolist() == [0.0, 1.0, 2.0]
+    assert back['meta']['scalar'] == 2.0
+
+
+class _RunsCode:
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (os.system, (f'touch {self.path}', ))
+
+
+class _Getattr:
+
+    def __reduce__(self):
+        return (getattr, (HistoryBuffer, '__init__'))
+
+
+def test_a_pickle_with_a_foreign_global_is_refused_without_running(tmp_path):
+    marker = tmp_path / 'pwned'
+    torch.save({'x': _RunsCode(marker)}, tmp_path / 'evil.pth')
+    with pytest.raises(pickle.UnpicklingError):
+        torch.load(tmp_path / 'evil.pth', weights_only=True)
+    assert not marker.exists()
+
+
+def test_getattr_is_restricted_to_history_buffer_statistics(tmp_path):
+    torch.save({'x': _Getattr()}, tmp_path / 'evil.pth')
+    with pytest.raises(pickle.UnpicklingError, match='refusing getattr'):
+        torch.load(tmp_path / 'evil.pth', weights_only=True)

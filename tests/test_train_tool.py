@@ -1,0 +1,85 @@
+# Copyright (c) dsnet_mm contributors. All rights reserved.
+"""tools/train.py and tools/test.py on the digits demo config, end to end."""
+import json
+import os.path as osp
+
+import pytest
+import torch
+
+from conftest import run_tool
+
+SMALL = [
+    'train_dataloader.dataset.indices=128', 'val_dataloader.dataset.indices=64',
+    'test_dataloader.dataset.indices=64', 'train_dataloader.num_workers=0',
+    'val_dataloader.num_workers=0', 'test_dataloader.num_workers=0',
+    'train_dataloader.persistent_workers=False',
+    'val_dataloader.persistent_workers=False',
+    'test_dataloader.persistent_workers=False',
+    'val_cfg.calibrate.num_batches=1', 'test_cfg.calibrate.num_batches=1',
+    'default_hooks.checkpoint.interval=1', 'train_cfg.val_interval=2'
+]
+
+
+def data_opts(root):
+    return [f'{k}.dataset.data_root={root}/digits/cifar'
+            for k in ('train_dataloader', 'val_dataloader', 'test_dataloader')]
+
+
+@pytest.fixture(scope='module')
+def trained(tmp_path_factory, digits_root):
+    work = str(tmp_path_factory.mktemp('work'))
+    proc = run_tool('tools/train.py', 'configs/ds_mbnet_digits.py',
+                    '--work-dir', work, '--cfg-options',
+                    'train_cfg.max_epochs=2', *SMALL, *data_opts(digits_root))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return work, proc
+
+
+def results(work):
+    [path] = [osp.join(r, f) for r in _walk(work)
+              for f in ['subnet_results.json'] if osp.exists(osp.join(r, f))]
+    with open(path) as f:
+        return json.load(f)
+
+
+def _walk(root):
+    import os
+    return [d for d, _, _ in os.walk(root)]
+
+
+def test_training_evaluates_every_subnet_with_its_madds(trained):
+    work, proc = trained
+    rows = results(work)
+    assert [r['name'] for r in rows] == [f'subnet_{k}' for k in range(14)
+                                         ] + ['largest']
+    madds = [r['madds'] for r in rows]
+    assert madds == sorted(madds) and madds[0] < madds[-1]
+    assert all('accuracy/top1' in r['metrics'] for r in rows)
+    assert 'Per-sub-network results' in proc.stdout + proc.stderr
+
+
+def test_resume_continues_from_the_last_checkpoint(trained, digits_root):
+    work, _ = trained
+    assert osp.exists(osp.join(work, 'epoch_2.pth'))
+    proc = run_tool('tools/train.py', 'configs/ds_mbnet_digits.py',
+                    '--work-dir', work, '--resume', '--cfg-options',
+                    'train_cfg.max_epochs=3', *SMALL, *data_opts(digits_root))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    log = proc.stdout + proc.stderr
+    assert 'resumed epoch: 2' in log
+    assert 'Epoch(train) [3]' in log and 'Epoch(train) [1]' not in log
+    ckpt = torch.load(osp.join(work, 'epoch_3.pth'), weights_only=True)
+    assert int(ckpt['state_dict']['sandwich_iter']) == 3 * 2
+
+
+def test_test_tool_reports_every_subnet(trained, digits_root, tmp_path):
+    work, _ = trained
+    out = tmp_path / 'metrics.json'
+    proc = run_tool('tools/test.py', 'configs/ds_mbnet_digits.py',
+                    osp.join(work, 'epoch_2.pth'), '--work-dir',
+                    str(tmp_path), '--out', str(out), '--cfg-options', *SMALL,
+                    *data_opts(digits_root))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads(out.read_text())
+    assert {f'subnet_{k}/accuracy/top1' for k in range(14)} <= set(metrics)
+    assert 'largest/madds' in metrics
