@@ -9,8 +9,9 @@ import shutil
 import numpy as np
 import pytest
 
-from dsnet_mm.datasets import DIGITS_CLASSES, DigitsCIFAR10, write_digits
+from dsnet_mm.datasets import DIGITS_CLASSES, DigitsCIFAR10
 from dsnet_mm.datasets import digits as digits_mod
+from dsnet_mm.datasets import write_digits
 
 NUM_TRAIN = 1437
 NUM_TEST = 360
@@ -141,9 +142,7 @@ def test_cifar_loads_through_mmpretrain(root, sklearn_digits, split, num):
         digits_mod.resize_bilinear(source[None], 32)[0] * 255 / 16 + 0.5)
     for c in range(3):
         np.testing.assert_array_equal(info['img'][..., c], expected)
-    # The darkest and brightest source values reach 0 and 255.
-    assert info['img'].min() == 0 and info['img'].max() == 255 or \
-        source.max() < 16
+    assert info['img'].max() > 200  # scaled to 0..255, not left at 0..16
 
 
 def test_tampered_file_fails_with_clear_message(root, tmp_path):

@@ -37,7 +37,7 @@ def trained(tmp_path_factory, digits_root):
     [path] = [osp.join(d, 'subnet_results.json') for d, _, files in
               os.walk(work) if 'subnet_results.json' in files]
     with open(path) as f:
-        rows = json.load(f)
+        rows = json.load(f)['subnets']
     return work, proc, rows
 
 

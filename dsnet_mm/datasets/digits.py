@@ -99,6 +99,9 @@ CIFAR_MD5: Dict[str, str] = {
     'batches.meta': '79b3ff0402d9e75bd2a620e6eb54a63c',
 }
 
+# {'train': {...}, 'test': {...}}, see :func:`load_digits_split`.
+_Splits = Dict[str, Dict[str, np.ndarray]]
+
 
 # ---------------------------------------------------------------------------
 # Pixels
@@ -152,8 +155,7 @@ def resize_bilinear(images: np.ndarray, size: int) -> np.ndarray:
     return np.matmul(np.matmul(rows, images), cols.T)
 
 
-def _to_rgb_uint8(images: np.ndarray, max_value: int,
-                  size: int) -> np.ndarray:
+def _to_rgb_uint8(images: np.ndarray, max_value: int, size: int) -> np.ndarray:
     """Resize grey images, scale ``0..max_value`` to ``0..255`` and make RGB.
 
     Args:
@@ -239,7 +241,7 @@ def stratified_split(labels: np.ndarray,
     return train_idx, test_idx
 
 
-def load_digits_split() -> Dict[str, Dict[str, np.ndarray]]:
+def load_digits_split() -> _Splits:
     """Build both splits in memory, exactly as :func:`write_digits` writes.
 
     Returns:
@@ -288,9 +290,7 @@ def _file_name(index: int) -> str:
     return f'{int(index):04d}.png'
 
 
-def build_cifar_files(
-        splits: Optional[Dict[str, Dict[str, np.ndarray]]] = None
-) -> Dict[str, bytes]:
+def build_cifar_files(splits: Optional[_Splits] = None) -> Dict[str, bytes]:
     """Build the bytes of the three CIFAR-layout files.
 
     Args:
@@ -330,8 +330,7 @@ def _write_bytes(path: str, content: bytes) -> None:
         f.write(content)
 
 
-def _write_imagenet(folder: str, splits: Dict[str, Dict[str,
-                                                         np.ndarray]]) -> None:
+def _write_imagenet(folder: str, splits: _Splits) -> None:
     """Write the ImageNet-style folder layout into ``folder``."""
     import cv2
 

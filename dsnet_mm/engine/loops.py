@@ -2,27 +2,33 @@
 """Validation and test loops that evaluate every sub-network."""
 import json
 import os.path as osp
+from contextlib import nullcontext
 from typing import Dict, List, Optional, Sequence, Union
 
 from mmengine.model import is_model_wrapper
 from mmengine.runner import TestLoop, ValLoop
 from mmpretrain.registry import LOOPS
 
-from dsnet_mm.analysis import subnet_complexity
+from dsnet_mm.analysis import subnet_complexity, write_report
 from dsnet_mm.models.subnet import SubnetSpec
 from .bn_calibration import calibrate_bn
 
 
 class SubnetEvalMixin:
-    """Evaluate a list of sub-networks, each after BN recalibration.
+    """Evaluate a list of sub-networks, each after BN recalibration, and the
+    dynamic model if there is one.
 
     Every sub-network's metrics are reported under its name
-    (``subnet_3/accuracy/top1``), with its MAdds (``subnet_3/madds``), and a
-    table is logged and written to ``subnet_results.json`` in the log dir.
+    (``subnet_3/accuracy/top1``), with its MAdds (``subnet_3/madds``); a
+    dynamic model's under ``dynamic/`` (its mean MAdds and routing histogram
+    come from ``RoutingMetric`` in the evaluator). A table is logged, and
+    ``subnet_results.json``, ``report.md`` and ``accuracy_vs_madds.png`` are
+    written to the work dir.
     """
 
     def _setup_subnets(self, subnets: Union[str, Sequence],
-                       calibrate: Optional[dict]) -> None:
+                       calibrate: Optional[dict], dynamic: bool) -> None:
+        self.dynamic = dynamic
         if isinstance(subnets, str) and subnets != 'all':
             raise ValueError(f"subnets must be 'all' or a list of indices / "
                              f"names, got {subnets!r}")
@@ -58,30 +64,52 @@ class SubnetEvalMixin:
                 cfg, seed=self.runner.seed)
         return self._calib_loader
 
+    def _evaluate(self, run_iter) -> Dict[str, float]:
+        self.runner.model.eval()
+        for idx, data_batch in enumerate(self.dataloader):
+            run_iter(idx, data_batch)
+            if self._complexity is None:
+                self._count_complexity(data_batch)
+        return self.evaluator.evaluate(len(self.dataloader.dataset))
+
     def _eval_subnets(self, run_iter) -> Dict[str, float]:
         model = self.model
-        specs = self.specs()
+        static = getattr(model, 'static_predict', nullcontext)
         metrics: Dict[str, float] = {}
         rows = []
-        for spec in specs:
+        for spec in self.specs():
             if self.calibrate is not None:
                 calibrate_bn(model, self._calibration_batches(), spec,
                              self.calibrate.get('num_batches', 100))
-            self.runner.model.eval()
-            with model.backbone.subnet(spec):
-                for idx, data_batch in enumerate(self.dataloader):
-                    run_iter(idx, data_batch)
-                    if self._complexity is None:
-                        self._count_complexity(data_batch)
-                result = self.evaluator.evaluate(len(self.dataloader.dataset))
+            with model.backbone.subnet(spec), static():
+                result = self._evaluate(run_iter)
             cost = self._complexity[spec.name]
             metrics.update({f'{spec.name}/{k}': v for k, v in result.items()})
             metrics[f'{spec.name}/madds'] = cost['madds']
             rows.append(dict(name=spec.name, index=spec.index,
                              madds=cost['madds'], params=cost['params'],
                              metrics=result))
-        self._report(rows)
+        dynamic = None
+        if self.dynamic and hasattr(model, 'forward_dynamic'):
+            result = self._evaluate(run_iter)
+            metrics.update({f'dynamic/{k}': v for k, v in result.items()})
+            dynamic = self._dynamic_summary(model, result)
+        self._report(rows, dynamic)
         return metrics
+
+    @staticmethod
+    def _dynamic_summary(model, result: Dict[str, float]) -> dict:
+        if 'routing/mean_madds' not in result:
+            raise ValueError('evaluating a dynamic model needs RoutingMetric '
+                             "in the evaluator: dict(type='RoutingMetric')")
+        window = [s.name for s in model.window]
+        return {
+            'accuracy/top1': result['accuracy/top1'],
+            'madds': result['routing/mean_madds'],
+            'routing': {name: int(result.get(f'routing/{name}', 0))
+                        for name in window},
+            'window': window,
+        }
 
     def _count_complexity(self, data_batch: dict) -> None:
         model = self.model
@@ -91,7 +119,7 @@ class SubnetEvalMixin:
                     model.backbone.space.largest], inputs.shape[1:])
         self._complexity = {r['name']: r for r in rows}
 
-    def _report(self, rows: List[dict]) -> None:
+    def _report(self, rows: List[dict], dynamic: Optional[dict]) -> None:
         keys = sorted({k for r in rows for k in r['metrics']})
         head = f"{'sub-network':<12} {'MAdds (M)':>10} {'params (M)':>10} " + \
             ' '.join(f'{k:>18}' for k in keys)
@@ -101,11 +129,21 @@ class SubnetEvalMixin:
                          f"{r['params'] / 1e6:>10.3f} " +
                          ' '.join(f"{r['metrics'].get(k, float('nan')):>18.2f}"
                                   for k in keys))
+        if dynamic is not None:
+            routed = ', '.join(f'{k}: {v}' for k, v in dynamic['routing'].items())
+            lines.append(f"{'dynamic':<12} {dynamic['madds'] / 1e6:>10.2f} "
+                         f"{'':>10} {dynamic['accuracy/top1']:>18.2f}  "
+                         f'(routed {routed})')
         self.runner.logger.info('Per-sub-network results:\n' +
                                 '\n'.join(lines))
-        path = osp.join(self.runner.log_dir, 'subnet_results.json')
-        with open(path, 'w') as f:
-            json.dump(rows, f, indent=2, default=float)
+        work_dir = self.runner.work_dir
+        with open(osp.join(work_dir, 'subnet_results.json'), 'w') as f:
+            json.dump(dict(subnets=rows, dynamic=dynamic), f, indent=2,
+                      default=float)
+        if rows and all('accuracy/top1' in r['metrics'] for r in rows):
+            paths = write_report(rows, work_dir, dynamic)
+            self.runner.logger.info(f"Report: {paths['markdown']}, "
+                                    f"{paths['plot']}")
 
 
 @LOOPS.register_module()
@@ -121,8 +159,11 @@ class SubnetValLoop(SubnetEvalMixin, ValLoop):
             Defaults to ``'all'``.
         calibrate (dict, optional): BN recalibration before each sub-network:
             ``num_batches`` (default 100) and an optional ``dataloader`` config
-            (default: the training dataloader). ``None`` skips it.
-            Defaults to ``dict(num_batches=100)``.
+            (default: the training dataloader). ``None`` skips it (Stage II,
+            whose statistics are frozen). Defaults to
+            ``dict(num_batches=100)``.
+        dynamic (bool): Also evaluate the routed model, if the model has a
+            gate. Defaults to True.
         fp16 (bool): Evaluate with autocast. Defaults to False.
     """
 
@@ -132,9 +173,10 @@ class SubnetValLoop(SubnetEvalMixin, ValLoop):
                  evaluator,
                  subnets: Union[str, Sequence] = 'all',
                  calibrate: Optional[dict] = dict(num_batches=100),
+                 dynamic: bool = True,
                  fp16: bool = False) -> None:
         super().__init__(runner, dataloader, evaluator, fp16)
-        self._setup_subnets(subnets, calibrate)
+        self._setup_subnets(subnets, calibrate, dynamic)
 
     def run(self) -> dict:
         self.runner.call_hook('before_val')
@@ -156,9 +198,10 @@ class SubnetTestLoop(SubnetEvalMixin, TestLoop):
                  evaluator,
                  subnets: Union[str, Sequence] = 'all',
                  calibrate: Optional[dict] = dict(num_batches=100),
+                 dynamic: bool = True,
                  fp16: bool = False) -> None:
         super().__init__(runner, dataloader, evaluator, fp16)
-        self._setup_subnets(subnets, calibrate)
+        self._setup_subnets(subnets, calibrate, dynamic)
 
     def run(self) -> dict:
         self.runner.call_hook('before_test')

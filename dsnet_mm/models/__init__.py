@@ -1,5 +1,5 @@
 # Copyright (c) dsnet_mm contributors. All rights reserved.
-from . import backbones, classifiers, heads, losses  # noqa: F401 (register)
+from . import backbones, classifiers, gates, heads, losses  # noqa: F401
 from .subnet import SubnetSpace, SubnetSpec
 
 __all__ = ['SubnetSpace', 'SubnetSpec']

@@ -43,6 +43,15 @@ class SubnetSpec(Mapping):
         widths = ', '.join(f'{k}={v}' for k, v in self._widths.items())
         return f'SubnetSpec({self.name}: {widths})'
 
+    @property
+    def stats(self) -> int:
+        """What a ``DSBatchNorm2d`` selects its statistics by: the row."""
+        return self.index
+
+    def mask(self, x, group: str):
+        """Channel masking hook of per-sample routing: a no-op here."""
+        return x
+
 
 class SubnetSpace:
     """The width groups of a supernet and its ordered sub-networks.

@@ -1,7 +1,7 @@
 # Copyright (c) dsnet_mm contributors. All rights reserved.
 """Batch norm with shared affine parameters and per-sub-network statistics."""
 from contextlib import contextmanager
-from typing import Iterator, Optional
+from typing import Iterator, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -9,6 +9,9 @@ import torch.nn.functional as F
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from .utils import check_width
+
+# a statistics row, or per-sample weights over rows: (rows, weights [B, n])
+StatsSelector = Union[int, Tuple[Sequence[int], torch.Tensor]]
 
 
 class DSBatchNorm2d(_BatchNorm):
@@ -19,7 +22,11 @@ class DSBatchNorm2d(_BatchNorm):
     it, so each sub-network keeps its own running mean and variance: row ``s``
     of ``running_mean``/``running_var`` (shape ``[num_subnets, C_max]``) is
     sub-network ``s``. The row is chosen by an explicit argument; the width by
-    the input. The module subclasses ``_BatchNorm`` so that mmengine's and
+    the input. For per-sample routing (the mask path of dynamic inference)
+    the argument is ``(rows, weights)``: each sample normalises with
+    ``weights[b] @ stats[rows]``, which needs eval mode (running statistics),
+    as in Stage II where BN is frozen; a one-hot ``weights`` picks one row per
+    sample, and a straight-through one-hot lets gradients reach the gate. The module subclasses ``_BatchNorm`` so that mmengine's and
     mmpretrain's norm handling (``norm_eval``, no weight decay on norms,
     frozen stages) treats it as a batch norm.
 
@@ -56,10 +63,12 @@ class DSBatchNorm2d(_BatchNorm):
         self.running_var[rows].fill_(1)
         self.num_batches_tracked[rows].zero_()
 
-    def forward(self, x: torch.Tensor, subnet: int) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, subnet: StatsSelector) -> torch.Tensor:
         self._check_input_dim(x)
         c = x.shape[1]
         check_width('num_features', c, self.num_features)
+        if not isinstance(subnet, int):
+            return self._per_sample(x, *subnet)
         if not 0 <= subnet < self.num_subnets:
             raise ValueError(f'subnet={subnet} is outside 0..'
                              f'{self.num_subnets - 1}')
@@ -71,6 +80,21 @@ class DSBatchNorm2d(_BatchNorm):
         return F.batch_norm(x, self.running_mean[subnet, :c],
                             self.running_var[subnet, :c], self.weight[:c],
                             self.bias[:c], self.training, factor, self.eps)
+
+    def _per_sample(self, x: torch.Tensor, rows: Sequence[int],
+                    weights: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            raise RuntimeError(
+                'per-sample statistics need a DSBatchNorm2d in eval mode: '
+                'routing per sample uses running statistics (BN is frozen '
+                'in Stage II)')
+        c = x.shape[1]
+        rows = list(rows)
+        mean = weights @ self.running_mean[rows, :c].to(weights.dtype)
+        var = weights @ self.running_var[rows, :c].to(weights.dtype)
+        scale = self.weight[:c] * torch.rsqrt(var + self.eps)
+        shift = self.bias[:c] - mean * scale
+        return x * scale[:, :, None, None] + shift[:, :, None, None]
 
     def extra_repr(self) -> str:
         return (f'{self.num_features}, num_subnets={self.num_subnets}, '

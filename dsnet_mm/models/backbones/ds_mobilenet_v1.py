@@ -9,6 +9,7 @@ from mmpretrain.models.backbones.base_backbone import BaseBackbone
 from mmpretrain.registry import MODELS
 
 from dsnet_mm.ops import DSBatchNorm2d, DSConv2d, DSSqueezeExcite
+from ..gates import DSGate
 from ..subnet import SubnetSpace, SubnetSpec, SubnetsCfg
 
 SubnetKey = Union[int, str, SubnetSpec]
@@ -26,41 +27,63 @@ class DSConvBNAct(nn.Module):
         self.act = nn.SiLU(inplace=True)
 
     def forward(self, x: torch.Tensor, spec: SubnetSpec) -> torch.Tensor:
-        return self.act(self.bn(self.conv(x, spec[self.group]), spec.index))
+        x = self.act(self.bn(self.conv(x, spec[self.group]), spec.stats))
+        return spec.mask(x, self.group)
 
 
 class DSDepthwiseSeparable(nn.Module):
     """MobileNetV1 block: dw3x3-BN-Swish, SE, pw1x1-BN-Swish (no residual).
 
     The depthwise part runs at the input width; the pointwise conv widens to
-    the block's group width.
+    the block's group width. In the gated block the SE is the double-headed
+    gate, whose slimming head decides the width of the pointwise conv and of
+    every later layer.
 
     Args:
         in_channels (int): Widest input width.
         out_channels (int): Widest output width.
         stride (int): Stride of the depthwise conv.
+        in_group (str): Width group of the block's input.
         group (str): Width group of the block's output.
         num_stats (int): BN statistics rows (sub-networks + largest).
         se_ratio (float): SE squeeze ratio of the widest input.
+        gate_choices (int): Routing window size if the block holds the gate,
+            else 0. Defaults to 0.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, stride: int,
-                 group: str, num_stats: int, se_ratio: float) -> None:
+    def __init__(self,
+                 in_channels: int,
+                 out_channels: int,
+                 stride: int,
+                 in_group: str,
+                 group: str,
+                 num_stats: int,
+                 se_ratio: float,
+                 gate_choices: int = 0) -> None:
         super().__init__()
+        self.in_group = in_group
         self.group = group
         self.conv_dw = DSConv2d(
             in_channels, in_channels, 3, stride, group_channels=1)
         self.bn1 = DSBatchNorm2d(in_channels, num_stats)
-        self.se = DSSqueezeExcite(in_channels, se_ratio)
+        self.se = DSGate(in_channels, gate_choices, se_ratio) \
+            if gate_choices else DSSqueezeExcite(in_channels, se_ratio)
         self.conv_pw = DSConv2d(in_channels, out_channels, 1)
         self.bn2 = DSBatchNorm2d(out_channels, num_stats)
         self.act = nn.SiLU(inplace=True)
 
+    def forward_dw(self, x: torch.Tensor, spec: SubnetSpec) -> torch.Tensor:
+        """Depthwise conv, BN and activation, at the input width."""
+        x = self.act(self.bn1(self.conv_dw(x), spec.stats))
+        return spec.mask(x, self.in_group)
+
+    def forward_pw(self, x: torch.Tensor, spec: SubnetSpec) -> torch.Tensor:
+        """Pointwise conv, BN and activation, widened to the block's group."""
+        x = self.act(self.bn2(self.conv_pw(x, spec[self.group]), spec.stats))
+        return spec.mask(x, self.group)
+
     def forward(self, x: torch.Tensor, spec: SubnetSpec) -> torch.Tensor:
-        x = self.act(self.bn1(self.conv_dw(x), spec.index))
-        x = self.se(x)
-        x = self.conv_pw(x, spec[self.group])
-        return self.act(self.bn2(x, spec.index))
+        return self.forward_pw(self.se(self.forward_dw(x, spec)), spec)
 
 
 @MODELS.register_module()
@@ -96,6 +119,13 @@ class DSMobileNetV1(BaseBackbone):
             train mode; -1 freezes nothing. Defaults to -1.
         norm_eval (bool): Keep every BN in eval mode while training.
             Defaults to False.
+        gate (dict, optional): Place the double-headed gate in the first
+            block of a stage: ``dict(stage='stage4', window=(start, size))``.
+            The gate picks one of the ``size`` consecutive sub-networks from
+            ``start`` on (the routing window: S/M/L models use different
+            windows); every layer it precedes takes that sub-network's widths,
+            so the window's sub-networks must agree on every earlier group.
+            Defaults to None (no gate, e.g. Stage I).
         init_cfg (dict, optional): Initialization config. Defaults to None.
     """
     # (group, widest width, blocks, stride of the first block): reference §2.1
@@ -125,6 +155,7 @@ class DSMobileNetV1(BaseBackbone):
                  out_indices: Sequence[int] = (-1, ),
                  frozen_stages: int = -1,
                  norm_eval: bool = False,
+                 gate: Optional[dict] = None,
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(init_cfg)
         if isinstance(arch, str):
@@ -155,22 +186,56 @@ class DSMobileNetV1(BaseBackbone):
             max_widths, self.default_subnets if subnets is None else subnets)
         self._active = self.space.largest
         num_stats = self.space.num_stats
+        stage_groups = [s[0] for s in stages]
+        self.gate_stage, self.window = self._check_gate(gate, stage_groups)
 
         self.stem = DSConvBNAct(in_channels, stem_width, 3, stem_stride,
                                 'stem', num_stats)
         self.in_channels = in_channels
         self.layers = nn.ModuleList()
-        width = stem_width
-        for group, out_width, num_blocks, stride in stages:
+        width, in_group = stem_width, 'stem'
+        for i, (group, out_width, num_blocks, stride) in enumerate(stages):
             blocks = nn.ModuleList()
             for j in range(num_blocks):
+                gated = i == self.gate_stage and j == 0
                 blocks.append(
-                    DSDepthwiseSeparable(width, out_width,
-                                         stride if j == 0 else 1, group,
-                                         num_stats, se_ratio))
-                width = out_width
+                    DSDepthwiseSeparable(
+                        width, out_width, stride if j == 0 else 1, in_group,
+                        group, num_stats, se_ratio,
+                        len(self.window) if gated else 0))
+                width, in_group = out_width, group
             self.layers.append(blocks)
         self._freeze_stages()
+
+    def _check_gate(self, gate: Optional[dict], stage_groups: List[str]
+                    ) -> Tuple[Optional[int], List[SubnetSpec]]:
+        """(index of the gated stage, routing window) from the gate config."""
+        if gate is None:
+            return None, []
+        unknown = set(gate) - {'stage', 'window'}
+        if unknown or 'stage' not in gate or 'window' not in gate:
+            raise ValueError("gate needs exactly the keys 'stage' and "
+                             f"'window', got {sorted(gate)}")
+        if gate['stage'] not in stage_groups:
+            raise ValueError(f"gate.stage={gate['stage']!r} is not a stage; "
+                             f'allowed: {stage_groups}')
+        stage = stage_groups.index(gate['stage'])
+        start, size = gate['window']
+        n = len(self.space)
+        if size < 1 or start < 0 or start + size > n:
+            raise ValueError(
+                f'gate.window=({start}, {size}) must lie in the '
+                f'sub-network list 0..{n - 1} (start >= 0, size >= 1)')
+        window = self.space.subnets[start:start + size]
+        for group in ['stem'] + stage_groups[:stage]:
+            widths = sorted({s[group] for s in window})
+            if len(widths) > 1:
+                raise ValueError(
+                    f'gate.window=({start}, {size}) mixes widths {widths} of '
+                    f'group {group!r}, which runs before the gate in '
+                    f"{gate['stage']!r}: the window's sub-networks must "
+                    'share every group before the gate')
+        return stage, window
 
     # --- the active sub-network -----------------------------------------
     @property
@@ -192,12 +257,15 @@ class DSMobileNetV1(BaseBackbone):
             self._active = previous
 
     # --- forward ---------------------------------------------------------
-    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+    def _check_input(self, x: torch.Tensor) -> None:
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise ValueError(
                 f'DSMobileNetV1 expects images of shape (N, {self.in_channels},'
                 f' H, W) (in_channels={self.in_channels}), got '
                 f'{tuple(x.shape)}')
+
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        self._check_input(x)
         spec = self._active
         x = self.stem(x, spec)
         outs = []
@@ -207,6 +275,45 @@ class DSMobileNetV1(BaseBackbone):
             if i in self.out_indices:
                 outs.append(x)
         return tuple(outs)
+
+    # --- dynamic routing ---------------------------------------------------
+    def forward_pre_gate(
+        self, x: torch.Tensor
+    ) -> Tuple[torch.Tensor, torch.Tensor, List[torch.Tensor]]:
+        """Run up to the gate, which every sub-network of the window shares.
+
+        Returns:
+            tuple: the features after the gate's attention, the slimming
+            logits ``[B, len(window)]`` and the outputs of earlier stages in
+            ``out_indices``.
+        """
+        if self.gate_stage is None:
+            raise RuntimeError('this backbone has no gate: set gate=dict('
+                               "stage=..., window=(start, size))")
+        self._check_input(x)
+        spec = self.window[0]
+        x = self.stem(x, spec)
+        outs = []
+        for i, blocks in enumerate(self.layers[:self.gate_stage]):
+            for block in blocks:
+                x = block(x, spec)
+            if i in self.out_indices:
+                outs.append(x)
+        gated = self.layers[self.gate_stage][0]
+        x, logits = gated.se.forward_gate(gated.forward_dw(x, spec))
+        return x, logits, outs
+
+    def forward_post_gate(self, x: torch.Tensor,
+                          spec: SubnetSpec) -> List[torch.Tensor]:
+        """Run from the gate on at ``spec`` (a sub-network or a routing)."""
+        outs = []
+        for i in range(self.gate_stage, len(self.layers)):
+            for j, block in enumerate(self.layers[i]):
+                x = block.forward_pw(x, spec) if i == self.gate_stage and \
+                    j == 0 else block(x, spec)
+            if i in self.out_indices:
+                outs.append(x)
+        return outs
 
     # --- mmpretrain conventions ----------------------------------------
     def _freeze_stages(self) -> None:

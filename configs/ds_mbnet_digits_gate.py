@@ -1,0 +1,45 @@
+# DS-MobileNetV1 Stage II demo on the embedded digits: the gate learns to
+# route each image within the 4 narrowest sub-networks (the reference's
+# DS-MBNet-S window) by SGS, starting from the recalibrated Stage I supernet.
+_base_ = ['./ds_mbnet_digits.py']
+
+model = dict(
+    _delete_=True,
+    type='DSGateClassifier',
+    backbone=dict(
+        type='DSMobileNetV1',
+        arch={{_base_.arch}},
+        subnets={{_base_.subnets}},
+        # reference placement: first block of stage 4; window (start, size)
+        gate=dict(stage='stage4', window=(0, 4))),
+    neck=dict(type='GlobalAveragePooling'),
+    head=dict(
+        type='DSLinearClsHead',
+        num_classes=10,
+        in_channels=288,
+        loss=dict(type='LabelSmoothLoss', label_smooth_val=0.1),
+        topk=(1, )),
+    sgs_rule='smallest',  # or 'smallest_widest'
+    complexity_weight=0.5,
+    madds_unit=1e9,
+    # written by tools/calibrate_bn.py in the main job (tools/run_demo.sh)
+    stage1_checkpoint='work_dirs/ds_mbnet_digits/stage1/calibrated.pth')
+
+# Reference Stage II recipe (dsnet_spec.md §1.3) shortened: lr 0.08 cosine,
+# weight decay 1e-2, only the gate's slimming head learns (everything else
+# has requires_grad=False and BN is frozen in eval mode).
+optim_wrapper = dict(
+    _delete_=True,
+    optimizer=dict(
+        type='SGD', lr=0.08, momentum=0.9, weight_decay=1e-2, nesterov=True))
+param_scheduler = [
+    dict(type='CosineAnnealingLR', T_max=4, eta_min=1e-5, by_epoch=True,
+         begin=0, end=4, convert_to_iter_based=True),
+]
+train_cfg = dict(by_epoch=True, max_epochs=4, val_interval=4)
+# Statistics come recalibrated from Stage I and stay frozen: no calibration.
+val_cfg = dict(type='SubnetValLoop', subnets='all', calibrate=None)
+test_cfg = dict(type='SubnetTestLoop', subnets='all', calibrate=None)
+val_evaluator = [dict(type='Accuracy', topk=(1, )), dict(type='RoutingMetric')]
+test_evaluator = val_evaluator
+default_hooks = dict(checkpoint=dict(type='CheckpointHook', interval=1))

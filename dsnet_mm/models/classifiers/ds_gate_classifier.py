@@ -1,0 +1,255 @@
+# Copyright (c) dsnet_mm contributors. All rights reserved.
+"""Stage II: gate training with sandwich gate sparsification, and dynamic
+inference that routes every image to its own sub-network."""
+from contextlib import contextmanager
+from typing import Dict, Iterator, List, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from mmengine.optim import OptimWrapper
+from mmpretrain.models.classifiers import ImageClassifier
+from mmpretrain.registry import MODELS
+from mmpretrain.structures import DataSample
+
+from ..routing import MaskedRouting, route_weights
+from ..subnet import SubnetSpec
+from .stage1_loading import load_stage1_weights
+
+ROUTING_MODES = ('slice', 'bucket', 'mask')
+SGS_RULES = ('smallest', 'smallest_widest')
+
+
+@MODELS.register_module()
+class DSGateClassifier(ImageClassifier):
+    """A DS classifier whose gate picks the sub-network of each image.
+
+    **Stage II training (SGS).** The supernet and its BN statistics are frozen
+    (every parameter but the gate's slimming head has ``requires_grad=False``
+    and every module stays in eval mode); only the slimming head learns, from:
+
+    - the SGS loss: cross-entropy of the gate *logits* against online targets.
+      With ``sgs_rule='smallest'`` (the reference code), an image that the
+      window's narrowest sub-network classifies correctly is easy (target:
+      narrowest), any other is hard (target: widest of the window). With
+      ``'smallest_widest'``, hard images that even the widest gets wrong are
+      ignored;
+    - the task loss of the routed model, run on the mask path with a
+      straight-through Gumbel-softmax so it reaches the gate;
+    - ``complexity_weight * (mean routed MAdds / madds_unit) ** 2``.
+
+    **Inference.** ``predict`` routes by the argmax of the gate (no noise) and
+    runs ``routing_mode``: ``'bucket'`` (default: group the batch by chosen
+    sub-network, run each group sliced), ``'slice'`` (one image at a time) or
+    ``'mask'`` (widest width with channel masks). Each data sample gets
+    ``routed_subnet`` (index in the sub-network list) and ``routed_madds``.
+    Within :meth:`static_predict` the active static sub-network runs instead.
+
+    Args:
+        backbone (dict): A DS backbone config with ``gate`` set.
+        neck (dict, optional): Neck config.
+        head (dict, optional): Head config (its loss is the task loss).
+        sgs_rule (str): ``'smallest'`` or ``'smallest_widest'``.
+        gate_label_smooth (float): Label smoothing of the SGS loss.
+            Defaults to 0.1 (reference).
+        complexity_weight (float): Weight of the squared MAdds term.
+            Defaults to 0.5 (reference).
+        madds_unit (float): MAdds unit of that term. Defaults to 1e9 (GMac).
+        tau (float): Gumbel-softmax temperature. Defaults to 1.0.
+        routing_mode (str): Inference path. Defaults to ``'bucket'``.
+        stage1_checkpoint (str, optional): Stage I checkpoint to start from,
+            loaded by ``init_weights``; every key but the slimming head must
+            match. Defaults to None.
+        **kwargs: Passed to ``ImageClassifier``.
+    """
+
+    def __init__(self,
+                 backbone: dict,
+                 neck: Optional[dict] = None,
+                 head: Optional[dict] = None,
+                 sgs_rule: str = 'smallest',
+                 gate_label_smooth: float = 0.1,
+                 complexity_weight: float = 0.5,
+                 madds_unit: float = 1e9,
+                 tau: float = 1.0,
+                 routing_mode: str = 'bucket',
+                 stage1_checkpoint: Optional[str] = None,
+                 **kwargs) -> None:
+        super().__init__(backbone, neck=neck, head=head, **kwargs)
+        if getattr(self.backbone, 'gate_stage', None) is None:
+            raise ValueError(
+                'DSGateClassifier needs a DS backbone with a gate: set '
+                "backbone.gate=dict(stage=..., window=(start, size))")
+        if sgs_rule not in SGS_RULES:
+            raise ValueError(f'sgs_rule={sgs_rule!r} is not one of '
+                             f'{SGS_RULES}')
+        if routing_mode not in ROUTING_MODES:
+            raise ValueError(f'routing_mode={routing_mode!r} is not one of '
+                             f'{ROUTING_MODES}')
+        self.sgs_rule = sgs_rule
+        self.gate_label_smooth = gate_label_smooth
+        self.complexity_weight = complexity_weight
+        self.madds_unit = madds_unit
+        self.tau = tau
+        self.routing_mode = routing_mode
+        self.stage1_checkpoint = stage1_checkpoint
+        self._static_predict = False
+        self._window_madds: Optional[List[int]] = None
+        for name, p in self.named_parameters():
+            p.requires_grad = name.startswith(self.gate_prefix)
+
+    @property
+    def window(self) -> List[SubnetSpec]:
+        return self.backbone.window
+
+    @property
+    def gate(self):
+        return self.backbone.layers[self.backbone.gate_stage][0].se
+
+    @property
+    def gate_prefix(self) -> str:
+        return f'backbone.layers.{self.backbone.gate_stage}.0.se.slim_head.'
+
+    def init_weights(self) -> None:
+        super().init_weights()
+        if self.stage1_checkpoint is not None:
+            load_stage1_weights(self, self.stage1_checkpoint,
+                                new_prefixes=(self.gate_prefix, ))
+
+    def train(self, mode: bool = True) -> 'DSGateClassifier':
+        """Only the flag changes: the frozen supernet stays in eval mode."""
+        super().train(mode)
+        for child in self.children():
+            child.eval()
+        return self
+
+    # --- routing -------------------------------------------------------
+    def window_madds(self, shape) -> List[int]:
+        """MAdds per image of each sub-network of the window (cached)."""
+        if self._window_madds is None:
+            from dsnet_mm.analysis import subnet_complexity
+            with self.static_predict():
+                rows = subnet_complexity(self, self.window, shape)
+            head = self.gate.slim_head
+            gate_cost = head.in_channels * head.out_channels
+            self._window_madds = [r['madds'] + gate_cost for r in rows]
+        return self._window_madds
+
+    def _logits(self, early: List[torch.Tensor], late: List[torch.Tensor]):
+        feats = tuple(early + late)
+        if self.with_neck:
+            feats = self.neck(feats)
+        return self.head(feats)
+
+    def _run_window(self, h, early, spec: SubnetSpec) -> torch.Tensor:
+        return self._logits(early, self.backbone.forward_post_gate(h, spec))
+
+    def forward_dynamic(
+            self,
+            inputs: torch.Tensor,
+            mode: Optional[str] = None
+    ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Classify each image with its routed sub-network.
+
+        Returns:
+            tuple: class logits ``[B, num_classes]``, gate logits
+            ``[B, window]`` and the chosen window position of each image.
+        """
+        mode = self.routing_mode if mode is None else mode
+        if mode not in ROUTING_MODES:
+            raise ValueError(f'mode={mode!r} is not one of {ROUTING_MODES}')
+        h, gate_logits, early = self.backbone.forward_pre_gate(inputs)
+        if mode == 'mask':
+            weights = route_weights(gate_logits, self.training, self.tau)
+            routing = MaskedRouting(self.window, weights)
+            logits = self._run_window(h, early, routing)
+            return logits, gate_logits, weights.argmax(-1)
+        choice = gate_logits.argmax(-1)
+        if mode == 'slice':
+            logits = torch.cat([
+                self._run_window(h[b:b + 1], [e[b:b + 1] for e in early],
+                                 self.window[int(choice[b])])
+                for b in range(h.shape[0])
+            ])
+            return logits, gate_logits, choice
+        logits = None
+        for k in choice.unique().tolist():
+            sel = (choice == k).nonzero().flatten()
+            out = self._run_window(h[sel], [e[sel] for e in early],
+                                   self.window[k])
+            if logits is None:
+                logits = out.new_empty(h.shape[0], out.shape[1])
+            logits[sel] = out
+        return logits, gate_logits, choice
+
+    @contextmanager
+    def static_predict(self) -> Iterator[None]:
+        """``predict`` runs the backbone's active sub-network in the block."""
+        previous = self._static_predict
+        self._static_predict = True
+        try:
+            yield
+        finally:
+            self._static_predict = previous
+
+    def predict(self,
+                inputs: torch.Tensor,
+                data_samples: Optional[List[DataSample]] = None,
+                **kwargs) -> List[DataSample]:
+        if self._static_predict:
+            return super().predict(inputs, data_samples, **kwargs)
+        logits, _, choice = self.forward_dynamic(inputs)
+        samples = self.head._get_predictions(logits, data_samples)
+        madds = self.window_madds(inputs.shape[1:])
+        for sample, k in zip(samples, choice.tolist()):
+            sample.set_field(self.window[k].index, 'routed_subnet',
+                             field_type='metainfo')
+            sample.set_field(madds[k], 'routed_madds', field_type='metainfo')
+        return samples
+
+    # --- Stage II --------------------------------------------------------
+    @torch.no_grad()
+    def sgs_targets(self, h: torch.Tensor, early: List[torch.Tensor],
+                    labels: torch.Tensor) -> torch.Tensor:
+        """Online gate targets: narrowest for easy images, widest for hard.
+
+        With ``sgs_rule='smallest_widest'`` a hard image that the widest
+        sub-network of the window also misclassifies gets -100 (ignored).
+        """
+        last = len(self.window) - 1
+        easy = self._run_window(h, early,
+                                self.window[0]).argmax(-1) == labels
+        target = torch.where(easy, 0, last)
+        if self.sgs_rule == 'smallest_widest':
+            widest_ok = self._run_window(
+                h, early, self.window[-1]).argmax(-1) == labels
+            target = torch.where(easy | widest_ok, target, -100)
+        return target
+
+    def train_step(self, data: dict,
+                   optim_wrapper: OptimWrapper) -> Dict[str, torch.Tensor]:
+        """One SGS step: only the gate's slimming head is updated."""
+        data = self.data_preprocessor(data, True)
+        inputs, data_samples = data['inputs'], data['data_samples']
+        labels = torch.cat([s.gt_label for s in data_samples]).to(
+            inputs.device)
+        madds = inputs.new_tensor(self.window_madds(inputs.shape[1:]))
+        with optim_wrapper.optim_context(self):
+            h, gate_logits, early = self.backbone.forward_pre_gate(inputs)
+            target = self.sgs_targets(h, early, labels)
+            weights = route_weights(gate_logits, True, self.tau)
+            logits = self._run_window(h, early,
+                                      MaskedRouting(self.window, weights))
+            losses = dict(loss_task=self.head._get_loss(
+                logits, data_samples)['loss'])
+            if (target >= 0).any():
+                losses['loss_gate'] = F.cross_entropy(
+                    gate_logits, target, ignore_index=-100,
+                    label_smoothing=self.gate_label_smooth)
+            mean_madds = (weights @ madds).mean()
+            losses['loss_complexity'] = self.complexity_weight * (
+                mean_madds / self.madds_unit)**2
+            loss, log_vars = self.parse_losses(losses)
+            optim_wrapper.update_params(loss)
+        log_vars['mean_madds'] = mean_madds.detach()
+        log_vars['easy_ratio'] = (target == 0).float().mean()
+        return log_vars

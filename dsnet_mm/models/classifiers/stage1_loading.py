@@ -1,0 +1,48 @@
+# Copyright (c) dsnet_mm contributors. All rights reserved.
+"""Start Stage II from a Stage I checkpoint, refusing any mismatch."""
+from typing import Sequence
+
+import torch
+import torch.nn as nn
+from mmengine.logging import MMLogger
+
+# Stage I state that Stage II does not hold
+_STAGE1_ONLY = ('teacher.', 'sandwich_iter')
+
+
+def load_stage1_weights(model: nn.Module, path: str,
+                        new_prefixes: Sequence[str] = ()) -> None:
+    """Load the student of a Stage I checkpoint into ``model``.
+
+    Every key of the model must be in the checkpoint with the same shape,
+    except those under ``new_prefixes`` (parts Stage II adds, such as the
+    gate's slimming head); checkpoint keys the model lacks are errors too,
+    apart from Stage I's teacher and sampler state. The checkpoint is read
+    with ``weights_only=True``.
+
+    Raises:
+        ValueError: listing every missing, unexpected or mis-shaped key.
+    """
+    ckpt = torch.load(path, map_location='cpu', weights_only=True)
+    state = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else ckpt
+    state = {k[len('module.'):] if k.startswith('module.') else k: v
+             for k, v in state.items()}
+    state = {k: v for k, v in state.items() if not k.startswith(_STAGE1_ONLY)}
+    own = {k: v for k, v in model.state_dict().items()
+           if not k.startswith(tuple(new_prefixes))}
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = sorted(f'{k}: checkpoint {tuple(state[k].shape)} vs model '
+                    f'{tuple(own[k].shape)}' for k in set(own) & set(state)
+                    if state[k].shape != own[k].shape)
+    if missing or unexpected or shapes:
+        lines = [f'Stage I checkpoint {path} does not match the model:']
+        for title, keys in (('missing in checkpoint', missing),
+                            ('not in the model', unexpected),
+                            ('shape mismatch', shapes)):
+            if keys:
+                lines.append(f'  {title} ({len(keys)}): ' + ', '.join(keys))
+        raise ValueError('\n'.join(lines))
+    model.load_state_dict(state, strict=False)
+    MMLogger.get_current_instance().info(
+        f'loaded Stage I weights from {path} ({len(state)} tensors)')
