@@ -14,11 +14,9 @@ import time
 
 import torch
 from mmengine.config import Config, DictAction
-from mmengine.registry import init_default_scope
 from mmengine.runner import Runner, load_checkpoint
-from mmpretrain.registry import MODELS
 
-from dsnet_mm.engine import calibrate_bn
+from dsnet_mm.engine import build_model_from_cfg, calibrate_bn
 
 
 def parse_args():
@@ -48,8 +46,7 @@ def main():
     cfg = Config.fromfile(args.config)
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
-    init_default_scope(cfg.get('default_scope', 'mmpretrain'))
-    model = MODELS.build(cfg.model)
+    model = build_model_from_cfg(cfg)
     load_checkpoint(model, args.checkpoint, map_location='cpu', strict=True)
     loader = Runner.build_dataloader(
         cfg.train_dataloader, seed=cfg.get('randomness', {}).get('seed'))

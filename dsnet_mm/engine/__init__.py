@@ -1,11 +1,12 @@
 # Copyright (c) dsnet_mm contributors. All rights reserved.
 from .bn_calibration import calibrate_bn
+from .builder import build_model_from_cfg
 from .checkpoint import register_safe_globals, safe_globals
 from .loops import SubnetTestLoop, SubnetValLoop
 
 __all__ = [
-    'calibrate_bn', 'register_safe_globals', 'safe_globals', 'SubnetValLoop',
-    'SubnetTestLoop'
+    'build_model_from_cfg', 'calibrate_bn', 'register_safe_globals',
+    'safe_globals', 'SubnetValLoop', 'SubnetTestLoop'
 ]
 
 register_safe_globals()

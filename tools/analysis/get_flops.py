@@ -7,10 +7,9 @@ import argparse
 import json
 
 from mmengine.config import Config, DictAction
-from mmengine.registry import init_default_scope
-from mmpretrain.registry import MODELS
 
 from dsnet_mm.analysis import subnet_complexity
+from dsnet_mm.engine import build_model_from_cfg
 
 
 def parse_args():
@@ -44,8 +43,7 @@ def main():
     cfg = Config.fromfile(args.config)
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
-    init_default_scope(cfg.get('default_scope', 'mmpretrain'))
-    model = MODELS.build(cfg.model)
+    model = build_model_from_cfg(cfg)
     space = getattr(model.backbone, 'space', None)
     if space is None:
         raise SystemExit(f'{cfg.model.backbone.type} is not a DS backbone: '
