@@ -77,3 +77,47 @@ def test_test_tool_reports_every_subnet(trained, digits_root, tmp_path):
     metrics = json.loads(out.read_text())
     assert {f'subnet_{k}/accuracy/top1' for k in range(14)} <= set(metrics)
     assert 'largest/madds' in metrics
+
+
+def test_stage2_pipeline_reports_the_dynamic_model(trained, digits_root,
+                                                   tmp_path):
+    """Stage I checkpoint -> BN recalibration -> Stage II -> report."""
+    work = trained[0]
+    calibrated = str(tmp_path / 'calibrated.pth')
+    proc = run_tool('tools/calibrate_bn.py', 'configs/ds_mbnet_digits.py',
+                    osp.join(work, 'epoch_2.pth'), '--out', calibrated,
+                    '--num-batches', '2', '--cfg-options',
+                    *data_opts(digits_root))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert '[15/15] largest: 2 batches' in proc.stdout
+    stage2 = str(tmp_path / 'stage2')
+    proc = run_tool('tools/train.py', 'configs/ds_mbnet_digits_gate.py',
+                    '--work-dir', stage2, '--cfg-options',
+                    f'model.stage1_checkpoint={calibrated}',
+                    'train_cfg.max_epochs=1', 'train_cfg.val_interval=1',
+                    *[o for o in SMALL if 'calibrate' not in o and
+                      'val_interval' not in o], *data_opts(digits_root))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with open(osp.join(stage2, 'subnet_results.json')) as f:
+        report = json.load(f)
+    dynamic = report['dynamic']
+    assert dynamic['window'] == [f'subnet_{k}' for k in range(4)]
+    assert sum(dynamic['routing'].values()) == 64
+    madds = {r['name']: r['madds'] for r in report['subnets']}
+    assert madds['subnet_0'] <= dynamic['madds'] <= madds['subnet_3'] * 1.01
+    assert osp.exists(osp.join(stage2, 'report.md'))
+    assert osp.exists(osp.join(stage2, 'accuracy_vs_madds.png'))
+    # tools/test.py on the Stage II checkpoint reports the same dynamic model
+    out = tmp_path / 'metrics.json'
+    proc = run_tool('tools/test.py', 'configs/ds_mbnet_digits_gate.py',
+                    osp.join(stage2, 'epoch_1.pth'), '--work-dir',
+                    str(tmp_path / 'test'), '--out', str(out),
+                    '--cfg-options',
+                    *[o for o in SMALL if 'calibrate' not in o and
+                      'val_interval' not in o], *data_opts(digits_root))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads(out.read_text())
+    assert metrics['dynamic/accuracy/top1'] == pytest.approx(
+        dynamic['accuracy/top1'])
+    assert metrics['dynamic/routing/mean_madds'] == pytest.approx(
+        dynamic['madds'])

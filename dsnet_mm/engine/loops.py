@@ -26,8 +26,17 @@ class SubnetEvalMixin:
     written to the work dir.
     """
 
-    def _setup_subnets(self, subnets: Union[str, Sequence],
-                       calibrate: Optional[dict], dynamic: bool) -> None:
+    stage = ''  # 'val' or 'test': which hooks the loop calls
+
+    def __init__(self,
+                 runner,
+                 dataloader,
+                 evaluator,
+                 subnets: Union[str, Sequence] = 'all',
+                 calibrate: Optional[dict] = dict(num_batches=100),
+                 dynamic: bool = True,
+                 fp16: bool = False) -> None:
+        super().__init__(runner, dataloader, evaluator, fp16)
         self.dynamic = dynamic
         if isinstance(subnets, str) and subnets != 'all':
             raise ValueError(f"subnets must be 'all' or a list of indices / "
@@ -41,6 +50,14 @@ class SubnetEvalMixin:
         self.calibrate = calibrate
         self._calib_loader = None
         self._complexity = None
+
+    def run(self) -> dict:
+        self.runner.call_hook(f'before_{self.stage}')
+        self.runner.call_hook(f'before_{self.stage}_epoch')
+        metrics = self._eval_subnets()
+        self.runner.call_hook(f'after_{self.stage}_epoch', metrics=metrics)
+        self.runner.call_hook(f'after_{self.stage}')
+        return metrics
 
     @property
     def model(self):
@@ -64,15 +81,15 @@ class SubnetEvalMixin:
                 cfg, seed=self.runner.seed)
         return self._calib_loader
 
-    def _evaluate(self, run_iter) -> Dict[str, float]:
+    def _evaluate(self) -> Dict[str, float]:
         self.runner.model.eval()
         for idx, data_batch in enumerate(self.dataloader):
-            run_iter(idx, data_batch)
+            self.run_iter(idx, data_batch)
             if self._complexity is None:
                 self._count_complexity(data_batch)
         return self.evaluator.evaluate(len(self.dataloader.dataset))
 
-    def _eval_subnets(self, run_iter) -> Dict[str, float]:
+    def _eval_subnets(self) -> Dict[str, float]:
         model = self.model
         static = getattr(model, 'static_predict', nullcontext)
         metrics: Dict[str, float] = {}
@@ -82,7 +99,7 @@ class SubnetEvalMixin:
                 calibrate_bn(model, self._calibration_batches(), spec,
                              self.calibrate.get('num_batches', 100))
             with model.backbone.subnet(spec), static():
-                result = self._evaluate(run_iter)
+                result = self._evaluate()
             cost = self._complexity[spec.name]
             metrics.update({f'{spec.name}/{k}': v for k, v in result.items()})
             metrics[f'{spec.name}/madds'] = cost['madds']
@@ -91,7 +108,7 @@ class SubnetEvalMixin:
                              metrics=result))
         dynamic = None
         if self.dynamic and hasattr(model, 'forward_dynamic'):
-            result = self._evaluate(run_iter)
+            result = self._evaluate()
             metrics.update({f'dynamic/{k}': v for k, v in result.items()})
             dynamic = self._dynamic_summary(model, result)
         self._report(rows, dynamic)
@@ -148,7 +165,7 @@ class SubnetEvalMixin:
 
 @LOOPS.register_module()
 class SubnetValLoop(SubnetEvalMixin, ValLoop):
-    """``ValLoop`` over every sub-network (or a subset).
+    """``ValLoop`` over every sub-network (or a subset) and the dynamic model.
 
     Args:
         runner (Runner): The runner.
@@ -166,47 +183,11 @@ class SubnetValLoop(SubnetEvalMixin, ValLoop):
             gate. Defaults to True.
         fp16 (bool): Evaluate with autocast. Defaults to False.
     """
-
-    def __init__(self,
-                 runner,
-                 dataloader,
-                 evaluator,
-                 subnets: Union[str, Sequence] = 'all',
-                 calibrate: Optional[dict] = dict(num_batches=100),
-                 dynamic: bool = True,
-                 fp16: bool = False) -> None:
-        super().__init__(runner, dataloader, evaluator, fp16)
-        self._setup_subnets(subnets, calibrate, dynamic)
-
-    def run(self) -> dict:
-        self.runner.call_hook('before_val')
-        self.runner.call_hook('before_val_epoch')
-        metrics = self._eval_subnets(self.run_iter)
-        self.runner.call_hook('after_val_epoch', metrics=metrics)
-        self.runner.call_hook('after_val')
-        return metrics
+    stage = 'val'
 
 
 @LOOPS.register_module()
 class SubnetTestLoop(SubnetEvalMixin, TestLoop):
     """``TestLoop`` over every sub-network; arguments as :class:`SubnetValLoop`.
     """
-
-    def __init__(self,
-                 runner,
-                 dataloader,
-                 evaluator,
-                 subnets: Union[str, Sequence] = 'all',
-                 calibrate: Optional[dict] = dict(num_batches=100),
-                 dynamic: bool = True,
-                 fp16: bool = False) -> None:
-        super().__init__(runner, dataloader, evaluator, fp16)
-        self._setup_subnets(subnets, calibrate, dynamic)
-
-    def run(self) -> dict:
-        self.runner.call_hook('before_test')
-        self.runner.call_hook('before_test_epoch')
-        metrics = self._eval_subnets(self.run_iter)
-        self.runner.call_hook('after_test_epoch', metrics=metrics)
-        self.runner.call_hook('after_test')
-        return metrics
+    stage = 'test'
