@@ -13,10 +13,10 @@ import os.path as osp
 import time
 
 import torch
-from mmengine.config import Config, DictAction
 from mmengine.runner import Runner, load_checkpoint
 
 from dsnet_mm.engine import build_model_from_cfg, calibrate_bn
+from dsnet_mm.engine.cli import add_cfg_options, load_config
 
 
 def parse_args():
@@ -30,11 +30,7 @@ def parse_args():
         type=int,
         default=100,
         help='training batches per sub-network (default: 100)')
-    parser.add_argument(
-        '--cfg-options',
-        nargs='+',
-        action=DictAction,
-        help='override config entries, xxx=yyy format')
+    add_cfg_options(parser)
     args = parser.parse_args()
     if args.num_batches < 1:
         parser.error(f'--num-batches must be >= 1, got {args.num_batches}')
@@ -43,9 +39,7 @@ def parse_args():
 
 def main():
     args = parse_args()
-    cfg = Config.fromfile(args.config)
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
+    cfg = load_config(args.config, args.cfg_options)
     model = build_model_from_cfg(cfg)
     load_checkpoint(model, args.checkpoint, map_location='cpu', strict=True)
     loader = Runner.build_dataloader(

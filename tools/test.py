@@ -2,11 +2,12 @@
 """Evaluate a checkpoint from an MM-style config (every sub-network with
 ``SubnetTestLoop``)."""
 import argparse
-import os
 import os.path as osp
 
-from mmengine.config import Config, DictAction
 from mmengine.runner import Runner
+
+from dsnet_mm.engine.cli import (add_cfg_options, add_launcher,
+                                 export_local_rank, load_config)
 
 
 def parse_args():
@@ -16,29 +17,17 @@ def parse_args():
     parser.add_argument('--work-dir', help='the dir to save logs')
     parser.add_argument(
         '--out', help='dump the metrics to this file (json/yaml/pickle)')
-    parser.add_argument(
-        '--cfg-options',
-        nargs='+',
-        action=DictAction,
-        help='override config entries, xxx=yyy format')
-    parser.add_argument(
-        '--launcher',
-        choices=['none', 'pytorch', 'slurm', 'mpi'],
-        default='none',
-        help='job launcher')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    add_cfg_options(parser)
+    add_launcher(parser)
     args = parser.parse_args()
-    if 'LOCAL_RANK' not in os.environ:
-        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    export_local_rank(args)
     return args
 
 
 def main():
     args = parse_args()
-    cfg = Config.fromfile(args.config)
+    cfg = load_config(args.config, args.cfg_options)
     cfg.launcher = args.launcher
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
     if args.work_dir is not None:
         cfg.work_dir = args.work_dir
     elif cfg.get('work_dir') is None:

@@ -2,11 +2,13 @@
 """Train a model from an MM-style config (mmpretrain's train script, DS-aware).
 """
 import argparse
-import os
 import os.path as osp
 
-from mmengine.config import Config, DictAction
+from mmengine.config import Config
 from mmengine.runner import Runner
+
+from dsnet_mm.engine.cli import (add_cfg_options, add_launcher,
+                                 export_local_rank, load_config)
 
 
 def parse_args():
@@ -30,21 +32,10 @@ def parse_args():
         '--auto-scale-lr',
         action='store_true',
         help='scale the learning rate by the real batch size')
-    parser.add_argument(
-        '--cfg-options',
-        nargs='+',
-        action=DictAction,
-        help='override config entries, xxx=yyy format')
-    parser.add_argument(
-        '--launcher',
-        choices=['none', 'pytorch', 'slurm', 'mpi'],
-        default='none',
-        help='job launcher')
-    # torch.distributed.launch passes --local-rank (torch>=2) or --local_rank
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    add_cfg_options(parser)
+    add_launcher(parser)
     args = parser.parse_args()
-    if 'LOCAL_RANK' not in os.environ:
-        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    export_local_rank(args)
     return args
 
 
@@ -71,14 +62,12 @@ def merge_args(cfg: Config, args) -> Config:
         cfg.load_from = args.resume
     if args.auto_scale_lr:
         cfg.auto_scale_lr.enable = True
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
     return cfg
 
 
 def main():
     args = parse_args()
-    cfg = merge_args(Config.fromfile(args.config), args)
+    cfg = merge_args(load_config(args.config, args.cfg_options), args)
     runner = Runner.from_cfg(cfg)
     runner.train()
 

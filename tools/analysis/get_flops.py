@@ -6,10 +6,10 @@
 import argparse
 import json
 
-from mmengine.config import Config, DictAction
 
 from dsnet_mm.analysis import subnet_complexity
 from dsnet_mm.engine import build_model_from_cfg
+from dsnet_mm.engine.cli import add_cfg_options, load_config
 
 
 def parse_args():
@@ -27,11 +27,7 @@ def parse_args():
         '--json',
         action='store_true',
         help='print one JSON object instead of the table')
-    parser.add_argument(
-        '--cfg-options',
-        nargs='+',
-        action=DictAction,
-        help='override config entries, xxx=yyy format')
+    add_cfg_options(parser)
     args = parser.parse_args()
     if min(args.shape) < 1:
         parser.error(f'--shape must be positive, got {args.shape}')
@@ -40,9 +36,7 @@ def parse_args():
 
 def main():
     args = parse_args()
-    cfg = Config.fromfile(args.config)
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
+    cfg = load_config(args.config, args.cfg_options)
     model = build_model_from_cfg(cfg)
     space = getattr(model.backbone, 'space', None)
     if space is None:

@@ -1,0 +1,38 @@
+# Copyright (c) dsnet_mm contributors. All rights reserved.
+"""Command-line pieces shared by the tools."""
+import argparse
+import os
+from typing import Optional
+
+from mmengine.config import Config, DictAction
+
+
+def add_cfg_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        help='override config entries, xxx=yyy format')
+
+
+def add_launcher(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        '--launcher',
+        choices=['none', 'pytorch', 'slurm', 'mpi'],
+        default='none',
+        help='job launcher')
+    # torch.distributed.launch passes --local-rank (torch>=2) or --local_rank
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+
+
+def export_local_rank(args: argparse.Namespace) -> None:
+    """Set ``LOCAL_RANK`` from the arguments unless a launcher already did."""
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+
+
+def load_config(path: str, cfg_options: Optional[dict] = None) -> Config:
+    """Read a config and apply ``--cfg-options`` overrides."""
+    cfg = Config.fromfile(path)
+    if cfg_options is not None:
+        cfg.merge_from_dict(cfg_options)
+    return cfg
