@@ -37,7 +37,7 @@ if ! have mmengine==0.10.7 mmpretrain==1.2.0 mmdet==3.3.0 scikit-learn matplotli
     $PIP install -q mmengine==0.10.7 mmpretrain==1.2.0 mmdet==3.3.0 scikit-learn matplotlib \
         onnx onnxruntime pytest
 fi
-if ! "$VENV/bin/python" -c "import dsnet_mm" 2>/dev/null; then
+if ! have dsnet_mm; then
     echo "[setup] installing dsnet_mm in editable mode"
     $PIP install -q --no-build-isolation --no-deps -e .
 fi
