@@ -38,3 +38,8 @@ train_cfg = dict(max_epochs=200)
 val_cfg = dict(calibrate=dict(num_batches=50))
 test_cfg = dict(calibrate=dict(num_batches=100))
 auto_scale_lr = dict(base_batch_size=128)
+
+# DDP that runs the DS train_step (sandwich / SGS); a pass leaves unused
+# slices and heads without gradient
+model_wrapper_cfg = dict(
+    type='DSDistributedDataParallel', find_unused_parameters=True)

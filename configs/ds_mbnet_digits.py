@@ -82,3 +82,8 @@ default_hooks = dict(
     checkpoint=dict(type='CheckpointHook', interval=5, max_keep_ckpts=2))
 env_cfg = dict(dist_cfg=dict(backend='gloo'))
 randomness = dict(seed=0)
+
+# DDP that runs the DS train_step (sandwich / SGS); a pass leaves unused
+# slices and heads without gradient
+model_wrapper_cfg = dict(
+    type='DSDistributedDataParallel', find_unused_parameters=True)

@@ -63,3 +63,8 @@ val_dataloader = dict(batch_size=64, dataset=dict(pipeline=test_pipeline))
 test_dataloader = val_dataloader
 
 randomness = dict(seed=42)  # reference seed
+
+# DDP that runs the DS train_step (sandwich / SGS); a pass leaves unused
+# slices and heads without gradient
+model_wrapper_cfg = dict(
+    type='DSDistributedDataParallel', find_unused_parameters=True)

@@ -7,7 +7,8 @@ import os.path as osp
 from mmengine.runner import Runner
 
 from dsnet_mm.engine.cli import (add_cfg_options, add_launcher,
-                                 export_local_rank, load_config)
+                                 export_local_rank, init_cpu_distributed,
+                                 load_config)
 
 
 def parse_args():
@@ -34,6 +35,7 @@ def main():
         cfg.work_dir = osp.join('./work_dirs',
                                 osp.splitext(osp.basename(args.config))[0])
     cfg.load_from = args.checkpoint
+    init_cpu_distributed(cfg.launcher)
     runner = Runner.from_cfg(cfg)
     metrics = runner.test()
     if args.out:

@@ -8,7 +8,8 @@ from mmengine.config import Config
 from mmengine.runner import Runner
 
 from dsnet_mm.engine.cli import (add_cfg_options, add_launcher,
-                                 export_local_rank, load_config)
+                                 export_local_rank, init_cpu_distributed,
+                                 load_config)
 
 
 def parse_args():
@@ -68,6 +69,7 @@ def merge_args(cfg: Config, args) -> Config:
 def main():
     args = parse_args()
     cfg = merge_args(load_config(args.config, args.cfg_options), args)
+    init_cpu_distributed(cfg.launcher)
     runner = Runner.from_cfg(cfg)
     runner.train()
 

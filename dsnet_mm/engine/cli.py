@@ -36,3 +36,17 @@ def load_config(path: str, cfg_options: Optional[dict] = None) -> Config:
     if cfg_options is not None:
         cfg.merge_from_dict(cfg_options)
     return cfg
+
+
+def init_cpu_distributed(launcher: str) -> None:
+    """Start a gloo process group for ``--launcher pytorch`` without CUDA.
+
+    mmengine 0.10.7's ``init_dist`` calls ``torch.cuda.set_device``
+    unconditionally; with a process group already started, the Runner skips
+    it, so the same command trains on CPU machines.
+    """
+    import torch
+    import torch.distributed as dist
+    if launcher == 'pytorch' and not torch.cuda.is_available() and \
+            not dist.is_initialized():
+        dist.init_process_group('gloo')

@@ -2,7 +2,7 @@
 """Stage II: gate training with sandwich gate sparsification, and dynamic
 inference that routes every image to its own sub-network."""
 from contextlib import contextmanager
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -225,20 +225,40 @@ class DSGateClassifier(ImageClassifier):
             target = torch.where(easy | widest_ok, target, -100)
         return target
 
-    def train_step(self, data: dict,
-                   optim_wrapper: OptimWrapper) -> Dict[str, torch.Tensor]:
-        """One SGS step: only the gate's slimming head is updated."""
+    def forward(self, inputs: torch.Tensor, data_samples=None,
+                mode: str = 'tensor', **kwargs):
+        """``mode='sgs'`` runs the Stage II forward for ``labels``: class
+        logits of the routed model (mask path, straight-through Gumbel), gate
+        logits, routing weights and SGS targets. The other modes are
+        mmpretrain's. Stage II calls it through the DDP wrapper when there is
+        one, so the gate's gradients are reduced."""
+        if mode != 'sgs':
+            return super().forward(inputs, data_samples, mode)
+        h, gate_logits, early = self.backbone.forward_pre_gate(inputs)
+        target = self.sgs_targets(h, early, kwargs['labels'])
+        weights = route_weights(gate_logits, True, self.tau)
+        logits = self._run_window(h, early, MaskedRouting(self.window, weights))
+        return logits, gate_logits, weights, target
+
+    def train_step(self,
+                   data: dict,
+                   optim_wrapper: OptimWrapper,
+                   forward: Optional[Callable] = None
+                   ) -> Dict[str, torch.Tensor]:
+        """One SGS step: only the gate's slimming head is updated.
+
+        ``forward`` runs the Stage II forward: the DDP wrapper in distributed
+        training (default: the model itself).
+        """
+        forward = self if forward is None else forward
         data = self.data_preprocessor(data, True)
         inputs, data_samples = data['inputs'], data['data_samples']
         labels = torch.cat([s.gt_label for s in data_samples]).to(
             inputs.device)
         madds = inputs.new_tensor(self.window_madds(inputs.shape[1:]))
         with optim_wrapper.optim_context(self):
-            h, gate_logits, early = self.backbone.forward_pre_gate(inputs)
-            target = self.sgs_targets(h, early, labels)
-            weights = route_weights(gate_logits, True, self.tau)
-            logits = self._run_window(h, early,
-                                      MaskedRouting(self.window, weights))
+            logits, gate_logits, weights, target = forward(
+                inputs, mode='sgs', labels=labels)
             losses = dict(loss_task=self.head._get_loss(
                 logits, data_samples)['loss'])
             if (target >= 0).any():

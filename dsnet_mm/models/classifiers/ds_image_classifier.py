@@ -1,7 +1,7 @@
 # Copyright (c) dsnet_mm contributors. All rights reserved.
 """The DS classifier: Stage I supernet training by the sandwich rule."""
 import random
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -121,11 +121,19 @@ class DSImageClassifier(ImageClassifier):
                 for _ in range(self.num_random)]
 
     # --- forward helpers ------------------------------------------------
-    def _logits(self, inputs: torch.Tensor, spec: SubnetSpec,
-                dropout: bool = False) -> torch.Tensor:
-        with self.backbone.subnet(spec):
+    def forward(self, inputs: torch.Tensor, data_samples=None,
+                mode: str = 'tensor', **kwargs):
+        """``mode='subnet'`` gives the logits of ``spec`` (with ``dropout``
+        before the classifier if set); the other modes are mmpretrain's.
+
+        The sandwich step calls its forwards through this method, so that
+        under DDP they run through the wrapper and gradients are reduced.
+        """
+        if mode != 'subnet':
+            return super().forward(inputs, data_samples, mode)
+        with self.backbone.subnet(kwargs['spec']):
             feats = self.extract_feat(inputs)
-        if dropout:
+        if kwargs.get('dropout', False):
             feats = tuple(self.dropout(f) for f in feats)
         return self.head(feats)
 
@@ -158,9 +166,20 @@ class DSImageClassifier(ImageClassifier):
         return target, torch.stack(ensemble).mean(0)
 
     # --- training -------------------------------------------------------
-    def train_step(self, data: dict,
-                   optim_wrapper: OptimWrapper) -> Dict[str, torch.Tensor]:
-        """One sandwich iteration: several sub-networks, one optimizer step."""
+    def train_step(self,
+                   data: dict,
+                   optim_wrapper: OptimWrapper,
+                   forward: Optional[Callable] = None
+                   ) -> Dict[str, torch.Tensor]:
+        """One sandwich iteration: several sub-networks, one optimizer step.
+
+        Args:
+            data (dict): A batch from the dataloader.
+            optim_wrapper (OptimWrapper): The optimizer wrapper.
+            forward (Callable, optional): What runs the student forwards: the
+                DDP wrapper in distributed training. Defaults to the model.
+        """
+        forward = self if forward is None else forward
         if int(self.teacher.steps) == 0:
             self.teacher.update_parameters(self._student())  # exact copy
         data = self.data_preprocessor(data, True)
@@ -168,7 +187,8 @@ class DSImageClassifier(ImageClassifier):
         randoms = self.sample_random_subnets()
         losses = {}
         with optim_wrapper.optim_context(self):
-            largest = self._logits(inputs, self.space.largest, dropout=True)
+            largest = forward(inputs, mode='subnet', spec=self.space.largest,
+                              dropout=True)
             loss = self.head._get_loss(largest, data_samples)['loss']
             optim_wrapper.backward(loss)
             losses['loss_largest'] = loss.detach()
@@ -179,7 +199,8 @@ class DSImageClassifier(ImageClassifier):
             students.append(('smallest', self.space.smallest,
                              smallest_target))
             for kind, spec, target in students:
-                loss = self.distill_loss(self._logits(inputs, spec), target)
+                logits = forward(inputs, mode='subnet', spec=spec)
+                loss = self.distill_loss(logits, target)
                 optim_wrapper.backward(loss)
                 losses[f'loss_{kind}'] = loss.detach()
         optim_wrapper.step()

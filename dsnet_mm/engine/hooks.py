@@ -1,0 +1,62 @@
+# Copyright (c) dsnet_mm contributors. All rights reserved.
+import hashlib
+from typing import Optional
+
+import torch
+from mmengine.dist import all_gather_object, get_world_size
+from mmengine.hooks import Hook
+from mmengine.model import is_model_wrapper
+from mmpretrain.registry import HOOKS
+
+
+def parameter_digest(model: torch.nn.Module) -> str:
+    """SHA-1 of every trainable parameter's bytes: equal iff bit-identical."""
+    sha = hashlib.sha1()
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            sha.update(name.encode())
+            sha.update(p.detach().cpu().contiguous().numpy().tobytes())
+    return sha.hexdigest()
+
+
+@HOOKS.register_module()
+class DDPConsistencyHook(Hook):
+    """Check that all ranks train the same thing, every ``interval`` iters.
+
+    A distributed DS run that lets ranks sample different sub-networks, or
+    whose parameters drift apart, trains the wrong model without an error.
+    This hook gathers from every rank the digest of its parameters and the
+    sub-networks it sampled (the ``subnet_*`` entries of the step's log),
+    logs them, and stops the run if any rank differs.
+
+    Args:
+        interval (int): Check every ``interval`` iterations. Defaults to 100.
+    """
+    priority = 'LOW'
+
+    def __init__(self, interval: int = 100) -> None:
+        if interval < 1:
+            raise ValueError(f'interval must be >= 1, got {interval}')
+        self.interval = interval
+
+    def after_train_iter(self,
+                         runner,
+                         batch_idx: int,
+                         data_batch=None,
+                         outputs: Optional[dict] = None) -> None:
+        world = get_world_size()
+        if world == 1 or not self.every_n_train_iters(runner, self.interval):
+            return
+        model = runner.model.module if is_model_wrapper(runner.model) \
+            else runner.model
+        sampled = {k: int(v) for k, v in (outputs or {}).items()
+                   if k.startswith('subnet_')}
+        ranks = all_gather_object((parameter_digest(model), sampled))
+        runner.logger.info(
+            f'DDP check at iter {runner.iter + 1}: ' + '; '.join(
+                f'rank {r}: params {d[:12]} sampled {s}'
+                for r, (d, s) in enumerate(ranks)))
+        if len(set(d for d, _ in ranks)) > 1 or \
+                any(s != ranks[0][1] for _, s in ranks):
+            raise RuntimeError(
+                f'ranks disagree at iteration {runner.iter + 1}: {ranks}')

@@ -1,0 +1,41 @@
+# Copyright (c) dsnet_mm contributors. All rights reserved.
+"""tools/dist_train.sh: 2 CPU processes (gloo) run the real sandwich step."""
+import os
+import re
+import subprocess
+import sys
+
+from test_train_tool import SMALL, data_opts
+
+
+def test_two_ranks_train_identically(tmp_path, digits_root, repo_root):
+    env = dict(os.environ, PORT='29517', OMP_NUM_THREADS='1',
+               PATH=os.path.dirname(sys.executable) + os.pathsep +
+               os.environ['PATH'])
+    opts = [o for o in SMALL if 'calibrate' not in o and
+            'val_interval' not in o]
+    config = tmp_path / 'ddp_check.py'
+    config.write_text(
+        f"_base_ = [{os.path.join(repo_root, 'configs/ds_mbnet_digits.py')!r}]"
+        "\ncustom_hooks = [dict(type='DDPConsistencyHook', interval=1)]\n")
+    proc = subprocess.run(
+        ['bash', 'tools/dist_train.sh', str(config), '2',
+         '--work-dir', str(tmp_path / 'work'), '--no-validate',
+         '--cfg-options', 'train_cfg.max_epochs=2',
+         'train_dataloader.batch_size=32', *opts, *data_opts(digits_root)],
+        cwd=repo_root, env=env, capture_output=True, text=True, timeout=900)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-4000:]
+    checks = re.findall(r'DDP check at iter (\d+): rank 0: params (\w+) '
+                        r'sampled (\{.*?\}); rank 1: params (\w+) sampled '
+                        r'(\{.*?\})', log)
+    # 128 images / 2 ranks / 32 per batch = 2 iterations per epoch
+    assert [int(c[0]) for c in checks] == [1, 2, 3, 4]
+    for _, p0, s0, p1, s1 in checks:
+        assert p0 == p1 and s0 == s1
+    # the ranks sampled random sub-networks, and not always the same ones
+    sampled = [s0 for _, _, s0, _, _ in checks]
+    assert all('subnet_random0' in s for s in sampled)
+    assert len(set(sampled)) > 1
+    # and the parameters really changed between checks (training happened)
+    assert len({p0 for _, p0, _, _, _ in checks}) == 4
