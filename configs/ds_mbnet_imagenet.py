@@ -68,3 +68,5 @@ randomness = dict(seed=42)  # reference seed
 # slices and heads without gradient
 model_wrapper_cfg = dict(
     type='DSDistributedDataParallel', find_unused_parameters=True)
+# checkpoints carry the random generators: a resumed run continues exactly
+custom_hooks = [dict(type='RandomStateHook')]

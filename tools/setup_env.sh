@@ -16,9 +16,10 @@ import importlib.metadata as md, sys
 for spec in sys.argv[1:]:
     name, _, ver = spec.partition('==')
     try:
-        if ver and md.version(name).split('+')[0] != ver:
-            sys.exit(1)
+        installed = md.version(name)
     except md.PackageNotFoundError:
+        sys.exit(1)
+    if ver and installed.split('+')[0] != ver:
         sys.exit(1)
 PYEOF
 }

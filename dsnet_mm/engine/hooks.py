@@ -1,7 +1,9 @@
 # Copyright (c) dsnet_mm contributors. All rights reserved.
 import hashlib
+import random
 from typing import Optional
 
+import numpy as np
 import torch
 from mmengine.dist import all_gather_object, get_world_size
 from mmengine.hooks import Hook
@@ -60,3 +62,36 @@ class DDPConsistencyHook(Hook):
                 any(s != ranks[0][1] for _, s in ranks):
             raise RuntimeError(
                 f'ranks disagree at iteration {runner.iter + 1}: {ranks}')
+
+
+@HOOKS.register_module()
+class RandomStateHook(Hook):
+    """Save the random generators with each checkpoint, restore on resume.
+
+    mmengine resumes the model, optimizer, schedulers and sampler position,
+    but not the generators that draw dropout masks and (with
+    ``num_workers=0``) data augmentation, so a resumed run would follow
+    another random path than an uninterrupted one. With this hook, and in
+    deterministic mode, a run stopped at an epoch boundary and resumed
+    continues exactly as if never stopped. (Dataloader worker processes keep
+    their own generators, which no checkpoint can hold.)
+    """
+    priority = 'VERY_LOW'
+
+    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+        checkpoint['random_state'] = dict(
+            python=random.getstate(),
+            numpy=np.random.get_state(),
+            torch=torch.get_rng_state(),
+            cuda=torch.cuda.get_rng_state_all()
+            if torch.cuda.is_available() else [])
+
+    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        state = checkpoint.get('random_state')
+        if state is None or not runner._resume:
+            return
+        random.setstate(state['python'])
+        np.random.set_state(state['numpy'])
+        torch.set_rng_state(state['torch'])
+        if state['cuda'] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state['cuda'])
