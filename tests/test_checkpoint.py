@@ -52,3 +52,20 @@ def test_getattr_is_restricted_to_history_buffer_statistics(tmp_path):
     torch.save({'x': _Getattr()}, tmp_path / 'evil.pth')
     with pytest.raises(pickle.UnpicklingError, match='refusing getattr'):
         torch.load(tmp_path / 'evil.pth', weights_only=True)
+
+
+def test_tools_refuse_an_untrusted_checkpoint_with_advice(tmp_path,
+                                                          digits_root):
+    from conftest import run_tool
+    from test_train_tool import SMALL, data_opts
+    marker = tmp_path / 'pwned'
+    torch.save({'state_dict': {}, 'meta': _RunsCode(marker)},
+               tmp_path / 'evil.pth')
+    proc = run_tool('tools/test.py', 'configs/ds_mbnet_digits.py',
+                    str(tmp_path / 'evil.pth'), '--work-dir',
+                    str(tmp_path / 'work'), '--cfg-options', *SMALL,
+                    *data_opts(digits_root))
+    assert proc.returncode != 0
+    assert 'refused by weights-only loading' in proc.stderr
+    assert '--trust-checkpoint' in proc.stderr
+    assert not marker.exists()

@@ -7,6 +7,7 @@ import os.path as osp
 from mmengine.runner import Runner
 
 from dsnet_mm.engine.cli import (add_cfg_options, add_launcher,
+                                 add_trust_checkpoint, checkpoint_trust,
                                  export_local_rank, init_cpu_distributed,
                                  load_config)
 
@@ -20,6 +21,7 @@ def parse_args():
         '--out', help='dump the metrics to this file (json/yaml/pickle)')
     add_cfg_options(parser)
     add_launcher(parser)
+    add_trust_checkpoint(parser)
     args = parser.parse_args()
     export_local_rank(args)
     return args
@@ -37,7 +39,8 @@ def main():
     cfg.load_from = args.checkpoint
     init_cpu_distributed(cfg.launcher)
     runner = Runner.from_cfg(cfg)
-    metrics = runner.test()
+    with checkpoint_trust(args.trust_checkpoint):
+        metrics = runner.test()
     if args.out:
         import mmengine
         mmengine.dump(metrics, args.out)

@@ -8,6 +8,7 @@ from mmengine.config import Config
 from mmengine.runner import Runner
 
 from dsnet_mm.engine.cli import (add_cfg_options, add_launcher,
+                                 add_trust_checkpoint, checkpoint_trust,
                                  export_local_rank, init_cpu_distributed,
                                  load_config)
 
@@ -35,6 +36,7 @@ def parse_args():
         help='scale the learning rate by the real batch size')
     add_cfg_options(parser)
     add_launcher(parser)
+    add_trust_checkpoint(parser)
     args = parser.parse_args()
     export_local_rank(args)
     return args
@@ -71,7 +73,8 @@ def main():
     cfg = merge_args(load_config(args.config, args.cfg_options), args)
     init_cpu_distributed(cfg.launcher)
     runner = Runner.from_cfg(cfg)
-    runner.train()
+    with checkpoint_trust(args.trust_checkpoint):
+        runner.train()
 
 
 if __name__ == '__main__':

@@ -2,7 +2,9 @@
 """Command-line pieces shared by the tools."""
 import argparse
 import os
-from typing import Optional
+import pickle
+from contextlib import contextmanager
+from typing import Iterator, Optional
 
 from mmengine.config import Config, DictAction
 
@@ -50,3 +52,32 @@ def init_cpu_distributed(launcher: str) -> None:
     if launcher == 'pytorch' and not torch.cuda.is_available() and \
             not dist.is_initialized():
         dist.init_process_group('gloo')
+
+
+def add_trust_checkpoint(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        '--trust-checkpoint',
+        action='store_true',
+        help='load checkpoints with full unpickling (weights_only=False). '
+        'A checkpoint is a pickle that can run code: use this only for a '
+        'file you trust that the weights-only loader refuses')
+
+
+@contextmanager
+def checkpoint_trust(trust: bool) -> Iterator[None]:
+    """Weights-only loading unless ``trust``; a refused file gets advice.
+
+    Checkpoints load with ``torch.load(weights_only=True)`` and the
+    allow-list of :mod:`dsnet_mm.engine.checkpoint`; a file that needs any
+    other global stops the run with a message that names the flag.
+    """
+    if trust:
+        os.environ['TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD'] = '1'
+    try:
+        yield
+    except pickle.UnpicklingError as e:
+        raise SystemExit(
+            'A checkpoint was refused by weights-only loading, which allows '
+            'tensors and the few classes mmengine/dsnet_mm checkpoints hold:'
+            f'\n{e}\nIf you trust this file, run again with '
+            '--trust-checkpoint.') from e
