@@ -1,6 +1,6 @@
 # Copyright (c) dsnet_mm contributors. All rights reserved.
 """Start Stage II from a Stage I checkpoint, refusing any mismatch."""
-from typing import Sequence
+from typing import Dict, Sequence
 
 import torch
 import torch.nn as nn
@@ -8,6 +8,13 @@ from mmengine.logging import MMLogger
 
 # Stage I state that Stage II does not hold
 _STAGE1_ONLY = ('teacher.', 'sandwich_iter')
+
+
+def strip_module_prefix(state: Dict[str, torch.Tensor]
+                        ) -> Dict[str, torch.Tensor]:
+    """Drop the ``module.`` prefix that a DDP-saved state dict carries."""
+    return {k[len('module.'):] if k.startswith('module.') else k: v
+            for k, v in state.items()}
 
 
 def load_stage1_weights(model: nn.Module, path: str,
@@ -25,8 +32,7 @@ def load_stage1_weights(model: nn.Module, path: str,
     """
     ckpt = torch.load(path, map_location='cpu', weights_only=True)
     state = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else ckpt
-    state = {k[len('module.'):] if k.startswith('module.') else k: v
-             for k, v in state.items()}
+    state = strip_module_prefix(state)
     state = {k: v for k, v in state.items() if not k.startswith(_STAGE1_ONLY)}
     own = {k: v for k, v in model.state_dict().items()
            if not k.startswith(tuple(new_prefixes))}
