@@ -8,6 +8,8 @@ from mmengine.registry import init_default_scope
 from mmpretrain.registry import MODELS
 from mmpretrain.structures import DataSample
 
+import dsnet_mm  # noqa: F401 (registers the DS modules)
+
 init_default_scope('mmpretrain')
 
 ARCH = dict(stem=(8, 1), stages=[('stage1', 12, 1, 2), ('stage2', 16, 1, 2)])
@@ -167,3 +169,19 @@ def test_unknown_bootstrap_mode_lists_the_allowed():
     with pytest.raises(ValueError, match=r"bootstrap='kd' is not one of "
                        r"\('ib', 'ieb', 'inplace'\)"):
         build('kd')
+
+
+def test_nan_loss_stops_with_the_iteration_and_subnet():
+    model = build()
+    wrapper = optim(model)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    model.distill_loss.forward = lambda logits, target: logits.sum() * float(
+        'nan')
+    with pytest.raises(FloatingPointError,
+                       match=r'loss is nan at sandwich iteration 0 in '
+                       r'sub-network subnet_\d+'):
+        model.train_step(batch(), wrapper)
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before
+               if not k.startswith('teacher.') and 'running' not in k
+               and 'num_batches' not in k)

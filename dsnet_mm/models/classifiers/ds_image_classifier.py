@@ -166,6 +166,19 @@ class DSImageClassifier(ImageClassifier):
         return target, torch.stack(ensemble).mean(0)
 
     # --- training -------------------------------------------------------
+    def _check_finite(self, loss: torch.Tensor, spec: SubnetSpec) -> None:
+        """Stop before a non-finite loss reaches the weights.
+
+        Raised before any backward or optimizer step of the iteration, so the
+        parameters and the last checkpoint stay as they were.
+        """
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f'loss is {loss.item()} at sandwich iteration '
+                f'{int(self.sandwich_iter)} in sub-network {spec.name} '
+                f'({dict(spec)}); the last checkpoint is untouched. Lower '
+                'the learning rate or check the data.')
+
     def train_step(self,
                    data: dict,
                    optim_wrapper: OptimWrapper,
@@ -190,6 +203,7 @@ class DSImageClassifier(ImageClassifier):
             largest = forward(inputs, mode='subnet', spec=self.space.largest,
                               dropout=True)
             loss = self.head._get_loss(largest, data_samples)['loss']
+            self._check_finite(loss, self.space.largest)
             optim_wrapper.backward(loss)
             losses['loss_largest'] = loss.detach()
             random_target, smallest_target = self._soft_targets(
@@ -201,6 +215,7 @@ class DSImageClassifier(ImageClassifier):
             for kind, spec, target in students:
                 logits = forward(inputs, mode='subnet', spec=spec)
                 loss = self.distill_loss(logits, target)
+                self._check_finite(loss, spec)
                 optim_wrapper.backward(loss)
                 losses[f'loss_{kind}'] = loss.detach()
         optim_wrapper.step()
