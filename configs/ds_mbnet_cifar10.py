@@ -43,5 +43,9 @@ auto_scale_lr = dict(base_batch_size=128)
 # slices and heads without gradient
 model_wrapper_cfg = dict(
     type='DSDistributedDataParallel', find_unused_parameters=True)
-# checkpoints carry the random generators: a resumed run continues exactly
-custom_hooks = [dict(type='RandomStateHook')]
+# checkpoints carry the random generators (a resumed run continues exactly)
+# and a checkpoint of another architecture is refused, not half-loaded
+custom_hooks = [
+    dict(type='RandomStateHook'),
+    dict(type='CheckpointMatchHook')
+]

@@ -87,5 +87,9 @@ randomness = dict(seed=0)
 # slices and heads without gradient
 model_wrapper_cfg = dict(
     type='DSDistributedDataParallel', find_unused_parameters=True)
-# checkpoints carry the random generators: a resumed run continues exactly
-custom_hooks = [dict(type='RandomStateHook')]
+# checkpoints carry the random generators (a resumed run continues exactly)
+# and a checkpoint of another architecture is refused, not half-loaded
+custom_hooks = [
+    dict(type='RandomStateHook'),
+    dict(type='CheckpointMatchHook')
+]

@@ -121,3 +121,17 @@ def test_stage2_pipeline_reports_the_dynamic_model(trained, digits_root,
         dynamic['accuracy/top1'])
     assert metrics['dynamic/routing/mean_madds'] == pytest.approx(
         dynamic['madds'])
+
+
+def test_checkpoint_of_another_architecture_is_refused(trained, digits_root,
+                                                       tmp_path):
+    """A Stage I checkpoint in the Stage II model: keys listed, no run."""
+    proc = run_tool('tools/test.py', 'configs/ds_mbnet_digits_gate.py',
+                    osp.join(trained[0], 'epoch_2.pth'), '--work-dir',
+                    str(tmp_path), '--cfg-options',
+                    *[o for o in SMALL if 'calibrate' not in o and
+                      'val_interval' not in o], *data_opts(digits_root))
+    assert proc.returncode != 0
+    assert 'The loaded checkpoint does not match the model' in proc.stderr
+    assert 'backbone.layers.3.0.se.slim_head.weight' in proc.stderr
+    assert 'teacher.module.head.fc.weight' in proc.stderr

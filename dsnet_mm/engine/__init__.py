@@ -2,14 +2,15 @@
 from .bn_calibration import calibrate_bn
 from .builder import build_model_from_cfg
 from .checkpoint import register_safe_globals, safe_globals
-from .hooks import DDPConsistencyHook, RandomStateHook
+from .hooks import CheckpointMatchHook, DDPConsistencyHook, RandomStateHook
 from .loops import SubnetTestLoop, SubnetValLoop
 from .model_wrapper import DSDistributedDataParallel
 
 __all__ = [
     'build_model_from_cfg', 'calibrate_bn', 'register_safe_globals',
     'safe_globals', 'SubnetValLoop', 'SubnetTestLoop',
-    'DSDistributedDataParallel', 'DDPConsistencyHook', 'RandomStateHook'
+    'DSDistributedDataParallel', 'DDPConsistencyHook', 'RandomStateHook',
+    'CheckpointMatchHook'
 ]
 
 register_safe_globals()

@@ -10,6 +10,9 @@ from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 from mmpretrain.registry import HOOKS
 
+from dsnet_mm.models.classifiers.stage1_loading import (check_state_dict,
+                                                       strip_module_prefix)
+
 
 def parameter_digest(model: torch.nn.Module) -> str:
     """SHA-1 of every trainable parameter's bytes: equal iff bit-identical."""
@@ -95,3 +98,22 @@ class RandomStateHook(Hook):
         torch.set_rng_state(state['torch'])
         if state['cuda'] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state['cuda'])
+
+
+@HOOKS.register_module()
+class CheckpointMatchHook(Hook):
+    """Refuse a resumed or loaded checkpoint of another architecture.
+
+    mmengine loads checkpoints with ``strict=False`` and only logs the keys
+    that do not match, so a run can go on from a checkpoint of another
+    architecture with part of its weights at their initial values. This hook
+    stops the run instead, listing the missing, unexpected and mis-shaped
+    keys.
+    """
+    priority = 'VERY_HIGH'
+
+    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        model = runner.model.module if is_model_wrapper(runner.model) \
+            else runner.model
+        state = strip_module_prefix(checkpoint.get('state_dict', {}))
+        check_state_dict(model.state_dict(), state, 'The loaded checkpoint')

@@ -1,5 +1,6 @@
 # Copyright (c) dsnet_mm contributors. All rights reserved.
-"""Start Stage II from a Stage I checkpoint, refusing any mismatch."""
+"""Checkpoints that must match the model exactly: Stage I into Stage II,
+and any checkpoint a run resumes from or loads."""
 from typing import Dict, Sequence
 
 import torch
@@ -15,6 +16,30 @@ def strip_module_prefix(state: Dict[str, torch.Tensor]
     """Drop the ``module.`` prefix that a DDP-saved state dict carries."""
     return {k[len('module.'):] if k.startswith('module.') else k: v
             for k, v in state.items()}
+
+
+def check_state_dict(own: Dict[str, torch.Tensor],
+                     state: Dict[str, torch.Tensor], what: str) -> None:
+    """Raise a ValueError listing every key that differs between the two.
+
+    Args:
+        own (dict): The model's state dict (the keys expected).
+        state (dict): The checkpoint's state dict.
+        what (str): Names the checkpoint in the message.
+    """
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = sorted(f'{k}: checkpoint {tuple(state[k].shape)} vs model '
+                    f'{tuple(own[k].shape)}' for k in set(own) & set(state)
+                    if state[k].shape != own[k].shape)
+    if missing or unexpected or shapes:
+        lines = [f'{what} does not match the model:']
+        for title, keys in (('missing in checkpoint', missing),
+                            ('not in the model', unexpected),
+                            ('shape mismatch', shapes)):
+            if keys:
+                lines.append(f'  {title} ({len(keys)}): ' + ', '.join(keys))
+        raise ValueError('\n'.join(lines))
 
 
 def load_stage1_weights(model: nn.Module, path: str,
@@ -36,19 +61,7 @@ def load_stage1_weights(model: nn.Module, path: str,
     state = {k: v for k, v in state.items() if not k.startswith(_STAGE1_ONLY)}
     own = {k: v for k, v in model.state_dict().items()
            if not k.startswith(tuple(new_prefixes))}
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    shapes = sorted(f'{k}: checkpoint {tuple(state[k].shape)} vs model '
-                    f'{tuple(own[k].shape)}' for k in set(own) & set(state)
-                    if state[k].shape != own[k].shape)
-    if missing or unexpected or shapes:
-        lines = [f'Stage I checkpoint {path} does not match the model:']
-        for title, keys in (('missing in checkpoint', missing),
-                            ('not in the model', unexpected),
-                            ('shape mismatch', shapes)):
-            if keys:
-                lines.append(f'  {title} ({len(keys)}): ' + ', '.join(keys))
-        raise ValueError('\n'.join(lines))
+    check_state_dict(own, state, f'Stage I checkpoint {path}')
     model.load_state_dict(state, strict=False)
     MMLogger.get_current_instance().info(
         f'loaded Stage I weights from {path} ({len(state)} tensors)')
