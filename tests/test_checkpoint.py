@@ -69,3 +69,36 @@ def test_tools_refuse_an_untrusted_checkpoint_with_advice(tmp_path,
     assert 'refused by weights-only loading' in proc.stderr
     assert '--trust-checkpoint' in proc.stderr
     assert not marker.exists()
+
+
+def test_checkpoints_are_written_atomically(tmp_path, monkeypatch):
+    from mmengine.runner.checkpoint import save_checkpoint
+    path = tmp_path / 'epoch_1.pth'
+    save_checkpoint({'state_dict': {'w': torch.ones(3)}}, str(path))
+    assert torch.equal(torch.load(path, weights_only=True)['state_dict']['w'],
+                       torch.ones(3))
+
+    def crash(fd):
+        raise OSError('disk full')
+
+    monkeypatch.setattr(os, 'fsync', crash)
+    with pytest.raises(OSError, match='disk full'):
+        save_checkpoint({'state_dict': {'w': torch.zeros(3)}}, str(path))
+    # the previous checkpoint is intact and no partial file is left behind
+    assert torch.equal(torch.load(path, weights_only=True)['state_dict']['w'],
+                       torch.ones(3))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['epoch_1.pth']
+
+
+def test_tools_name_a_truncated_checkpoint(tmp_path, digits_root):
+    from conftest import run_tool
+    from test_train_tool import SMALL, data_opts
+    torch.save({'state_dict': {'w': torch.ones(1000)}}, tmp_path / 'ok.pth')
+    data = (tmp_path / 'ok.pth').read_bytes()
+    (tmp_path / 'cut.pth').write_bytes(data[:len(data) // 2])
+    proc = run_tool('tools/test.py', 'configs/ds_mbnet_digits.py',
+                    str(tmp_path / 'cut.pth'), '--work-dir',
+                    str(tmp_path / 'work'), '--cfg-options', *SMALL,
+                    *data_opts(digits_root))
+    assert proc.returncode != 0
+    assert 'truncated or corrupt' in proc.stderr

@@ -1,7 +1,8 @@
 # Copyright (c) dsnet_mm contributors. All rights reserved.
 from .bn_calibration import calibrate_bn
 from .builder import build_model_from_cfg
-from .checkpoint import register_safe_globals, safe_globals
+from .checkpoint import (AtomicLocalBackend, register_atomic_backend,
+                         register_safe_globals, safe_globals)
 from .hooks import CheckpointMatchHook, DDPConsistencyHook, RandomStateHook
 from .loops import SubnetTestLoop, SubnetValLoop
 from .model_wrapper import DSDistributedDataParallel
@@ -10,7 +11,8 @@ __all__ = [
     'build_model_from_cfg', 'calibrate_bn', 'register_safe_globals',
     'safe_globals', 'SubnetValLoop', 'SubnetTestLoop',
     'DSDistributedDataParallel', 'DDPConsistencyHook', 'RandomStateHook',
-    'CheckpointMatchHook'
+    'CheckpointMatchHook', 'AtomicLocalBackend', 'register_atomic_backend'
 ]
 
 register_safe_globals()
+register_atomic_backend()

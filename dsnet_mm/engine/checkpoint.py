@@ -1,5 +1,8 @@
 # Copyright (c) dsnet_mm contributors. All rights reserved.
-"""Let mmengine checkpoints load under ``torch.load(weights_only=True)``.
+"""Safe checkpoints: weights-only loading and atomic writes.
+
+**Loading.** mmengine checkpoints load under
+``torch.load(weights_only=True)``.
 
 torch >= 2.6 loads with ``weights_only=True`` by default and mmengine 0.10.7
 calls ``torch.load`` without that argument, so resuming fails on the few
@@ -12,11 +15,22 @@ classes those checkpoints need are allow-listed here:
   statistics methods as ``getattr(HistoryBuffer, 'mean')``; a general
   ``getattr`` would open the door to arbitrary code, so the global is
   mapped to :func:`_history_buffer_method`, which returns only those methods.
+
+**Writing.** mmengine writes a checkpoint straight into its final path, so a
+crash mid-write leaves a truncated ``latest`` one. :class:`AtomicLocalBackend`
+replaces mmengine's local file backend: it writes next to the target, syncs,
+then renames over it, so a reader sees the old file or the new one.
 """
+import os
+import os.path as osp
 import pickle
+import tempfile
+from pathlib import Path
+from typing import Union
 
 import numpy as np
 import torch
+from mmengine.fileio import LocalBackend, io, register_backend
 from mmengine.logging import HistoryBuffer
 
 
@@ -47,3 +61,30 @@ def safe_globals() -> list:
 def register_safe_globals() -> None:
     """Allow-list :func:`safe_globals` for ``weights_only`` loading."""
     torch.serialization.add_safe_globals(safe_globals())
+
+
+class AtomicLocalBackend(LocalBackend):
+    """mmengine's local file backend whose ``put`` is write-then-rename."""
+
+    def put(self, obj: bytes, filepath: Union[str, Path]) -> None:
+        folder = osp.dirname(osp.abspath(filepath))
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix='.tmp-')
+        try:
+            with os.fdopen(fd, 'wb') as f:
+                f.write(obj)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, filepath)
+        except BaseException:
+            if osp.exists(tmp):
+                os.remove(tmp)
+            raise
+
+
+def register_atomic_backend() -> None:
+    """Make :class:`AtomicLocalBackend` the backend of local paths."""
+    register_backend('local', AtomicLocalBackend, force=True, prefixes='')
+    # drop a local backend mmengine may have built and cached already
+    for key in [k for k in io.backend_instances if k.startswith(':')]:
+        del io.backend_instances[key]

@@ -65,7 +65,8 @@ def add_trust_checkpoint(parser: argparse.ArgumentParser) -> None:
 
 @contextmanager
 def checkpoint_trust(trust: bool) -> Iterator[None]:
-    """Weights-only loading unless ``trust``; a refused file gets advice.
+    """Weights-only loading unless ``trust``; a refused or unreadable
+    checkpoint stops the run with advice instead of a traceback.
 
     Checkpoints load with ``torch.load(weights_only=True)`` and the
     allow-list of :mod:`dsnet_mm.engine.checkpoint`; a file that needs any
@@ -81,3 +82,10 @@ def checkpoint_trust(trust: bool) -> Iterator[None]:
             'tensors and the few classes mmengine/dsnet_mm checkpoints hold:'
             f'\n{e}\nIf you trust this file, run again with '
             '--trust-checkpoint.') from e
+    except RuntimeError as e:
+        if 'PytorchStreamReader' not in str(e):
+            raise
+        raise SystemExit(
+            f'A checkpoint is truncated or corrupt and cannot be read ({e}). '
+            'Checkpoints written by dsnet_mm are atomic: take the previous '
+            'epoch_*.pth of the work dir.') from e
