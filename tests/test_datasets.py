@@ -30,10 +30,9 @@ def _tree_md5(folder: str) -> dict:
 
 
 @pytest.fixture(scope='module')
-def root(tmp_path_factory) -> str:
-    path = str(tmp_path_factory.mktemp('data'))
-    write_digits(path)
-    return path
+def root(digits_root) -> str:
+    """The session's data (conftest), written once by ``write_digits``."""
+    return digits_root
 
 
 @pytest.fixture(scope='module')
