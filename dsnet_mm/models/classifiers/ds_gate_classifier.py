@@ -269,6 +269,13 @@ class DSGateClassifier(ImageClassifier):
             losses['loss_complexity'] = self.complexity_weight * (
                 mean_madds / self.madds_unit)**2
             loss, log_vars = self.parse_losses(losses)
+            if not torch.isfinite(loss):
+                window = ', '.join(s.name for s in self.window)
+                raise FloatingPointError(
+                    f'Stage II loss is {loss.item()} '
+                    f'({ {k: float(v) for k, v in losses.items()} }) in the '
+                    f'routed model over {window}; nothing was updated and '
+                    'the last checkpoint is untouched')
             optim_wrapper.update_params(loss)
         log_vars['mean_madds'] = mean_madds.detach()
         log_vars['easy_ratio'] = (target == 0).float().mean()
