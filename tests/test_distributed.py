@@ -39,3 +39,40 @@ def test_two_ranks_train_identically(tmp_path, digits_root, repo_root):
     assert len(set(sampled)) > 1
     # and the parameters really changed between checks (training happened)
     assert len({p0 for _, p0, _, _, _ in checks}) == 4
+
+
+def test_two_ranks_train_the_gate_identically(tmp_path, digits_root,
+                                              repo_root):
+    """Stage II under DDP: the SGS step runs through the wrapper."""
+    import torch
+    from mmengine.config import Config
+
+    from dsnet_mm.engine import build_model_from_cfg
+    stage1 = build_model_from_cfg(
+        Config.fromfile(os.path.join(repo_root, 'configs/ds_mbnet_digits.py')))
+    torch.save(dict(state_dict=stage1.state_dict()), tmp_path / 'stage1.pth')
+    config = tmp_path / 'ddp_gate.py'
+    config.write_text(
+        '_base_ = ['
+        f"{os.path.join(repo_root, 'configs/ds_mbnet_digits_gate.py')!r}]"
+        "\ncustom_hooks = [dict(type='DDPConsistencyHook', interval=1)]\n")
+    env = dict(os.environ, PORT='29518', OMP_NUM_THREADS='1',
+               PATH=os.path.dirname(sys.executable) + os.pathsep +
+               os.environ['PATH'])
+    opts = [o for o in SMALL if 'calibrate' not in o and
+            'val_interval' not in o]
+    proc = subprocess.run(
+        ['bash', 'tools/dist_train.sh', str(config), '2',
+         '--work-dir', str(tmp_path / 'work'), '--no-validate',
+         '--cfg-options', 'train_cfg.max_epochs=1',
+         f"model.stage1_checkpoint={tmp_path / 'stage1.pth'}",
+         'train_dataloader.batch_size=32', *opts, *data_opts(digits_root)],
+        cwd=repo_root, env=env, capture_output=True, text=True, timeout=900)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-4000:]
+    checks = re.findall(r'DDP check at iter (\d+): rank 0: params (\w+) '
+                        r'sampled \{\}; rank 1: params (\w+) sampled \{\}',
+                        log)
+    assert [int(c[0]) for c in checks] == [1, 2]
+    assert all(p0 == p1 for _, p0, p1 in checks)
+    assert checks[0][1] != checks[1][1]  # the gate did learn
