@@ -147,7 +147,8 @@ class SubnetEvalMixin:
                          ' '.join(f"{r['metrics'].get(k, float('nan')):>18.2f}"
                                   for k in keys))
         if dynamic is not None:
-            routed = ', '.join(f'{k}: {v}' for k, v in dynamic['routing'].items())
+            routed = ', '.join(f'{k}: {v}'
+                               for k, v in dynamic['routing'].items())
             lines.append(f"{'dynamic':<12} {dynamic['madds'] / 1e6:>10.2f} "
                          f"{'':>10} {dynamic['accuracy/top1']:>18.2f}  "
                          f'(routed {routed})')

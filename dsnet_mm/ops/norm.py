@@ -26,7 +26,8 @@ class DSBatchNorm2d(_BatchNorm):
     the argument is ``(rows, weights)``: each sample normalises with
     ``weights[b] @ stats[rows]``, which needs eval mode (running statistics),
     as in Stage II where BN is frozen; a one-hot ``weights`` picks one row per
-    sample, and a straight-through one-hot lets gradients reach the gate. The module subclasses ``_BatchNorm`` so that mmengine's and
+    sample, and a straight-through one-hot lets gradients reach the gate.
+    The module subclasses ``_BatchNorm`` so that mmengine's and
     mmpretrain's norm handling (``norm_eval``, no weight decay on norms,
     frozen stages) treats it as a batch norm.
 
