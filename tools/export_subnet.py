@@ -1,0 +1,104 @@
+# Copyright (c) dsnet_mm contributors. All rights reserved.
+"""Export one sub-network of a trained supernet as a static model.
+
+    python tools/export_subnet.py CONFIG CHECKPOINT --subnet K --out DIR
+        [--onnx] [--shape H W]
+
+Writes ``DIR/subnet_K.pt2`` (``torch.export``; load it with
+``torch.export.load`` without dsnet_mm or mmpretrain), optionally
+``DIR/subnet_K.onnx`` (checked against the DS model with onnxruntime), and
+``DIR/subnet_K.json`` with the input normalisation: the exported network
+takes normalised images ``(x - mean) / std`` as the config's data
+preprocessor makes them. The sub-network's BN statistics are folded into its
+convolutions.
+"""
+import argparse
+import json
+import os
+import os.path as osp
+
+import torch
+from mmengine.runner import load_checkpoint
+
+from dsnet_mm.deploy import static_mobilenet_v1
+from dsnet_mm.engine import build_model_from_cfg
+from dsnet_mm.engine.cli import add_cfg_options, load_config
+from dsnet_mm.models.backbones import DSMobileNetV1
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(
+        description='Export a sub-network as a static model')
+    parser.add_argument('config', help='model config')
+    parser.add_argument('checkpoint', help='trained checkpoint')
+    parser.add_argument(
+        '--subnet',
+        required=True,
+        help="sub-network index, or 'largest' / 'smallest'")
+    parser.add_argument('--out', required=True, help='output folder')
+    parser.add_argument('--onnx', action='store_true', help='also ONNX')
+    parser.add_argument(
+        '--shape',
+        type=int,
+        nargs=2,
+        default=[224, 224],
+        metavar=('H', 'W'),
+        help='example input size (default: 224 224)')
+    add_cfg_options(parser)
+    args = parser.parse_args()
+    if min(args.shape) < 1:
+        parser.error(f'--shape must be positive, got {args.shape}')
+    return args
+
+
+def main():
+    args = parse_args()
+    model = build_model_from_cfg(load_config(args.config, args.cfg_options))
+    if not isinstance(model.backbone, DSMobileNetV1):
+        raise SystemExit(f'export supports DSMobileNetV1 backbones, got '
+                         f'{type(model.backbone).__name__}')
+    load_checkpoint(model, args.checkpoint, map_location='cpu', strict=True,
+                    logger='silent')
+    model.eval()
+    key = int(args.subnet) if args.subnet.lstrip('-').isdigit() \
+        else args.subnet
+    spec = model.backbone.space.get(key)
+    static = static_mobilenet_v1(model, spec)
+    x = torch.randn(2, model.backbone.in_channels, *args.shape)
+    with torch.no_grad(), model.backbone.subnet(spec):
+        expected = model(x)
+    os.makedirs(args.out, exist_ok=True)
+    stem = osp.join(args.out, spec.name)
+    exported = torch.export.export(static, (x, ))
+    torch.export.save(exported, stem + '.pt2')
+    diff = (torch.export.load(stem + '.pt2').module()(x) -
+            expected).abs().max().item()
+    print(f'{stem}.pt2: max |difference| to the DS model {diff:.2e}')
+    report = dict(subnet=spec.name, widths=dict(spec), pt2_max_diff=diff)
+    if args.onnx:
+        import onnxruntime
+        torch.onnx.export(
+            static, (x, ), stem + '.onnx', dynamo=False,
+            input_names=['input'], output_names=['logits'],
+            dynamic_axes=dict(input={0: 'batch'}, logits={0: 'batch'}))
+        session = onnxruntime.InferenceSession(
+            stem + '.onnx', providers=['CPUExecutionProvider'])
+        out = session.run(None, {'input': x.numpy()})[0]
+        report['onnx_max_diff'] = float(
+            (torch.from_numpy(out) - expected).abs().max())
+        print(f"{stem}.onnx: max |difference| to the DS model "
+              f"{report['onnx_max_diff']:.2e}")
+    pre = model.data_preprocessor
+    report['normalisation'] = dict(
+        mean=pre.mean.flatten().tolist() if pre._enable_normalize else None,
+        std=pre.std.flatten().tolist() if pre._enable_normalize else None)
+    with open(stem + '.json', 'w') as f:
+        json.dump(report, f, indent=2)
+    worst = max(report['pt2_max_diff'], report.get('onnx_max_diff', 0.0))
+    if worst > 1e-4:
+        raise SystemExit(f'exported model differs from the DS model by '
+                         f'{worst:.2e} (> 1e-4)')
+
+
+if __name__ == '__main__':
+    main()
