@@ -22,7 +22,7 @@ from mmengine.runner import load_checkpoint
 
 from dsnet_mm.deploy import static_mobilenet_v1
 from dsnet_mm.engine import build_model_from_cfg
-from dsnet_mm.engine.cli import add_cfg_options, load_config
+from dsnet_mm.engine.cli import add_cfg_options, add_shape, load_config
 from dsnet_mm.models.backbones import DSMobileNetV1
 
 
@@ -37,18 +37,9 @@ def parse_args():
         help="sub-network index, or 'largest' / 'smallest'")
     parser.add_argument('--out', required=True, help='output folder')
     parser.add_argument('--onnx', action='store_true', help='also ONNX')
-    parser.add_argument(
-        '--shape',
-        type=int,
-        nargs=2,
-        default=[224, 224],
-        metavar=('H', 'W'),
-        help='example input size (default: 224 224)')
+    add_shape(parser)
     add_cfg_options(parser)
-    args = parser.parse_args()
-    if min(args.shape) < 1:
-        parser.error(f'--shape must be positive, got {args.shape}')
-    return args
+    return parser.parse_args()
 
 
 def main():

@@ -17,6 +17,23 @@ def add_cfg_options(parser: argparse.ArgumentParser) -> None:
         help='override config entries, xxx=yyy format')
 
 
+def _image_size(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f'must be positive, got {value}')
+    return value
+
+
+def add_shape(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        '--shape',
+        type=_image_size,
+        nargs=2,
+        default=[224, 224],
+        metavar=('H', 'W'),
+        help='input image size (default: 224 224)')
+
+
 def add_launcher(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         '--launcher',

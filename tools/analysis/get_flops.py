@@ -9,29 +9,20 @@ import json
 
 from dsnet_mm.analysis import subnet_complexity
 from dsnet_mm.engine import build_model_from_cfg
-from dsnet_mm.engine.cli import add_cfg_options, load_config
+from dsnet_mm.engine.cli import add_cfg_options, add_shape, load_config
 
 
 def parse_args():
     parser = argparse.ArgumentParser(
         description='MAdds and parameters of every sub-network')
     parser.add_argument('config', help='model config file')
-    parser.add_argument(
-        '--shape',
-        type=int,
-        nargs=2,
-        default=[224, 224],
-        metavar=('H', 'W'),
-        help='input image size (default: 224 224)')
+    add_shape(parser)
     parser.add_argument(
         '--json',
         action='store_true',
         help='print one JSON object instead of the table')
     add_cfg_options(parser)
-    args = parser.parse_args()
-    if min(args.shape) < 1:
-        parser.error(f'--shape must be positive, got {args.shape}')
-    return args
+    return parser.parse_args()
 
 
 def main():
