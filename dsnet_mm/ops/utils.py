@@ -1,5 +1,5 @@
 # Copyright (c) dsnet_mm contributors. All rights reserved.
-from typing import Optional
+from typing import Optional, Sequence
 
 
 def check_width(field: str,
@@ -13,3 +13,9 @@ def check_width(field: str,
     if multiple_of is not None and width % multiple_of:
         raise ValueError(f'{field}={width} must be a multiple of the group '
                          f'width {multiple_of}')
+
+
+def check_choice(field: str, value, allowed: Sequence) -> None:
+    """Raise a ValueError naming the field when ``value`` is not allowed."""
+    if value not in allowed:
+        raise ValueError(f'{field}={value!r} is not one of {allowed}')

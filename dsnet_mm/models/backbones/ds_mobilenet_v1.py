@@ -9,6 +9,7 @@ from mmpretrain.models.backbones.base_backbone import BaseBackbone
 from mmpretrain.registry import MODELS
 
 from dsnet_mm.ops import DSBatchNorm2d, DSConv2d, DSSqueezeExcite
+from dsnet_mm.ops.utils import check_choice
 from ..gates import DSGate
 from ..subnet import SubnetSpace, SubnetSpec, SubnetsCfg
 
@@ -159,9 +160,7 @@ class DSMobileNetV1(BaseBackbone):
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(init_cfg)
         if isinstance(arch, str):
-            if arch not in self.arch_settings:
-                raise ValueError(f'arch={arch!r} is not one of '
-                                 f'{sorted(self.arch_settings)}')
+            check_choice('arch', arch, sorted(self.arch_settings))
             arch = self.arch_settings[arch]
         elif not isinstance(arch, dict) or set(arch) != {'stem', 'stages'}:
             raise ValueError("arch must be 'imagenet', 'cifar' or a dict with "

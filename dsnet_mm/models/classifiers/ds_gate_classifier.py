@@ -11,6 +11,7 @@ from mmpretrain.models.classifiers import ImageClassifier
 from mmpretrain.registry import MODELS
 from mmpretrain.structures import DataSample
 
+from dsnet_mm.ops.utils import check_choice
 from ..routing import MaskedRouting, route_weights
 from ..subnet import SubnetSpec
 from .stage1_loading import load_stage1_weights
@@ -79,12 +80,8 @@ class DSGateClassifier(ImageClassifier):
             raise ValueError(
                 'DSGateClassifier needs a DS backbone with a gate: set '
                 "backbone.gate=dict(stage=..., window=(start, size))")
-        if sgs_rule not in SGS_RULES:
-            raise ValueError(f'sgs_rule={sgs_rule!r} is not one of '
-                             f'{SGS_RULES}')
-        if routing_mode not in ROUTING_MODES:
-            raise ValueError(f'routing_mode={routing_mode!r} is not one of '
-                             f'{ROUTING_MODES}')
+        check_choice('sgs_rule', sgs_rule, SGS_RULES)
+        check_choice('routing_mode', routing_mode, ROUTING_MODES)
         self.sgs_rule = sgs_rule
         self.gate_label_smooth = gate_label_smooth
         self.complexity_weight = complexity_weight
@@ -155,8 +152,7 @@ class DSGateClassifier(ImageClassifier):
             ``[B, window]`` and the chosen window position of each image.
         """
         mode = self.routing_mode if mode is None else mode
-        if mode not in ROUTING_MODES:
-            raise ValueError(f'mode={mode!r} is not one of {ROUTING_MODES}')
+        check_choice('mode', mode, ROUTING_MODES)
         h, gate_logits, early = self.backbone.forward_pre_gate(inputs)
         if mode == 'mask':
             weights = route_weights(gate_logits, self.training, self.tau)

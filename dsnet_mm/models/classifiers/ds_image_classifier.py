@@ -11,6 +11,7 @@ from mmengine.optim import OptimWrapper
 from mmpretrain.models.classifiers import ImageClassifier
 from mmpretrain.registry import MODELS
 
+from dsnet_mm.ops.utils import check_choice
 from ..subnet import SubnetSpec
 
 BOOTSTRAP_MODES = ('ib', 'ieb', 'inplace')
@@ -71,9 +72,7 @@ class DSImageClassifier(ImageClassifier):
                  seed: int = 0,
                  **kwargs) -> None:
         super().__init__(backbone, neck=neck, head=head, **kwargs)
-        if bootstrap not in BOOTSTRAP_MODES:
-            raise ValueError(f'bootstrap={bootstrap!r} is not one of '
-                             f'{BOOTSTRAP_MODES}')
+        check_choice('bootstrap', bootstrap, BOOTSTRAP_MODES)
         if not isinstance(num_random, int) or num_random < 0:
             raise ValueError(f'num_random must be an int >= 0, got '
                              f'{num_random!r}')
