@@ -12,6 +12,7 @@ from mmpretrain.registry import MODELS
 from mmpretrain.structures import DataSample
 
 from dsnet_mm.ops.utils import check_choice
+from ..gates import DSGate
 from ..routing import MaskedRouting, route_weights
 from ..subnet import SubnetSpec
 from .stage1_loading import load_stage1_weights
@@ -82,6 +83,12 @@ class DSGateClassifier(ImageClassifier):
                 "backbone.gate=dict(stage=..., window=(start, size))")
         check_choice('sgs_rule', sgs_rule, SGS_RULES)
         check_choice('routing_mode', routing_mode, ROUTING_MODES)
+        gates = [n for n, m in self.backbone.named_modules()
+                 if isinstance(m, DSGate)]
+        if len(gates) != 1:
+            raise ValueError(f'the backbone must hold exactly one DSGate, '
+                             f'found {len(gates)}: {gates}')
+        self._gate_name = gates[0]
         self.sgs_rule = sgs_rule
         self.gate_label_smooth = gate_label_smooth
         self.complexity_weight = complexity_weight
@@ -99,12 +106,12 @@ class DSGateClassifier(ImageClassifier):
         return self.backbone.window
 
     @property
-    def gate(self):
-        return self.backbone.layers[self.backbone.gate_stage][0].se
+    def gate(self) -> DSGate:
+        return self.backbone.get_submodule(self._gate_name)
 
     @property
     def gate_prefix(self) -> str:
-        return f'backbone.layers.{self.backbone.gate_stage}.0.se.slim_head.'
+        return f'backbone.{self._gate_name}.slim_head.'
 
     def init_weights(self) -> None:
         super().init_weights()
