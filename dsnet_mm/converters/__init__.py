@@ -1,5 +1,6 @@
 # Copyright (c) dsnet_mm contributors. All rights reserved.
 """Converters from other checkpoint layouts."""
+from .mmpretrain_resnet import convert_mmpretrain_resnet
 from .official_dsnet import convert_official_dsnet
 
-__all__ = ['convert_official_dsnet']
+__all__ = ['convert_official_dsnet', 'convert_mmpretrain_resnet']

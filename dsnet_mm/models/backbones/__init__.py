@@ -1,4 +1,5 @@
 # Copyright (c) dsnet_mm contributors. All rights reserved.
 from .ds_mobilenet_v1 import DSMobileNetV1
+from .ds_resnet import DSBasicBlock, DSBottleneck, DSResNet
 
-__all__ = ['DSMobileNetV1']
+__all__ = ['DSMobileNetV1', 'DSResNet', 'DSBasicBlock', 'DSBottleneck']
