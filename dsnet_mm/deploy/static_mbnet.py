@@ -2,9 +2,11 @@
 """A sub-network of DS-MobileNetV1 as a plain torch network.
 
 Every layer is built at the sub-network's widths with the sliced weights
-copied in and the sub-network's BN statistics folded into the convolutions,
-so the result needs neither dsnet_mm nor mmpretrain to run, and it is the
-limit the slice path should reach in speed.
+copied in and the sub-network's BN statistics folded into the convolutions
+(for export) or kept as ``nn.BatchNorm2d`` (the limit the slice path should
+reach in speed), so the result needs neither dsnet_mm nor mmpretrain to run.
+The walk over the architecture is shared with other layer builders, e.g. the
+gather-indexing baseline of the benchmark.
 """
 import torch
 import torch.nn as nn
@@ -16,25 +18,71 @@ from dsnet_mm.ops import DSBatchNorm2d, DSConv2d
 def fold_conv_bn(conv: DSConv2d, bn: DSBatchNorm2d, c_in: int, c_out: int,
                  row: int) -> nn.Conv2d:
     """``nn.Conv2d`` at ``(c_in, c_out)`` with BN row ``row`` folded in."""
-    groups = conv.groups_for(c_in)
-    weight = conv.weight[:c_out, :c_in // groups].detach()
+    static = _copied_conv(conv, c_in, c_out, bias=True)
     scale = bn.weight[:c_out].detach() * torch.rsqrt(
         bn.running_var[row, :c_out] + bn.eps)
+    with torch.no_grad():
+        static.weight.mul_(scale[:, None, None, None])
+        static.bias.copy_(bn.bias[:c_out].detach() +
+                          (static.bias - bn.running_mean[row, :c_out]) * scale)
+    return static
+
+
+def _copied_conv(conv: DSConv2d, c_in: int, c_out: int,
+                 bias: bool) -> nn.Conv2d:
+    """``nn.Conv2d`` at ``(c_in, c_out)`` holding a copy of the slice (its
+    bias zeroed when the DS conv has none)."""
+    groups = conv.groups_for(c_in)
     static = nn.Conv2d(c_in, c_out, conv.kernel_size, conv.stride,
-                       conv.padding, conv.dilation, groups, bias=True)
+                       conv.padding, conv.dilation, groups, bias=bias)
     with torch.no_grad():
-        static.weight.copy_(weight * scale[:, None, None, None])
-        static.bias.copy_(bn.bias[:c_out].detach() -
-                          bn.running_mean[row, :c_out] * scale)
+        static.weight.copy_(conv.weight[:c_out, :c_in // groups])
+        if bias:
+            static.bias.copy_(conv.bias[:c_out] if conv.bias is not None
+                              else torch.zeros(c_out))
     return static
 
 
-def _sliced_conv(conv: DSConv2d, c_in: int, c_out: int) -> nn.Conv2d:
-    static = nn.Conv2d(c_in, c_out, 1, bias=True)
+def _copied_bn(bn: DSBatchNorm2d, c: int, row: int) -> nn.BatchNorm2d:
+    static = nn.BatchNorm2d(c, bn.eps)
     with torch.no_grad():
-        static.weight.copy_(conv.weight[:c_out, :c_in])
-        static.bias.copy_(conv.bias[:c_out])
+        static.weight.copy_(bn.weight[:c])
+        static.bias.copy_(bn.bias[:c])
+        static.running_mean.copy_(bn.running_mean[row, :c])
+        static.running_var.copy_(bn.running_var[row, :c])
     return static
+
+
+class StaticLayers:
+    """Builds each layer of a sub-network as a plain torch layer with a copy
+    of its sliced weights.
+
+    Args:
+        fold_bn (bool): Fold each BN into its conv (deployment), or keep
+            ``nn.BatchNorm2d`` layers, which run the very operations of the
+            slice path (the fair speed limit of slicing). Defaults to True.
+    """
+
+    def __init__(self, fold_bn: bool = True) -> None:
+        self.fold_bn = fold_bn
+
+    def conv_bn(self, conv: DSConv2d, bn: DSBatchNorm2d, c_in: int,
+                c_out: int, row: int) -> nn.Module:
+        if self.fold_bn:
+            return fold_conv_bn(conv, bn, c_in, c_out, row)
+        return nn.Sequential(
+            _copied_conv(conv, c_in, c_out, bias=False),
+            _copied_bn(bn, c_out, row))
+
+    def conv(self, conv: DSConv2d, c_in: int, c_out: int) -> nn.Module:
+        return _copied_conv(conv, c_in, c_out, bias=True)
+
+    def linear(self, fc: nn.Module, c_in: int) -> nn.Module:
+        static = nn.Linear(c_in, fc.out_features)
+        with torch.no_grad():
+            static.weight.copy_(fc.weight[:, :c_in])
+            static.bias.copy_(fc.bias)
+        return static
 
 
 class StaticSqueezeExcite(nn.Module):
@@ -65,39 +113,56 @@ class StaticMobileNetV1(nn.Module):
         return self.fc(self.pool(self.features(x)).flatten(1))
 
 
-def static_mobilenet_v1(model: nn.Module, spec: SubnetSpec
-                        ) -> StaticMobileNetV1:
+def build_mobilenet_v1(model: nn.Module, spec: SubnetSpec,
+                       layers) -> StaticMobileNetV1:
+    """Walk a DS-MobileNetV1 classifier at ``spec``, building every layer
+    with ``layers`` (a :class:`StaticLayers`, or another builder with the same
+    ``conv_bn``/``conv``/``linear`` methods).
+
+    Args:
+        model (nn.Module): A classifier with a ``DSMobileNetV1`` backbone,
+            a global-pooling neck and a ``DSLinearClsHead``.
+        spec (SubnetSpec): The sub-network (its widths and BN row).
+        layers: The layer builder.
+
+    Returns:
+        StaticMobileNetV1: the network, in eval mode.
+    """
+    bb = model.backbone
+    row = spec.index
+    width = spec['stem']
+    modules = [layers.conv_bn(bb.stem.conv, bb.stem.bn, bb.in_channels,
+                              width, row), nn.SiLU(inplace=True)]
+    for blocks in bb.layers:
+        for b in blocks:
+            out = spec[b.group]
+            se = b.se
+            modules += [
+                layers.conv_bn(b.conv_dw, b.bn1, width, width, row),
+                nn.SiLU(inplace=True),
+                StaticSqueezeExcite(
+                    layers.conv(se.conv_reduce, width, se.reduce_channels),
+                    layers.conv(se.conv_expand, se.reduce_channels, width)),
+                layers.conv_bn(b.conv_pw, b.bn2, width, out, row),
+                nn.SiLU(inplace=True)
+            ]
+            width = out
+    fc = layers.linear(model.head.fc, width)
+    return StaticMobileNetV1(nn.Sequential(*modules), fc).eval()
+
+
+def static_mobilenet_v1(model: nn.Module,
+                        spec: SubnetSpec,
+                        fold_bn: bool = True) -> StaticMobileNetV1:
     """Build sub-network ``spec`` of a DS-MobileNetV1 classifier statically.
 
     Args:
         model (nn.Module): A classifier with a ``DSMobileNetV1`` backbone,
             a global-pooling neck and a ``DSLinearClsHead``.
         spec (SubnetSpec): The sub-network (its widths and BN row).
+        fold_bn (bool): Fold BN into the convolutions. Defaults to True.
 
     Returns:
         StaticMobileNetV1: a plain torch network in eval mode.
     """
-    bb = model.backbone
-    width = spec['stem']
-    layers = [fold_conv_bn(bb.stem.conv, bb.stem.bn, bb.in_channels, width,
-                           spec.index), nn.SiLU(inplace=True)]
-    for blocks in bb.layers:
-        for b in blocks:
-            out = spec[b.group]
-            se = b.se
-            layers += [
-                fold_conv_bn(b.conv_dw, b.bn1, width, width, spec.index),
-                nn.SiLU(inplace=True),
-                StaticSqueezeExcite(
-                    _sliced_conv(se.conv_reduce, width, se.reduce_channels),
-                    _sliced_conv(se.conv_expand, se.reduce_channels, width)),
-                fold_conv_bn(b.conv_pw, b.bn2, width, out, spec.index),
-                nn.SiLU(inplace=True)
-            ]
-            width = out
-    head = model.head.fc
-    fc = nn.Linear(width, head.out_features)
-    with torch.no_grad():
-        fc.weight.copy_(head.weight[:, :width])
-        fc.bias.copy_(head.bias)
-    return StaticMobileNetV1(nn.Sequential(*layers), fc).eval()
+    return build_mobilenet_v1(model, spec, StaticLayers(fold_bn))

@@ -8,15 +8,17 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .utils import check_width
+from .weight_cache import SlicedWeight
 
 
-class DSConv2d(nn.Module):
+class DSConv2d(SlicedWeight):
     """A 2-D convolution that runs on a dense prefix of its stored filters.
 
     The stored weight has the widest shape. A forward at input width ``c_in``
     and output width ``c_out`` uses ``weight[:c_out, :c_in_per_group]``, a view
     of the stored tensor: nothing is copied, and gradients reach only the used
-    slice. The input width is read from the input tensor; the output width is
+    slice (in inference a contiguous copy is cached, see
+    :class:`~dsnet_mm.ops.weight_cache.SlicedWeight`). The input width is read from the input tensor; the output width is
     an explicit argument (default: the stored maximum).
 
     Grouped convolutions keep the channels per group fixed on both sides and
@@ -104,7 +106,7 @@ class DSConv2d(nn.Module):
                     f'out_channels={out_channels} does not match the grouped '
                     f'conv\'s output width {c_out} at {c_in} input channels')
             in_per_group = self.group_channels
-        weight = self.weight[:c_out, :in_per_group]
+        weight = self.sliced_weight((c_out, in_per_group), x)
         bias = None if self.bias is None else self.bias[:c_out]
         return F.conv2d(x, weight, bias, self.stride, self.padding,
                         self.dilation, groups)

@@ -8,14 +8,17 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .utils import check_width
+from .weight_cache import SlicedWeight
 
 
-class DSLinear(nn.Module):
+class DSLinear(SlicedWeight):
     """A linear layer that runs on a dense prefix of its stored weight.
 
     The input width is read from the input; the output width is an explicit
     argument (default: all stored outputs, as for a classifier whose classes
-    never change). ``weight[:out, :in]`` is a view: no copy per forward.
+    never change). ``weight[:out, :in]`` is a view in training (no copy per forward) and a
+    cached contiguous copy in inference (see
+    :class:`~dsnet_mm.ops.weight_cache.SlicedWeight`).
 
     Args:
         in_features (int): Widest input width.
@@ -49,7 +52,7 @@ class DSLinear(nn.Module):
         c_out = self.out_features if out_features is None else out_features
         check_width('out_features', c_out, self.out_features)
         bias = None if self.bias is None else self.bias[:c_out]
-        return F.linear(x, self.weight[:c_out, :c_in], bias)
+        return F.linear(x, self.sliced_weight((c_out, c_in), x), bias)
 
     def extra_repr(self) -> str:
         return (f'in_features={self.in_features}, '

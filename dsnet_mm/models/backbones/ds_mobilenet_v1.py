@@ -264,8 +264,14 @@ class DSMobileNetV1(BaseBackbone):
                 f'{tuple(x.shape)}')
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        return self.forward_spec(x, self._active)
+
+    def forward_spec(self, x: torch.Tensor,
+                     spec: SubnetSpec) -> Tuple[torch.Tensor, ...]:
+        """Run every layer at ``spec``: a sub-network, or a
+        :class:`~dsnet_mm.models.routing.MaskedRouting` (every width at the
+        routing's widest, channels masked per sample)."""
         self._check_input(x)
-        spec = self._active
         x = self.stem(x, spec)
         outs = []
         for i, blocks in enumerate(self.layers):
