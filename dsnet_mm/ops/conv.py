@@ -1,25 +1,26 @@
 # Copyright (c) dsnet_mm contributors. All rights reserved.
 """Prefix-sliced convolution."""
 import math
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from .utils import check_width
-from .weight_cache import SlicedWeight
+from .weight_cache import InferenceCache, memory_format
 
 
-class DSConv2d(SlicedWeight):
+class DSConv2d(InferenceCache):
     """A 2-D convolution that runs on a dense prefix of its stored filters.
 
     The stored weight has the widest shape. A forward at input width ``c_in``
     and output width ``c_out`` uses ``weight[:c_out, :c_in_per_group]``, a view
     of the stored tensor: nothing is copied, and gradients reach only the used
     slice (in inference a contiguous copy is cached, see
-    :class:`~dsnet_mm.ops.weight_cache.SlicedWeight`). The input width is read from the input tensor; the output width is
-    an explicit argument (default: the stored maximum).
+    :class:`~dsnet_mm.ops.weight_cache.InferenceCache`). The input width is
+    read from the input tensor; the output width is an explicit argument
+    (default: the stored maximum).
 
     Grouped convolutions keep the channels per group fixed on both sides and
     let the number of groups follow the width (``groups = c_in //
@@ -91,7 +92,24 @@ class DSConv2d(SlicedWeight):
     def forward(self,
                 x: torch.Tensor,
                 out_channels: Optional[int] = None) -> torch.Tensor:
-        c_in = x.shape[1]
+        if self.inference():
+            fmt = memory_format(x)
+            sources = (self.weight, ) if self.bias is None else \
+                (self.weight, self.bias)
+            weight, bias, groups = self.cached(
+                (x.shape[1], out_channels, fmt), sources,
+                lambda: self._sliced(x.shape[1], out_channels, fmt))
+        else:
+            weight, bias, groups = self._sliced(x.shape[1], out_channels)
+        return F.conv2d(x, weight, bias, self.stride, self.padding,
+                        self.dilation, groups)
+
+    def _sliced(self,
+                c_in: int,
+                out_channels: Optional[int],
+                fmt: Optional[torch.memory_format] = None) -> Tuple:
+        """(weight, bias, groups) at ``c_in`` inputs and ``out_channels``
+        outputs; views, or detached copies in memory format ``fmt``."""
         check_width('in_channels', c_in, self.in_channels, self.group_channels)
         groups = self.groups_for(c_in)
         if self.group_channels is None:
@@ -106,10 +124,12 @@ class DSConv2d(SlicedWeight):
                     f'out_channels={out_channels} does not match the grouped '
                     f'conv\'s output width {c_out} at {c_in} input channels')
             in_per_group = self.group_channels
-        weight = self.sliced_weight((c_out, in_per_group), x)
+        weight = self.weight[:c_out, :in_per_group]
         bias = None if self.bias is None else self.bias[:c_out]
-        return F.conv2d(x, weight, bias, self.stride, self.padding,
-                        self.dilation, groups)
+        if fmt is not None:
+            weight = weight.detach().contiguous(memory_format=fmt)
+            bias = None if bias is None else bias.detach()
+        return weight, bias, groups
 
     def extra_repr(self) -> str:
         s = (f'{self.in_channels}, {self.out_channels}, '

@@ -1,24 +1,24 @@
 # Copyright (c) dsnet_mm contributors. All rights reserved.
 """Prefix-sliced fully connected layer."""
 import math
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from .utils import check_width
-from .weight_cache import SlicedWeight
+from .weight_cache import InferenceCache
 
 
-class DSLinear(SlicedWeight):
+class DSLinear(InferenceCache):
     """A linear layer that runs on a dense prefix of its stored weight.
 
     The input width is read from the input; the output width is an explicit
     argument (default: all stored outputs, as for a classifier whose classes
-    never change). ``weight[:out, :in]`` is a view in training (no copy per forward) and a
-    cached contiguous copy in inference (see
-    :class:`~dsnet_mm.ops.weight_cache.SlicedWeight`).
+    never change). ``weight[:out, :in]`` is a view in training (no copy per
+    forward) and a cached contiguous copy in inference (see
+    :class:`~dsnet_mm.ops.weight_cache.InferenceCache`).
 
     Args:
         in_features (int): Widest input width.
@@ -47,12 +47,28 @@ class DSLinear(SlicedWeight):
     def forward(self,
                 x: torch.Tensor,
                 out_features: Optional[int] = None) -> torch.Tensor:
-        c_in = x.shape[-1]
+        if self.inference():
+            sources = (self.weight, ) if self.bias is None else \
+                (self.weight, self.bias)
+            weight, bias = self.cached(
+                (x.shape[-1], out_features), sources,
+                lambda: self._sliced(x.shape[-1], out_features, True))
+        else:
+            weight, bias = self._sliced(x.shape[-1], out_features)
+        return F.linear(x, weight, bias)
+
+    def _sliced(self, c_in: int, out_features: Optional[int],
+                copy: bool = False) -> Tuple:
+        """(weight, bias): views, or detached contiguous copies."""
         check_width('in_features', c_in, self.in_features)
         c_out = self.out_features if out_features is None else out_features
         check_width('out_features', c_out, self.out_features)
+        weight = self.weight[:c_out, :c_in]
         bias = None if self.bias is None else self.bias[:c_out]
-        return F.linear(x, self.sliced_weight((c_out, c_in), x), bias)
+        if copy:
+            weight = weight.detach().contiguous()
+            bias = None if bias is None else bias.detach()
+        return weight, bias
 
     def extra_repr(self) -> str:
         return (f'in_features={self.in_features}, '

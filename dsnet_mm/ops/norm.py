@@ -9,12 +9,13 @@ import torch.nn.functional as F
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from .utils import check_width
+from .weight_cache import InferenceCache
 
 # a statistics row, or per-sample weights over rows: (rows, weights [B, n])
 StatsSelector = Union[int, Tuple[Sequence[int], torch.Tensor]]
 
 
-class DSBatchNorm2d(_BatchNorm):
+class DSBatchNorm2d(InferenceCache, _BatchNorm):
     """BatchNorm2d for a supernet: shared affine, private running statistics.
 
     DS-Net shares one ``weight``/``bias`` (sliced to the active width) among all
@@ -65,22 +66,40 @@ class DSBatchNorm2d(_BatchNorm):
         self.num_batches_tracked[rows].zero_()
 
     def forward(self, x: torch.Tensor, subnet: StatsSelector) -> torch.Tensor:
-        self._check_input_dim(x)
-        c = x.shape[1]
-        check_width('num_features', c, self.num_features)
         if not isinstance(subnet, int):
+            self._check(x, 0)
             return self._per_sample(x, *subnet)
-        if not 0 <= subnet < self.num_subnets:
-            raise ValueError(f'subnet={subnet} is outside 0..'
-                             f'{self.num_subnets - 1}')
+        if self.inference():
+            mean, var, weight, bias = self.cached(
+                (x.dim(), x.shape[1], subnet),
+                (self.weight, self.bias, self.running_mean, self.running_var),
+                lambda: self._sliced(x, subnet))
+            return F.batch_norm(x, mean, var, weight, bias, False, 0.0,
+                                self.eps)
+        mean, var, weight, bias = self._sliced(x, subnet)
         factor = 0.0
         if self.training:
             self.num_batches_tracked[subnet] += 1
             factor = self.momentum if self.momentum is not None else \
                 1.0 / float(self.num_batches_tracked[subnet])
-        return F.batch_norm(x, self.running_mean[subnet, :c],
-                            self.running_var[subnet, :c], self.weight[:c],
-                            self.bias[:c], self.training, factor, self.eps)
+        return F.batch_norm(x, mean, var, weight, bias, self.training, factor,
+                            self.eps)
+
+    def _check(self, x: torch.Tensor, subnet: int) -> None:
+        self._check_input_dim(x)
+        check_width('num_features', x.shape[1], self.num_features)
+        if not 0 <= subnet < self.num_subnets:
+            raise ValueError(f'subnet={subnet} is outside 0..'
+                             f'{self.num_subnets - 1}')
+
+    def _sliced(self, x: torch.Tensor,
+                subnet: int) -> Tuple[torch.Tensor, ...]:
+        """Statistics row ``subnet`` and affine parameters at ``x``'s width
+        (views)."""
+        self._check(x, subnet)
+        c = x.shape[1]
+        return (self.running_mean[subnet, :c], self.running_var[subnet, :c],
+                self.weight[:c], self.bias[:c])
 
     def _per_sample(self, x: torch.Tensor, rows: Sequence[int],
                     weights: torch.Tensor) -> torch.Tensor:

@@ -1,70 +1,78 @@
 # Copyright (c) dsnet_mm contributors. All rights reserved.
-"""Contiguous copies of sliced weights for inference."""
+"""Sliced arguments of an op, cached for inference."""
 from collections import OrderedDict
-from typing import Tuple
+from typing import Callable, Hashable, Sequence, Tuple, TypeVar
 
 import torch
 import torch.nn as nn
 
+T = TypeVar('T')
 
-class SlicedWeight(nn.Module):
-    """Base of the sliced ops: hands out ``weight[:a, :b, ...]`` for a forward.
 
-    A prefix slice that cuts the input dimension is not contiguous, and the
-    convolution and matmul kernels copy such a weight on every call, so a
-    sliced sub-network would pay a weight copy per layer per forward that a
-    static network of the same widths does not. In inference (eval mode, or
-    no gradient wanted for the weight) the op therefore keeps contiguous
-    copies of the slices it ran, in the memory format of the input (NCHW or
-    channels-last), for the last ``max_cached`` shapes: a routing window's
+def memory_format(x: torch.Tensor) -> torch.memory_format:
+    """Channels-last for a 4-D input stored so, else contiguous (NCHW)."""
+    if x.dim() == 4 and not x.is_contiguous() and \
+            x.is_contiguous(memory_format=torch.channels_last):
+        return torch.channels_last
+    return torch.contiguous_format
+
+
+class InferenceCache(nn.Module):
+    """Base of the sliced ops: keeps the sliced arguments of recent calls.
+
+    Slicing costs twice at inference. A prefix slice that cuts the input
+    dimension of a weight is not contiguous, and the convolution and matmul
+    kernels copy such a weight on every call; and building the views and
+    checking the widths costs Python time that a static layer does not pay,
+    which dominates at batch size 1. In inference (eval mode, no gradient
+    wanted for the parameters) an op therefore builds its arguments once per
+    call signature (input width, output width or statistics row, memory
+    format), with weights made contiguous in the input's memory format, and
+    reuses them for the last ``max_cached`` signatures: a routing window's
     sub-networks stay cached while a batch is bucketed.
 
-    The copies are dropped when the stored weight changes (its version
-    counter or storage: an optimizer step, ``load_state_dict``, ``.to()``)
-    and when the module enters train mode. In training the slice is a view,
-    so gradients reach the stored weight.
+    The entries are dropped when a source tensor changes (its version
+    counter or storage: an optimizer or EMA step, ``load_state_dict``,
+    ``.to()``), when the module enters train mode and on ``_apply``. In
+    training nothing is cached: the slices are views, so gradients reach
+    the stored tensors.
     """
 
     max_cached = 4
 
-    def __init__(self) -> None:
-        super().__init__()
-        self._slices: 'OrderedDict[Tuple, torch.Tensor]' = OrderedDict()
-        self._slices_of: Tuple = ()
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._cache: 'OrderedDict[Hashable, object]' = OrderedDict()
+        self._cache_stamp: Tuple = ()
 
-    def sliced_weight(self, sizes: Tuple[int, ...],
-                      x: torch.Tensor) -> torch.Tensor:
-        """``weight`` cut to ``sizes`` (a prefix per leading dimension)."""
-        view = self.weight[tuple(slice(s) for s in sizes)]
-        if self.training or (torch.is_grad_enabled()
-                             and self.weight.requires_grad):
-            return view
-        fmt = torch.channels_last if view.dim() == 4 and x.dim() == 4 and \
-            not x.is_contiguous() and \
-            x.is_contiguous(memory_format=torch.channels_last) \
-            else torch.contiguous_format
-        if view.is_contiguous(memory_format=fmt):
-            return view
-        source = (self.weight.data_ptr(), self.weight._version)
-        if source != self._slices_of:
-            self._slices.clear()
-            self._slices_of = source
-        key = (tuple(view.shape), fmt)
-        weight = self._slices.get(key)
-        if weight is None:
-            weight = view.detach().contiguous(memory_format=fmt)
-            self._slices[key] = weight
-            if len(self._slices) > self.max_cached:
-                self._slices.popitem(last=False)
+    def inference(self) -> bool:
+        """Whether this call may use the cache: eval mode, and no gradient
+        wanted for the weight."""
+        return not self.training and not (torch.is_grad_enabled()
+                                          and self.weight.requires_grad)
+
+    def cached(self, key: Hashable, sources: Sequence[torch.Tensor],
+               build: Callable[[], T]) -> T:
+        """``build()`` for ``key``, reused while ``sources`` are unchanged."""
+        stamp = tuple((t.data_ptr(), t._version) for t in sources)
+        if stamp != self._cache_stamp:
+            self._cache.clear()
+            self._cache_stamp = stamp
+        hit = self._cache.get(key)
+        if hit is None:
+            hit = build()
+            self._cache[key] = hit
+            if len(self._cache) > self.max_cached:
+                self._cache.popitem(last=False)
         else:
-            self._slices.move_to_end(key)
-        return weight
+            self._cache.move_to_end(key)
+        return hit
 
     def clear_cache(self) -> None:
-        self._slices.clear()
-        self._slices_of = ()
+        self._cache.clear()
+        self._cache_stamp = ()
 
-    def train(self, mode: bool = True) -> 'SlicedWeight':
+    def train(self, mode: bool = True) -> 'InferenceCache':
         if mode:
             self.clear_cache()
         return super().train(mode)

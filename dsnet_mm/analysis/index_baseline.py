@@ -1,0 +1,99 @@
+# Copyright (c) dsnet_mm contributors. All rights reserved.
+"""The gather-indexing baseline of the latency benchmark.
+
+Dynamic ops in the style of mmrazor keep the full weights and pick a
+sub-network's channels by indexing on every forward
+(``weight[out_index][:, in_index]``), which gathers a fresh copy of every
+weight, BN parameter and statistic per call. These layers do exactly that,
+holding the DS model's own parameters (nothing is copied at build time), so
+the benchmark can set that cost against prefix slicing.
+"""
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from dsnet_mm.deploy import build_mobilenet_v1
+from dsnet_mm.deploy.static_mbnet import StaticMobileNetV1
+from dsnet_mm.models.subnet import SubnetSpec
+from dsnet_mm.ops import DSBatchNorm2d, DSConv2d
+
+
+def _index(n: int, device: torch.device) -> torch.Tensor:
+    return torch.arange(n, device=device)
+
+
+class IndexedConv2d(nn.Module):
+    """A DS conv run at ``(c_in, c_out)`` by gathering its weight rows."""
+
+    def __init__(self, conv: DSConv2d, c_in: int, c_out: int) -> None:
+        super().__init__()
+        self.weight = conv.weight
+        self.bias = conv.bias
+        self.stride, self.padding = conv.stride, conv.padding
+        self.dilation = conv.dilation
+        self.groups = conv.groups_for(c_in)
+        device = conv.weight.device
+        self.register_buffer('out_index', _index(c_out, device))
+        self.register_buffer('in_index', _index(c_in // self.groups, device))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight = self.weight.index_select(0, self.out_index).index_select(
+            1, self.in_index)
+        bias = None if self.bias is None else self.bias.index_select(
+            0, self.out_index)
+        return F.conv2d(x, weight, bias, self.stride, self.padding,
+                        self.dilation, self.groups)
+
+
+class IndexedBatchNorm2d(nn.Module):
+    """A DS batch norm (one statistics row) gathering its channels."""
+
+    def __init__(self, bn: DSBatchNorm2d, c: int, row: int) -> None:
+        super().__init__()
+        self.bn = bn
+        self.row = row
+        self.register_buffer('index', _index(c, bn.weight.device))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        bn, i = self.bn, self.index
+        return F.batch_norm(x, bn.running_mean[self.row].index_select(0, i),
+                            bn.running_var[self.row].index_select(0, i),
+                            bn.weight.index_select(0, i),
+                            bn.bias.index_select(0, i), False, 0.0, bn.eps)
+
+
+class IndexedLinear(nn.Module):
+    """A DS classifier run on ``c_in`` inputs by gathering weight columns."""
+
+    def __init__(self, fc: nn.Module, c_in: int) -> None:
+        super().__init__()
+        self.weight = fc.weight
+        self.bias = fc.bias
+        self.register_buffer('in_index', _index(c_in, fc.weight.device))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight.index_select(1, self.in_index),
+                        self.bias)
+
+
+class IndexedLayers:
+    """Layer builder (see :func:`~dsnet_mm.deploy.build_mobilenet_v1`)."""
+
+    def conv_bn(self, conv: DSConv2d, bn: DSBatchNorm2d, c_in: int,
+                c_out: int, row: int) -> nn.Module:
+        return nn.Sequential(
+            IndexedConv2d(conv, c_in, c_out), IndexedBatchNorm2d(
+                bn, c_out, row))
+
+    def conv(self, conv: DSConv2d, c_in: int, c_out: int) -> nn.Module:
+        return IndexedConv2d(conv, c_in, c_out)
+
+    def linear(self, fc: nn.Module, c_in: int) -> nn.Module:
+        return IndexedLinear(fc, c_in)
+
+
+def indexed_mobilenet_v1(model: nn.Module,
+                         spec: SubnetSpec) -> StaticMobileNetV1:
+    """Sub-network ``spec`` of a DS-MobileNetV1 classifier, run by indexing
+    the supernet's weights on every forward."""
+    return build_mobilenet_v1(model, spec, IndexedLayers())

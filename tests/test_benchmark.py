@@ -1,0 +1,218 @@
+# Copyright (c) dsnet_mm contributors. All rights reserved.
+"""The inference cache of the sliced ops, and the latency benchmark."""
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+from mmengine.config import Config
+
+from conftest import run_tool
+from dsnet_mm.analysis import subnet_complexity
+from dsnet_mm.analysis.benchmark import (benchmark, equal_madds_spec,
+                                         subnet_runners, summarize)
+from dsnet_mm.analysis.subnet_table import classifier_forward
+from dsnet_mm.engine import build_model_from_cfg
+from dsnet_mm.ops import DSBatchNorm2d, DSConv2d, DSLinear
+
+CONFIG = 'configs/ds_mbnet_digits.py'
+GATE_CONFIG = 'configs/ds_mbnet_digits_gate.py'
+
+
+def randomize_bn(model):
+    for m in model.modules():
+        if isinstance(m, DSBatchNorm2d):
+            with torch.no_grad():
+                m.running_mean.uniform_(-0.3, 0.3)
+                m.running_var.uniform_(0.5, 1.5)
+                m.weight.uniform_(0.5, 1.5)
+    return model
+
+
+@pytest.fixture(scope='module')
+def model():
+    torch.manual_seed(0)
+    cfg = Config.fromfile(CONFIG)
+    return randomize_bn(build_model_from_cfg(cfg)).eval()
+
+
+# --- the inference cache -------------------------------------------------
+def test_cached_conv_follows_every_weight_change():
+    torch.manual_seed(0)
+    conv = DSConv2d(8, 6, 3, bias=True).eval()
+    x = torch.randn(2, 5, 7, 7)
+
+    def expected():
+        return F.conv2d(x, conv.weight[:4, :5], conv.bias[:4], 1, 1)
+
+    with torch.no_grad():
+        out = conv(x, 4)
+        torch.testing.assert_close(out, expected())
+        # the cached weight is a contiguous copy, not the strided view
+        (weight, _, _), = conv._cache.values()
+        assert weight.is_contiguous()
+        assert weight.data_ptr() != conv.weight.data_ptr()
+        conv.weight.mul_(2)  # an in-place step (optimizer, EMA)
+        torch.testing.assert_close(conv(x, 4), expected())
+        conv.load_state_dict({'weight': torch.randn(6, 8, 3, 3),
+                              'bias': torch.randn(6)})
+        torch.testing.assert_close(conv(x, 4), expected())
+    conv.double()
+    with torch.no_grad():
+        torch.testing.assert_close(conv(x.double(), 4),
+                                   F.conv2d(x.double(), conv.weight[:4, :5],
+                                            conv.bias[:4], 1, 1))
+
+
+def test_cache_is_bounded_and_off_in_training_or_with_gradients():
+    conv = DSConv2d(8, 8, 1).eval()
+    with torch.no_grad():
+        for c in range(1, 9):
+            conv(torch.randn(1, c, 2, 2))
+    assert len(conv._cache) == conv.max_cached
+    # eval with gradients wanted (e.g. BN frozen, weights trained): views
+    x = torch.randn(2, 4, 3, 3)
+    conv(x, 5).sum().backward()
+    assert conv.weight.grad[:5, :4].abs().sum() > 0
+    assert conv.weight.grad[5:].abs().sum() == 0
+    conv.train()
+    assert not conv._cache
+    with torch.no_grad():
+        conv(x, 5)
+    assert not conv._cache
+
+
+def test_cached_weight_takes_the_input_memory_format():
+    conv = DSConv2d(8, 8, 3).eval()
+    x = torch.randn(2, 6, 5, 5).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        out = conv(x, 4)
+    (weight, _, _), = conv._cache.values()
+    assert weight.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(
+        out, F.conv2d(x.contiguous(), conv.weight[:4, :6], None, 1, 1))
+
+
+def test_cached_bn_and_linear_follow_changes():
+    torch.manual_seed(0)
+    bn = randomize_bn(torch.nn.ModuleList([DSBatchNorm2d(6, 3)]))[0].eval()
+    fc = DSLinear(6, 4).eval()
+    x = torch.randn(2, 5, 3, 3)
+    with torch.no_grad():
+        first = bn(x, 1)
+        bn.running_mean[1].add_(1.0)  # e.g. recalibration
+        torch.testing.assert_close(bn(x, 1), first - bn.weight[:5, None, None]
+                                   * torch.rsqrt(bn.running_var[1, :5, None,
+                                                                None] + 1e-5))
+        assert len(bn._cache) == 1
+        v = torch.randn(3, 5)
+        fc(v)
+        fc.weight.zero_()
+        torch.testing.assert_close(fc(v), fc.bias.expand(3, 4))
+
+
+# --- the benchmark ---------------------------------------------------------
+@pytest.mark.parametrize('key', [0, 9])
+def test_every_mode_computes_the_same_logits(model, key):
+    spec = model.backbone.space[key]
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        with model.backbone.subnet(spec):
+            expected = classifier_forward(model, x)
+        for channels_last in (False, True):
+            runners = subnet_runners(
+                model, spec, ['slice', 'static', 'mask', 'index'],
+                x.contiguous(memory_format=torch.channels_last)
+                if channels_last else x, channels_last)
+            assert sorted(runners) == ['index', 'mask', 'slice', 'static']
+            for mode, run in runners.items():
+                torch.testing.assert_close(
+                    run(), expected, atol=1e-5, rtol=1e-5, msg=mode)
+
+
+def test_equal_madds_spec_hits_the_target(model):
+    space = model.backbone.space
+    rows = {r['name']: r['madds'] for r in subnet_complexity(
+        model, [space[3], space[4]], (3, 32, 32))}
+    target = (rows['subnet_3'] + rows['subnet_4']) / 2
+    spec, madds = equal_madds_spec(model, target, (3, 32, 32))
+    assert abs(madds - target) / target < 0.01
+    assert space[3]['stage5'] <= spec['stage5'] <= space[4]['stage5']
+    assert spec.index == 3
+
+
+def test_benchmark_rows_and_summary(model):
+    rows = benchmark(model, [model.backbone.space[0],
+                             model.backbone.space[13]],
+                     ['slice', 'static', 'mask', 'index'], [1, 2],
+                     (3, 32, 32), torch.device('cpu'), warmup=0, repeats=2)
+    keys = {(r['mode'], r['subnet'], r['batch_size']) for r in rows}
+    # mask brings the full-width reference along, and masks nothing there
+    assert ('slice', 'largest', 2) in keys and ('mask', 'largest', 2) \
+        not in keys
+    # 2 batch sizes x (2 sub-networks x 4 modes + the largest x 3)
+    assert len(rows) == 2 * (2 * 4 + 3)
+    for r in rows:
+        assert set(r) == {'mode', 'subnet', 'batch_size', 'madds',
+                          'median_ms', 'p90_ms'}
+        assert 0 < r['median_ms'] <= r['p90_ms']
+    s = summarize(rows)['2']
+    assert set(s) == {'slice_over_static', 'index_over_slice',
+                      'mask_speedup', 'scaling'}
+    assert s['scaling']['narrowest'] == 'subnet_0'
+    assert s['scaling']['madds_ratio'] > 3
+
+
+def test_dynamic_rows_route_real_images():
+    torch.manual_seed(0)
+    cfg = Config.fromfile(GATE_CONFIG)
+    cfg.model.stage1_checkpoint = None
+    model = randomize_bn(build_model_from_cfg(cfg)).eval()
+    images = torch.randn(5, 3, 32, 32)
+    rows = benchmark(model, [], ['dynamic'], [8], (3, 32, 32),
+                     torch.device('cpu'), warmup=0, repeats=1, images=images)
+    by = {(r['mode'], r['subnet']): r for r in rows}
+    assert set(by) == {('dynamic', 'routed'), ('static', 'equal_madds')}
+    routed = by[('dynamic', 'routed')]
+    assert sum(routed['routing'].values()) == 8
+    assert abs(by[('static', 'equal_madds')]['madds'] - routed['madds']) \
+        / routed['madds'] < 0.02
+    assert 'dynamic_throughput_ratio' in summarize(rows)['8']
+    with pytest.raises(ValueError, match='mode dynamic needs a gated'):
+        benchmark(build_model_from_cfg(Config.fromfile(CONFIG)), [],
+                  ['dynamic'], [1], (3, 32, 32), torch.device('cpu'))
+
+
+def test_benchmark_tool_writes_json_and_plot(tmp_path):
+    out = tmp_path / 'bench.json'
+    proc = run_tool('tools/analysis/benchmark.py', CONFIG, '--shape', '32',
+                    '32', '--subnets', '0,largest', '--batch-sizes', '2',
+                    '--modes', 'slice', 'static', '--repeats', '2',
+                    '--warmup', '0', '--json', str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result['device'].startswith('cpu')
+    assert {(r['mode'], r['subnet']) for r in result['results']} == {
+        (m, s) for m in ('slice', 'static') for s in ('subnet_0', 'largest')}
+    assert (tmp_path / 'bench.png').stat().st_size > 1000
+
+
+@pytest.mark.parametrize('args, message', [
+    (['--modes', 'slice', 'warp'], "invalid choice: 'warp'"),
+    (['--subnets', '0,14'], 'outside 0..13'),
+    (['--subnets', 'tiny'], "unknown sub-network 'tiny'"),
+    (['--batch-sizes', '0'], 'must be >= 1, got 0'),
+    (['--modes', 'dynamic'], 'mode dynamic needs a gated model'),
+])
+def test_benchmark_tool_refuses_nonsense(args, message):
+    proc = run_tool('tools/analysis/benchmark.py', CONFIG, *args)
+    assert proc.returncode != 0
+    assert message in proc.stderr, proc.stderr[-2000:]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason='needs a machine '
+                    'without a CUDA GPU to check the refusal')
+def test_benchmark_tool_refuses_cuda_without_gpu():
+    proc = run_tool('tools/analysis/benchmark.py', CONFIG, '--device', 'cuda')
+    assert proc.returncode != 0
+    assert 'torch sees no CUDA GPU' in proc.stderr

@@ -1,0 +1,142 @@
+# Copyright (c) dsnet_mm contributors. All rights reserved.
+"""Latency of slicing against a static network, masking and indexing.
+
+    python tools/analysis/benchmark.py CONFIG [--checkpoint F]
+        [--batch-sizes 1 32] [--modes slice static mask index]
+        [--subnets all|0,5,13] [--device cpu|cuda] [--json OUT]
+        [--plot PNG] [--shape H W] [--warmup N] [--repeats N]
+        [--channels-last]
+
+Mode ``dynamic`` needs a gate config (``DSGateClassifier``): it routes real
+images of the config's test set through the bucketed path and sets them
+against a static network of equal MAdds. Writes a JSON file
+``{"device", "results": [{mode, subnet, batch_size, madds, median_ms,
+p90_ms}], "summary"}`` and a plot of latency against MAdds per mode.
+"""
+import argparse
+import json
+import os.path as osp
+import platform
+import sys
+
+import torch
+from mmengine.dataset import pseudo_collate
+from mmengine.runner import load_checkpoint
+
+from dsnet_mm.analysis.benchmark import (DEVICES, MODES, benchmark,
+                                         check_device, plot_latency,
+                                         summarize)
+from dsnet_mm.engine import build_model_from_cfg
+from dsnet_mm.engine.cli import add_cfg_options, add_shape, load_config
+from dsnet_mm.models.backbones import DSMobileNetV1
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f'must be >= 1, got {value}')
+    return value
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(
+        description='Latency of every sub-network in several modes')
+    parser.add_argument('config', help='model config')
+    parser.add_argument('--checkpoint', help='trained checkpoint (default: '
+                        'random weights, which time the same)')
+    parser.add_argument('--batch-sizes', type=_positive, nargs='+',
+                        default=[1, 32], help='batch sizes (default: 1 32)')
+    parser.add_argument('--modes', nargs='+', choices=MODES,
+                        default=['slice', 'static', 'mask', 'index'],
+                        help='modes to time (default: all but dynamic)')
+    parser.add_argument('--subnets', default='all',
+                        help="'all', or comma-separated sub-network "
+                        "indices or names, e.g. 0,5,13 or largest")
+    parser.add_argument('--device', choices=DEVICES, default='cpu')
+    parser.add_argument('--json', help='write the results to this file')
+    parser.add_argument('--plot', help='latency plot PNG (default: next to '
+                        '--json, same name with .png)')
+    parser.add_argument('--warmup', type=int, default=3,
+                        help='untimed rounds (default: 3)')
+    parser.add_argument('--repeats', type=_positive, default=10,
+                        help='timed rounds (default: 10)')
+    parser.add_argument('--channels-last', action='store_true',
+                        help='run in channels-last memory format')
+    add_shape(parser)
+    add_cfg_options(parser)
+    return parser.parse_args()
+
+
+def _specs(space, text: str):
+    if text == 'all':
+        return list(space.subnets)
+    keys = [int(k) if k.lstrip('-').isdigit() else k
+            for k in text.split(',') if k]
+    if not keys:
+        raise ValueError(f"subnets={text!r}: give 'all' or indices/names")
+    return [space.get(k) for k in keys]
+
+
+def _images(cfg, model, count: int) -> torch.Tensor:
+    """``count`` preprocessed images of the config's test set."""
+    from mmpretrain.registry import DATASETS
+    dataset = DATASETS.build(cfg.test_dataloader.dataset)
+    samples = [dataset[i] for i in range(min(count, len(dataset)))]
+    return model.data_preprocessor(pseudo_collate(samples), False)['inputs']
+
+
+def main():
+    args = parse_args()
+    cfg = load_config(args.config, args.cfg_options)
+    try:
+        device = check_device(args.device)
+        model = build_model_from_cfg(cfg)
+        if not isinstance(model.backbone, DSMobileNetV1):
+            raise ValueError('the benchmark supports DSMobileNetV1 '
+                             f'backbones, got {type(model.backbone).__name__}')
+        specs = _specs(model.backbone.space, args.subnets)
+        if args.warmup < 0:
+            raise ValueError(f'warmup must be >= 0, got {args.warmup}')
+    except ValueError as e:
+        sys.exit(f'benchmark.py: error: {e}')
+    if args.checkpoint:
+        load_checkpoint(model, args.checkpoint, map_location='cpu',
+                        strict=True, logger='silent')
+    model = model.to(device).eval()
+    shape = (model.backbone.in_channels, *args.shape)
+    images = None
+    if 'dynamic' in args.modes:
+        images = _images(cfg, model, max(args.batch_sizes))
+        shape = tuple(images.shape[1:])
+    try:
+        rows = benchmark(model, specs, args.modes, args.batch_sizes, shape,
+                         device, args.warmup, args.repeats,
+                         args.channels_last, images,
+                         lambda line: print(line, file=sys.stderr,
+                                            flush=True))
+    except ValueError as e:
+        sys.exit(f'benchmark.py: error: {e}')
+    name = torch.cuda.get_device_name(device) if device.type == 'cuda' \
+        else f'cpu ({platform.processor() or platform.machine()}, ' \
+        f'{torch.get_num_threads()} threads)'
+    result = dict(device=name, channels_last=args.channels_last,
+                  results=rows, summary=summarize(rows))
+    print(f"{'mode':<8} {'subnet':<12} {'batch':>5} {'MAdds (M)':>10} "
+          f"{'median ms':>10} {'p90 ms':>9}")
+    for r in rows:
+        print(f"{r['mode']:<8} {r['subnet']:<12} {r['batch_size']:>5} "
+              f"{r['madds'] / 1e6:>10.2f} {r['median_ms']:>10.2f} "
+              f"{r['p90_ms']:>9.2f}")
+    print(json.dumps(result['summary'], indent=1))
+    if args.json:
+        with open(args.json, 'w') as f:
+            json.dump(result, f, indent=1)
+    plot = args.plot or (osp.splitext(args.json)[0] + '.png'
+                         if args.json else None)
+    if plot:
+        plot_latency(rows, plot)
+        print(f'wrote {args.json or ""} {plot}', file=sys.stderr)
+
+
+if __name__ == '__main__':
+    main()
