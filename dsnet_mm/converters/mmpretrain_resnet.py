@@ -7,8 +7,8 @@ weight maps one to one at the same shape. A BN keeps one statistics row per
 sub-network here: the static network's running mean and variance go into
 every row. The ``largest`` row is then exact (the converted supernet at its
 largest *is* the static ResNet); the narrower rows are a starting point for
-``tools/calibrate_bn.py``. The gate, which a static ResNet has no weights
-for, keeps its initialisation.
+``tools/calibrate_bn.py``. The SE / gate of a stage's first block, which a
+static ResNet has no weights for, keeps its initialisation.
 """
 from typing import Dict, List
 
@@ -55,8 +55,8 @@ def convert_mmpretrain_resnet(state: Dict[str, torch.Tensor],
         head_prefix (str): Key prefix of the head in the output.
 
     Returns:
-        dict: The converted state dict (the gate's keys, if the backbone has
-        a gate, are not in it).
+        dict: The converted state dict (without the keys of an SE / gate,
+        which a static ResNet lacks).
 
     Raises:
         KeyError: naming the backbone keys the state dict lacks.
@@ -66,7 +66,7 @@ def convert_mmpretrain_resnet(state: Dict[str, torch.Tensor],
     parts = split_classifier_state(state)
     source = parts['backbone']
     own = {k: v for k, v in backbone.state_dict().items()
-           if '.gate.' not in k}
+           if '.se.' not in k}
     missing = sorted(set(own) - set(source))
     if missing:
         raise KeyError(f'the state dict lacks {len(missing)} DSResNet '

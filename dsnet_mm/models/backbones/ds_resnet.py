@@ -7,7 +7,7 @@ import torch.nn as nn
 from mmpretrain.models.backbones.base_backbone import BaseBackbone
 from mmpretrain.registry import MODELS
 
-from dsnet_mm.ops import DSBatchNorm2d, DSConv2d
+from dsnet_mm.ops import DSBatchNorm2d, DSConv2d, DSSqueezeExcite
 from dsnet_mm.ops.utils import check_choice
 from ..gates import DSGate
 from ..subnet import SubnetSpace, SubnetSpec, SubnetsCfg
@@ -40,9 +40,11 @@ class DSResBlock(nn.Module):
         group (str): Width group of the output stream.
         mid_group (str): Width group of the block's interior.
         num_stats (int): BN statistics rows (sub-networks + largest).
-        gate_choices (int): Routing window size if the block holds the gate,
-            else 0. Defaults to 0.
-        gate_se_ratio (float): Squeeze ratio of the gate. Defaults to 0.25.
+        se (bool): Start with an SE on the block input. Defaults to False.
+        gate_choices (int): Routing window size if that SE is the gate's
+            attention head (the block holds the gate), else 0.
+            Defaults to 0.
+        se_ratio (float): Squeeze ratio of the SE. Defaults to 0.25.
     """
 
     expansion = 1  # widest stream / widest interior
@@ -56,8 +58,9 @@ class DSResBlock(nn.Module):
                  group: str,
                  mid_group: str,
                  num_stats: int,
+                 se: bool = False,
                  gate_choices: int = 0,
-                 gate_se_ratio: float = 0.25) -> None:
+                 se_ratio: float = 0.25) -> None:
         super().__init__()
         self.in_channels = in_channels
         self.out_channels = out_channels
@@ -65,8 +68,11 @@ class DSResBlock(nn.Module):
         self.stride = stride
         self.group = group
         self.mid_group = mid_group
-        self.gate = DSGate(in_channels, gate_choices, gate_se_ratio) \
-            if gate_choices else None
+        self.se = None
+        if gate_choices:
+            self.se = DSGate(in_channels, gate_choices, se_ratio)
+        elif se:
+            self.se = DSSqueezeExcite(in_channels, se_ratio)
         last = len(self.kernels) - 1
         width = in_channels
         for k, kernel in enumerate(self.kernels):
@@ -102,7 +108,7 @@ class DSResBlock(nn.Module):
         return bn(conv(x, spec[self.group]), spec.stats)
 
     def forward_body(self, x: torch.Tensor, spec: SubnetSpec) -> torch.Tensor:
-        """The block after its gate: both branches, the add and the mask."""
+        """The block after its SE: both branches, the add and the mask."""
         identity = x
         if self.downsample is not None:
             conv, bn = self.downsample
@@ -111,8 +117,8 @@ class DSResBlock(nn.Module):
         return spec.mask(out, self.group)
 
     def forward(self, x: torch.Tensor, spec: SubnetSpec) -> torch.Tensor:
-        if self.gate is not None:
-            x = self.gate(x)  # the attention head only (a fixed sub-network)
+        if self.se is not None:
+            x = self.se(x)  # a gate's attention head only: a fixed subnet
         return self.forward_body(x, spec)
 
 
@@ -164,9 +170,10 @@ class DSResNet(DSBackboneMixin, BaseBackbone):
     head scales the stream entering the stage (read by both branches of that
     block), and its slimming head picks the sub-network of the window that
     runs the rest. Every group before the stage must be the same across the
-    window. The gate's attention head is part of the network from Stage I on
-    (Stage II adds only the slimming head), so a Stage I config declares the
-    gate that its Stage II config will train.
+    window. A ResNet has no SE of its own to become the attention head (as
+    DS-MobileNetV1's do), so the Stage I supernet carries that SE already:
+    ``se_stage='layer3'`` in Stage I, and Stage II (``gate`` on the same
+    stage) adds only the slimming head.
 
     Args:
         depth (int): 18, 34 (basic blocks), 50, 101 or 152 (bottlenecks).
@@ -196,10 +203,13 @@ class DSResNet(DSBackboneMixin, BaseBackbone):
             Defaults to False.
         zero_init_residual (bool): Start the last BN's scale of every block
             at zero, so each block starts as its shortcut. Defaults to True.
+        se_stage (str, optional): A stage whose first block starts with an
+            SE on its input: the attention head of the gate that Stage II
+            puts there. Defaults to None (the gate's stage, if any).
         gate (dict, optional): ``dict(stage=..., window=(start, size))``.
             Defaults to None (no gate).
-        gate_se_ratio (float): Squeeze ratio of the gate's shared reduce
-            conv, of the widest stage input. Defaults to 0.25.
+        se_ratio (float): Squeeze ratio of that SE / gate, of the widest
+            stage input. Defaults to 0.25.
         init_cfg (dict, optional): Initialization config. Defaults to None.
     """
 
@@ -226,8 +236,9 @@ class DSResNet(DSBackboneMixin, BaseBackbone):
                  frozen_stages: int = -1,
                  norm_eval: bool = False,
                  zero_init_residual: bool = True,
+                 se_stage: Optional[str] = None,
                  gate: Optional[dict] = None,
-                 gate_se_ratio: float = 0.25,
+                 se_ratio: float = 0.25,
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(init_cfg)
         check_choice('depth', depth, sorted(self.arch_settings))
@@ -284,6 +295,14 @@ class DSResNet(DSBackboneMixin, BaseBackbone):
         self._active = self.space.largest
         self.gate_stage, self.window = self._check_gate(
             gate, self.res_layers, groups_before)
+        se_index = self.gate_stage
+        if se_stage is not None:
+            check_choice('se_stage', se_stage, self.res_layers)
+            if gate is not None and se_stage != gate['stage']:
+                raise ValueError(
+                    f'se_stage={se_stage!r} must be the stage of the gate '
+                    f"({gate['stage']!r}), whose attention head it is")
+            se_index = self.res_layers.index(se_stage)
 
         # pass 2: the layers
         num_stats = self.space.num_stats
@@ -299,12 +318,12 @@ class DSResNet(DSBackboneMixin, BaseBackbone):
                 zip(self.res_layers, plan)):
             blocks = nn.ModuleList()
             for j in range(stage_blocks[i]):
-                gated = i == self.gate_stage and j == 0
+                first = j == 0 and i == se_index
                 blocks.append(
                     block(width, out_width, strides[i] if j == 0 else 1,
-                          group, f'{name}.{j}', num_stats,
-                          gate_choices=len(self.window) if gated else 0,
-                          gate_se_ratio=gate_se_ratio))
+                          group, f'{name}.{j}', num_stats, se=first,
+                          gate_choices=len(self.window) if first else 0,
+                          se_ratio=se_ratio))
                 width = out_width
             self.add_module(name, blocks)
         if zero_init_residual:
@@ -349,8 +368,14 @@ class DSResNet(DSBackboneMixin, BaseBackbone):
         return self.maxpool(spec.mask(x, 'stem'))
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        return self.forward_spec(x, self._active)
+
+    def forward_spec(self, x: torch.Tensor,
+                     spec: SubnetSpec) -> Tuple[torch.Tensor, ...]:
+        """Run every layer at ``spec``: a sub-network, or a
+        :class:`~dsnet_mm.models.routing.MaskedRouting` (every width at the
+        routing's widest, channels masked per sample)."""
         self._check_input(x)
-        spec = self._active
         x = self._forward_stem(x, spec)
         outs = []
         for i, name in enumerate(self.res_layers):
@@ -384,7 +409,7 @@ class DSResNet(DSBackboneMixin, BaseBackbone):
             if i in self.out_indices:
                 outs.append(x)
         gated = getattr(self, self.res_layers[self.gate_stage])[0]
-        x, logits = gated.gate.forward_gate(x)
+        x, logits = gated.se.forward_gate(x)
         return x, logits, outs
 
     def forward_post_gate(self, x: torch.Tensor,

@@ -1,0 +1,139 @@
+# Copyright (c) dsnet_mm contributors. All rights reserved.
+"""A sub-network of DS-ResNet as a plain torch ResNet.
+
+Every conv is built at the sub-network's widths with the sliced weights
+copied in and the sub-network's BN statistics folded in (residual and
+projection branches alike; or kept as ``nn.BatchNorm2d``), so the result
+needs neither dsnet_mm nor mmpretrain to run. A block with an SE (a gate's
+attention head) keeps it as a plain SE on the block input. The walk over the
+architecture takes any layer builder with the methods of
+:class:`~dsnet_mm.deploy.static_mbnet.StaticLayers`.
+"""
+from typing import List, Optional
+
+import torch
+import torch.nn as nn
+
+from dsnet_mm.models.backbones.ds_resnet import DSResBlock
+from dsnet_mm.models.subnet import SubnetSpec
+from .static_mbnet import StaticLayers, StaticSqueezeExcite
+
+
+class StaticResBlock(nn.Module):
+    """Residual block: ``relu(branch(x) + shortcut(x))``.
+
+    Args:
+        convs (list[nn.Module]): The residual branch's conv-BN layers (ReLU
+            between them).
+        shortcut (nn.Module, optional): The projection; None is the
+            identity.
+        attention (nn.Module, optional): SE applied to the block input
+            first. Defaults to None.
+    """
+
+    def __init__(self,
+                 convs: List[nn.Module],
+                 shortcut: Optional[nn.Module],
+                 attention: Optional[nn.Module] = None) -> None:
+        super().__init__()
+        self.attention = attention
+        self.convs = nn.ModuleList(convs)
+        self.shortcut = shortcut
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.attention is not None:
+            x = self.attention(x)
+        out = x
+        for conv in self.convs[:-1]:
+            out = self.relu(conv(out))
+        out = self.convs[-1](out)
+        identity = x if self.shortcut is None else self.shortcut(x)
+        return self.relu(out + identity)
+
+
+class StaticResNet(nn.Module):
+    """Stem, residual blocks, global pooling and the linear classifier."""
+
+    def __init__(self, stem: nn.Sequential, blocks: nn.Sequential,
+                 fc: nn.Linear) -> None:
+        super().__init__()
+        self.stem = stem
+        self.blocks = blocks
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = fc
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.pool(self.blocks(self.stem(x))).flatten(1))
+
+
+def _build_block(block: DSResBlock, spec: SubnetSpec, width: int,
+                 layers) -> StaticResBlock:
+    """``block`` at ``spec``'s widths, its input ``width`` channels wide."""
+    row = spec.index
+    attention = None
+    if block.se is not None:
+        se = block.se
+        attention = StaticSqueezeExcite(
+            layers.conv(se.conv_reduce, width, se.reduce_channels),
+            layers.conv(se.conv_expand, se.reduce_channels, width))
+    convs = []
+    c_in, last = width, len(block.kernels)
+    for k in range(1, last + 1):
+        c_out = spec[block.group] if k == last else spec[block.mid_group]
+        convs.append(layers.conv_bn(getattr(block, f'conv{k}'),
+                                    getattr(block, f'bn{k}'), c_in, c_out,
+                                    row))
+        c_in = c_out
+    shortcut = None
+    if block.downsample is not None:
+        conv, bn = block.downsample
+        shortcut = layers.conv_bn(conv, bn, width, spec[block.group], row)
+    return StaticResBlock(convs, shortcut, attention)
+
+
+def build_resnet(model: nn.Module, spec: SubnetSpec, layers) -> StaticResNet:
+    """Walk a DS-ResNet classifier at ``spec``, building every layer with
+    ``layers`` (a :class:`~dsnet_mm.deploy.static_mbnet.StaticLayers`, or
+    another builder with the same ``conv_bn``/``conv``/``linear`` methods).
+
+    Args:
+        model (nn.Module): A classifier with a ``DSResNet`` backbone (its
+            last stage as the output), a global-pooling neck and a
+            ``DSLinearClsHead``.
+        spec (SubnetSpec): The sub-network (its widths and BN row).
+        layers: The layer builder.
+
+    Returns:
+        StaticResNet: the network, in eval mode.
+    """
+    bb = model.backbone
+    width = spec['stem']
+    stem = nn.Sequential(
+        layers.conv_bn(bb.conv1, bb.bn1, bb.in_channels, width, spec.index),
+        nn.ReLU(inplace=True), bb.maxpool)
+    blocks = []
+    for name in bb.res_layers:
+        for block in getattr(bb, name):
+            blocks.append(_build_block(block, spec, width, layers))
+            width = spec[block.group]
+    fc = layers.linear(model.head.fc, width)
+    return StaticResNet(stem, nn.Sequential(*blocks), fc).eval()
+
+
+def static_resnet(model: nn.Module,
+                  spec: SubnetSpec,
+                  fold_bn: bool = True) -> StaticResNet:
+    """Build sub-network ``spec`` of a DS-ResNet classifier statically.
+
+    Args:
+        model (nn.Module): A classifier with a ``DSResNet`` backbone (its
+            last stage as the output), a global-pooling neck and a
+            ``DSLinearClsHead``.
+        spec (SubnetSpec): The sub-network (its widths and BN row).
+        fold_bn (bool): Fold BN into the convolutions. Defaults to True.
+
+    Returns:
+        StaticResNet: a plain torch network in eval mode.
+    """
+    return build_resnet(model, spec, StaticLayers(fold_bn))
