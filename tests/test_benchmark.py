@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from mmengine.config import Config
 
 from conftest import run_tool
-from dsnet_mm.analysis import subnet_complexity
+from dsnet_mm.analysis import count_complexity, subnet_complexity
 from dsnet_mm.analysis.benchmark import (benchmark, equal_madds_spec,
                                          subnet_runners, summarize)
 from dsnet_mm.analysis.subnet_table import classifier_forward
@@ -49,7 +49,7 @@ def test_cached_conv_follows_every_weight_change():
         out = conv(x, 4)
         torch.testing.assert_close(out, expected())
         # the cached weight is a contiguous copy, not the strided view
-        (weight, _, _), = conv._cache.values()
+        (_, (weight, _, _)), = conv._cache.values()
         assert weight.is_contiguous()
         assert weight.data_ptr() != conv.weight.data_ptr()
         conv.weight.mul_(2)  # an in-place step (optimizer, EMA)
@@ -87,10 +87,33 @@ def test_cached_weight_takes_the_input_memory_format():
     x = torch.randn(2, 6, 5, 5).contiguous(memory_format=torch.channels_last)
     with torch.no_grad():
         out = conv(x, 4)
-    (weight, _, _), = conv._cache.values()
+    (_, (weight, _, _)), = conv._cache.values()
     assert weight.is_contiguous(memory_format=torch.channels_last)
     torch.testing.assert_close(
         out, F.conv2d(x.contiguous(), conv.weight[:4, :6], None, 1, 1))
+
+
+def test_folded_conv_bn_follows_changes_and_counts_every_bn():
+    torch.manual_seed(0)
+    conv = DSConv2d(8, 6, 3).eval()
+    bn = randomize_bn(torch.nn.ModuleList([DSBatchNorm2d(6, 3)]))[0].eval()
+    x = torch.randn(2, 5, 7, 7)
+    with torch.no_grad():
+        for step in range(2):
+            expected = F.batch_norm(
+                F.conv2d(x, conv.weight[:4, :5], None, 1, 1),
+                bn.running_mean[2, :4], bn.running_var[2, :4],
+                bn.weight[:4], bn.bias[:4], False, 0.0, bn.eps)
+            torch.testing.assert_close(conv.forward_bn(x, bn, 2, 4), expected)
+            bn.running_var[2].mul_(2)  # recalibrated statistics
+        # one folded entry; the BN itself was skipped
+        (_, (weight, bias, _)), = conv._cache.values()
+        assert not bn._cache and bias.shape == (4, )
+    model = torch.nn.Module()
+    model.conv, model.bn = conv, bn
+    cost = count_complexity(model, lambda: conv.forward_bn(x[:1], bn, 2, 4))
+    assert cost['params'] == 4 * 5 * 9 + 2 * 4
+    assert bn.fold  # restored after counting
 
 
 def test_cached_bn_and_linear_follow_changes():

@@ -5,8 +5,8 @@ Modes (all compute the same function of the input):
 
 - ``slice``: the DS model running the sub-network on prefix slices;
 - ``static``: a plain torch network built at the sub-network's widths with
-  the sliced weights copied in (BN kept, so it runs the very same operations:
-  the limit slicing should reach);
+  the sliced weights copied in and BN folded (the exported model: the limit
+  slicing should reach; in inference the slice path folds BN as well);
 - ``mask``: the full-width model with every channel beyond the sub-network's
   widths zeroed (the reference code's dynamic mode);
 - ``index``: the full weights gathered by ``index_select`` on every forward
@@ -120,7 +120,7 @@ def _to_memory_format(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
 
 def _static(model: nn.Module, spec: SubnetSpec, device: torch.device,
             channels_last: bool) -> nn.Module:
-    net = static_mobilenet_v1(model, spec, fold_bn=False).to(device)
+    net = static_mobilenet_v1(model, spec).to(device)
     return net.to(memory_format=torch.channels_last) if channels_last \
         else net
 
@@ -186,7 +186,7 @@ def equal_madds_spec(model: nn.Module, madds: float,
         return SubnetSpec(widths, k, 'equal_madds')
 
     def cost(t: float) -> int:
-        net = static_mobilenet_v1(model, at(t), fold_bn=False)
+        net = static_mobilenet_v1(model, at(t))
         return count_complexity(net, lambda: net(x))['madds']
 
     lo, hi = 0.0, float(n - 1)

@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from dsnet_mm.ops import DSConv2d, DSLinear
+from dsnet_mm.ops import DSConv2d, DSLinear, unfolded_bn
 
 _POOLS = (nn.AdaptiveAvgPool2d, nn.AvgPool2d)
 
@@ -82,7 +82,7 @@ def count_complexity(model: nn.Module, run: Callable[[], object]) -> Dict:
         if isinstance(m, _COUNTED)
     ]
     try:
-        with torch.no_grad():
+        with torch.no_grad(), unfolded_bn(model):
             run()
     finally:
         for h in handles:

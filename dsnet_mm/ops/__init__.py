@@ -8,10 +8,10 @@ Pooling needs no slicing: ``nn.AdaptiveAvgPool2d`` runs at any width.
 """
 from .conv import DSConv2d
 from .linear import DSLinear
-from .norm import DSBatchNorm2d, cumulative_bn_stats
+from .norm import DSBatchNorm2d, cumulative_bn_stats, unfolded_bn
 from .se import DSSqueezeExcite
 
 __all__ = [
     'DSConv2d', 'DSLinear', 'DSBatchNorm2d', 'DSSqueezeExcite',
-    'cumulative_bn_stats'
+    'cumulative_bn_stats', 'unfolded_bn'
 ]

@@ -7,6 +7,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .norm import DSBatchNorm2d, StatsSelector
 from .utils import check_width
 from .weight_cache import InferenceCache, memory_format
 
@@ -94,15 +95,57 @@ class DSConv2d(InferenceCache):
                 out_channels: Optional[int] = None) -> torch.Tensor:
         if self.inference():
             fmt = memory_format(x)
-            sources = (self.weight, ) if self.bias is None else \
-                (self.weight, self.bias)
             weight, bias, groups = self.cached(
-                (x.shape[1], out_channels, fmt), sources,
+                (x.shape[1], out_channels, fmt), self.sources,
                 lambda: self._sliced(x.shape[1], out_channels, fmt))
         else:
             weight, bias, groups = self._sliced(x.shape[1], out_channels)
         return F.conv2d(x, weight, bias, self.stride, self.padding,
                         self.dilation, groups)
+
+    def forward_bn(self,
+                   x: torch.Tensor,
+                   bn: DSBatchNorm2d,
+                   stats: StatsSelector,
+                   out_channels: Optional[int] = None) -> torch.Tensor:
+        """The conv, then ``bn`` with statistics ``stats``.
+
+        In inference with one statistics row (a static sub-network) this is a
+        single convolution with the BN folded into its weight and bias,
+        cached per input width, output width, row and memory format, so a
+        sliced sub-network runs the layers of a deployed static network.
+        """
+        if isinstance(stats, int) and bn.fold and self.inference() and \
+                bn.inference():
+            fmt = memory_format(x)
+            sources = self.sources + bn.sources
+            weight, bias, groups = self.cached(
+                ('bn', x.shape[1], out_channels, stats, fmt), sources,
+                lambda: self._folded(x.shape[1], out_channels, bn, stats,
+                                     fmt))
+            return F.conv2d(x, weight, bias, self.stride, self.padding,
+                            self.dilation, groups)
+        return bn(self(x, out_channels), stats)
+
+    @property
+    def sources(self) -> Tuple[torch.Tensor, ...]:
+        """The stored tensors a sliced conv reads."""
+        return (self.weight, ) if self.bias is None else \
+            (self.weight, self.bias)
+
+    def _folded(self, c_in: int, out_channels: Optional[int],
+                bn: DSBatchNorm2d, row: int,
+                fmt: torch.memory_format) -> Tuple:
+        """(weight, bias, groups) with BN row ``row`` folded in."""
+        weight, bias, groups = self._sliced(c_in, out_channels)
+        c_out = weight.shape[0]
+        mean, var, gamma, beta = bn.sliced(4, c_out, row)
+        scale = gamma * torch.rsqrt(var + bn.eps)
+        shift = beta - mean * scale if bias is None else \
+            beta + (bias - mean) * scale
+        weight = weight * scale.reshape(-1, 1, 1, 1)
+        return (weight.detach().contiguous(memory_format=fmt),
+                shift.detach(), groups)
 
     def _sliced(self,
                 c_in: int,

@@ -53,10 +53,12 @@ class DSBatchNorm2d(InferenceCache, _BatchNorm):
         self.running_mean = torch.zeros(num_subnets, num_features)
         self.running_var = torch.ones(num_subnets, num_features)
         self.num_batches_tracked = torch.zeros(num_subnets, dtype=torch.long)
+        # whether DSConv2d.forward_bn may fold this BN into the conv in
+        # inference (see unfolded_bn)
+        self.fold = True
 
     def _check_input_dim(self, input: torch.Tensor) -> None:
-        if input.dim() != 4:
-            raise ValueError(f'expected 4D input (got {input.dim()}D input)')
+        self._check(input.dim(), self.num_features, 0)
 
     def reset_subnet_stats(self, subnet: Optional[int] = None) -> None:
         """Reset the statistics of one sub-network, or of all of them."""
@@ -67,16 +69,15 @@ class DSBatchNorm2d(InferenceCache, _BatchNorm):
 
     def forward(self, x: torch.Tensor, subnet: StatsSelector) -> torch.Tensor:
         if not isinstance(subnet, int):
-            self._check(x, 0)
+            self._check(x.dim(), x.shape[1], 0)
             return self._per_sample(x, *subnet)
         if self.inference():
             mean, var, weight, bias = self.cached(
-                (x.dim(), x.shape[1], subnet),
-                (self.weight, self.bias, self.running_mean, self.running_var),
-                lambda: self._sliced(x, subnet))
+                (x.dim(), x.shape[1], subnet), self.sources,
+                lambda: self.sliced(x.dim(), x.shape[1], subnet))
             return F.batch_norm(x, mean, var, weight, bias, False, 0.0,
                                 self.eps)
-        mean, var, weight, bias = self._sliced(x, subnet)
+        mean, var, weight, bias = self.sliced(x.dim(), x.shape[1], subnet)
         factor = 0.0
         if self.training:
             self.num_batches_tracked[subnet] += 1
@@ -85,19 +86,24 @@ class DSBatchNorm2d(InferenceCache, _BatchNorm):
         return F.batch_norm(x, mean, var, weight, bias, self.training, factor,
                             self.eps)
 
-    def _check(self, x: torch.Tensor, subnet: int) -> None:
-        self._check_input_dim(x)
-        check_width('num_features', x.shape[1], self.num_features)
+    @property
+    def sources(self) -> Tuple[torch.Tensor, ...]:
+        """The stored tensors a sliced BN reads."""
+        return self.weight, self.bias, self.running_mean, self.running_var
+
+    def _check(self, dim: int, c: int, subnet: int) -> None:
+        if dim != 4:
+            raise ValueError(f'expected 4D input (got {dim}D input)')
+        check_width('num_features', c, self.num_features)
         if not 0 <= subnet < self.num_subnets:
             raise ValueError(f'subnet={subnet} is outside 0..'
                              f'{self.num_subnets - 1}')
 
-    def _sliced(self, x: torch.Tensor,
-                subnet: int) -> Tuple[torch.Tensor, ...]:
-        """Statistics row ``subnet`` and affine parameters at ``x``'s width
-        (views)."""
-        self._check(x, subnet)
-        c = x.shape[1]
+    def sliced(self, dim: int, c: int,
+               subnet: int) -> Tuple[torch.Tensor, ...]:
+        """(mean, var, weight, bias): statistics row ``subnet`` and the affine
+        parameters at width ``c`` (views) for a ``dim``-D input."""
+        self._check(dim, c, subnet)
         return (self.running_mean[subnet, :c], self.running_var[subnet, :c],
                 self.weight[:c], self.bias[:c])
 
@@ -138,3 +144,21 @@ def cumulative_bn_stats(model: nn.Module) -> Iterator[None]:
     finally:
         for m, momentum in zip(norms, saved):
             m.momentum = momentum
+
+
+@contextmanager
+def unfolded_bn(model: nn.Module) -> Iterator[None]:
+    """Within the block, no DSBatchNorm2d is folded into its conv.
+
+    Folding (:meth:`DSConv2d.forward_bn`) skips the BN module in inference;
+    layer-by-layer tools such as complexity counting need every BN called.
+    """
+    norms = [m for m in model.modules() if isinstance(m, DSBatchNorm2d)]
+    saved = [m.fold for m in norms]
+    for m in norms:
+        m.fold = False
+    try:
+        yield
+    finally:
+        for m, fold in zip(norms, saved):
+            m.fold = fold

@@ -31,9 +31,10 @@ class InferenceCache(nn.Module):
     reuses them for the last ``max_cached`` signatures: a routing window's
     sub-networks stay cached while a batch is bucketed.
 
-    The entries are dropped when a source tensor changes (its version
-    counter or storage: an optimizer or EMA step, ``load_state_dict``,
-    ``.to()``), when the module enters train mode and on ``_apply``. In
+    An entry is rebuilt when a source tensor has changed since it was built
+    (its version counter or storage: an optimizer or EMA step,
+    ``load_state_dict``, ``.to()``); all are dropped when the module enters
+    train mode and on ``_apply``. In
     training nothing is cached: the slices are views, so gradients reach
     the stored tensors.
     """
@@ -42,8 +43,7 @@ class InferenceCache(nn.Module):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self._cache: 'OrderedDict[Hashable, object]' = OrderedDict()
-        self._cache_stamp: Tuple = ()
+        self._cache: 'OrderedDict[Hashable, Tuple]' = OrderedDict()
 
     def inference(self) -> bool:
         """Whether this call may use the cache: eval mode, and no gradient
@@ -55,22 +55,18 @@ class InferenceCache(nn.Module):
                build: Callable[[], T]) -> T:
         """``build()`` for ``key``, reused while ``sources`` are unchanged."""
         stamp = tuple((t.data_ptr(), t._version) for t in sources)
-        if stamp != self._cache_stamp:
-            self._cache.clear()
-            self._cache_stamp = stamp
         hit = self._cache.get(key)
-        if hit is None:
-            hit = build()
+        if hit is None or hit[0] != stamp:
+            hit = (stamp, build())
             self._cache[key] = hit
             if len(self._cache) > self.max_cached:
                 self._cache.popitem(last=False)
         else:
             self._cache.move_to_end(key)
-        return hit
+        return hit[1]
 
     def clear_cache(self) -> None:
         self._cache.clear()
-        self._cache_stamp = ()
 
     def train(self, mode: bool = True) -> 'InferenceCache':
         if mode:

@@ -28,7 +28,8 @@ class DSConvBNAct(nn.Module):
         self.act = nn.SiLU(inplace=True)
 
     def forward(self, x: torch.Tensor, spec: SubnetSpec) -> torch.Tensor:
-        x = self.act(self.bn(self.conv(x, spec[self.group]), spec.stats))
+        x = self.act(self.conv.forward_bn(x, self.bn, spec.stats,
+                                          spec[self.group]))
         return spec.mask(x, self.group)
 
 
@@ -75,12 +76,13 @@ class DSDepthwiseSeparable(nn.Module):
 
     def forward_dw(self, x: torch.Tensor, spec: SubnetSpec) -> torch.Tensor:
         """Depthwise conv, BN and activation, at the input width."""
-        x = self.act(self.bn1(self.conv_dw(x), spec.stats))
+        x = self.act(self.conv_dw.forward_bn(x, self.bn1, spec.stats))
         return spec.mask(x, self.in_group)
 
     def forward_pw(self, x: torch.Tensor, spec: SubnetSpec) -> torch.Tensor:
         """Pointwise conv, BN and activation, widened to the block's group."""
-        x = self.act(self.bn2(self.conv_pw(x, spec[self.group]), spec.stats))
+        x = self.act(
+            self.conv_pw.forward_bn(x, self.bn2, spec.stats, spec[self.group]))
         return spec.mask(x, self.group)
 
     def forward(self, x: torch.Tensor, spec: SubnetSpec) -> torch.Tensor:
