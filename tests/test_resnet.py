@@ -11,6 +11,7 @@ import torch
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
 from mmpretrain.models.backbones import ResNet, ResNet_CIFAR
+from mmpretrain.models.backbones.resnet import BasicBlock, Bottleneck
 from mmpretrain.registry import MODELS
 
 from conftest import run_tool
@@ -19,7 +20,7 @@ from dsnet_mm.converters import convert_mmpretrain_resnet
 from dsnet_mm.deploy import static_resnet
 from dsnet_mm.engine import build_model_from_cfg
 from dsnet_mm.models.backbones import DSResNet
-from dsnet_mm.ops import DSBatchNorm2d
+from dsnet_mm.ops import DSBatchNorm2d, unfolded_bn
 
 init_default_scope('mmpretrain')
 
@@ -73,14 +74,24 @@ def test_full_width_has_the_madds_and_params_of_mmpretrain_resnet(depth):
 def test_converted_weights_reproduce_mmpretrain_resnet(depth, stem, size):
     cls = ResNet if stem == 'imagenet' else ResNet_CIFAR
     ref = randomize_norms(cls(depth, out_indices=(0, 1, 2, 3)))
+    with torch.no_grad():  # small last-BN scales, as trained ResNets have
+        for m in ref.modules():
+            if isinstance(m, (BasicBlock, Bottleneck)):
+                last = m.norm3 if isinstance(m, Bottleneck) else m.norm2
+                last.weight.uniform_(0.05, 0.2)
     ref.eval()
     ds = DSResNet(depth, stem=stem, out_indices=(0, 1, 2, 3))
     ds.load_state_dict(convert_mmpretrain_resnet(ref.state_dict(), ds, ''))
     ds.eval()
     x = torch.randn(2, 3, size, size)
     with torch.no_grad():
-        for a, b in zip(ref(x), ds(x)):
-            assert (a - b).abs().max() < 1e-5
+        expected = ref(x)
+        folded = ds(x)  # inference folds each BN into its sliced conv
+        with unfolded_bn(ds):
+            unfolded = ds(x)  # the very operations of mmpretrain's ResNet
+    for a, b, c in zip(expected, folded, unfolded):
+        assert (a - b).abs().max() < 1e-5
+        assert torch.equal(a, c)
 
 
 def test_converter_takes_a_classifier_checkpoint_and_names_what_is_missing():

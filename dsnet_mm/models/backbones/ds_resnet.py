@@ -102,17 +102,18 @@ class DSResBlock(nn.Module):
         last = len(self.kernels)
         for k in range(1, last):
             conv, bn = getattr(self, f'conv{k}'), getattr(self, f'bn{k}')
-            x = self.relu(bn(conv(x, spec[self.mid_group]), spec.stats))
+            x = self.relu(
+                conv.forward_bn(x, bn, spec.stats, spec[self.mid_group]))
             x = spec.mask(x, self.mid_group)
         conv, bn = getattr(self, f'conv{last}'), self.last_norm
-        return bn(conv(x, spec[self.group]), spec.stats)
+        return conv.forward_bn(x, bn, spec.stats, spec[self.group])
 
     def forward_body(self, x: torch.Tensor, spec: SubnetSpec) -> torch.Tensor:
         """The block after its SE: both branches, the add and the mask."""
         identity = x
         if self.downsample is not None:
             conv, bn = self.downsample
-            identity = bn(conv(x, spec[self.group]), spec.stats)
+            identity = conv.forward_bn(x, bn, spec.stats, spec[self.group])
         out = self.relu(self.forward_residual(x, spec) + identity)
         return spec.mask(out, self.group)
 
@@ -364,7 +365,8 @@ class DSResNet(DSBackboneMixin, BaseBackbone):
 
     # --- forward ---------------------------------------------------------
     def _forward_stem(self, x: torch.Tensor, spec: SubnetSpec) -> torch.Tensor:
-        x = self.relu(self.bn1(self.conv1(x, spec['stem']), spec.stats))
+        x = self.relu(
+            self.conv1.forward_bn(x, self.bn1, spec.stats, spec['stem']))
         return self.maxpool(spec.mask(x, 'stem'))
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
