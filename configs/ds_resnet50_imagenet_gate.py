@@ -42,5 +42,8 @@ val_cfg = dict(
     _delete_=True, type='SubnetValLoop', subnets=[0, 3], calibrate=None)
 test_cfg = dict(
     _delete_=True, type='SubnetTestLoop', subnets='all', calibrate=None)
-val_evaluator = [dict(type='Accuracy', topk=(1, 5)), dict(type='RoutingMetric')]
+val_evaluator = [
+    dict(type='Accuracy', topk=(1, 5)),
+    dict(type='RoutingMetric')
+]
 test_evaluator = val_evaluator
