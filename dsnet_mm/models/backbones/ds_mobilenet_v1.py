@@ -1,7 +1,6 @@
 # Copyright (c) dsnet_mm contributors. All rights reserved.
 """DS-MobileNetV1: the dynamic slimmable MobileNetV1 supernet of DS-Net."""
-from contextlib import contextmanager
-from typing import Iterator, List, Optional, Sequence, Tuple, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -12,8 +11,7 @@ from dsnet_mm.ops import DSBatchNorm2d, DSConv2d, DSSqueezeExcite
 from dsnet_mm.ops.utils import check_choice
 from ..gates import DSGate
 from ..subnet import SubnetSpace, SubnetSpec, SubnetsCfg
-
-SubnetKey = Union[int, str, SubnetSpec]
+from .ds_backbone import DSBackboneMixin
 
 
 class DSConvBNAct(nn.Module):
@@ -90,7 +88,7 @@ class DSDepthwiseSeparable(nn.Module):
 
 
 @MODELS.register_module()
-class DSMobileNetV1(BaseBackbone):
+class DSMobileNetV1(DSBackboneMixin, BaseBackbone):
     """Dynamic slimmable MobileNetV1 (DS-Net, CVPR 2021).
 
     The supernet of the reference release: a 3x3 stem and five stages of
@@ -188,7 +186,9 @@ class DSMobileNetV1(BaseBackbone):
         self._active = self.space.largest
         num_stats = self.space.num_stats
         stage_groups = [s[0] for s in stages]
-        self.gate_stage, self.window = self._check_gate(gate, stage_groups)
+        self.gate_stage, self.window = self._check_gate(
+            gate, stage_groups,
+            [['stem'] + stage_groups[:i] for i in range(len(stage_groups))])
 
         self.stem = DSConvBNAct(in_channels, stem_width, 3, stem_stride,
                                 'stem', num_stats)
@@ -208,63 +208,7 @@ class DSMobileNetV1(BaseBackbone):
             self.layers.append(blocks)
         self._freeze_stages()
 
-    def _check_gate(self, gate: Optional[dict], stage_groups: List[str]
-                    ) -> Tuple[Optional[int], List[SubnetSpec]]:
-        """(index of the gated stage, routing window) from the gate config."""
-        if gate is None:
-            return None, []
-        unknown = set(gate) - {'stage', 'window'}
-        if unknown or 'stage' not in gate or 'window' not in gate:
-            raise ValueError("gate needs exactly the keys 'stage' and "
-                             f"'window', got {sorted(gate)}")
-        if gate['stage'] not in stage_groups:
-            raise ValueError(f"gate.stage={gate['stage']!r} is not a stage; "
-                             f'allowed: {stage_groups}')
-        stage = stage_groups.index(gate['stage'])
-        start, size = gate['window']
-        n = len(self.space)
-        if size < 1 or start < 0 or start + size > n:
-            raise ValueError(
-                f'gate.window=({start}, {size}) must lie in the '
-                f'sub-network list 0..{n - 1} (start >= 0, size >= 1)')
-        window = self.space.subnets[start:start + size]
-        for group in ['stem'] + stage_groups[:stage]:
-            widths = sorted({s[group] for s in window})
-            if len(widths) > 1:
-                raise ValueError(
-                    f'gate.window=({start}, {size}) mixes widths {widths} of '
-                    f'group {group!r}, which runs before the gate in '
-                    f"{gate['stage']!r}: the window's sub-networks must "
-                    'share every group before the gate')
-        return stage, window
-
-    # --- the active sub-network -----------------------------------------
-    @property
-    def active_subnet(self) -> SubnetSpec:
-        return self._active
-
-    def set_subnet(self, key: SubnetKey) -> SubnetSpec:
-        """Make a sub-network (index, name or spec) the active one."""
-        self._active = self.space.get(key)
-        return self._active
-
-    @contextmanager
-    def subnet(self, key: SubnetKey) -> Iterator[SubnetSpec]:
-        """Run the block with a sub-network active, then restore the old."""
-        previous = self._active
-        try:
-            yield self.set_subnet(key)
-        finally:
-            self._active = previous
-
     # --- forward ---------------------------------------------------------
-    def _check_input(self, x: torch.Tensor) -> None:
-        if x.dim() != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(
-                f'DSMobileNetV1 expects images of shape (N, {self.in_channels},'
-                f' H, W) (in_channels={self.in_channels}), got '
-                f'{tuple(x.shape)}')
-
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         return self.forward_spec(x, self._active)
 
@@ -332,12 +276,3 @@ class DSMobileNetV1(BaseBackbone):
             m.eval()
             for p in m.parameters():
                 p.requires_grad = False
-
-    def train(self, mode: bool = True) -> 'DSMobileNetV1':
-        super().train(mode)
-        self._freeze_stages()
-        if mode and self.norm_eval:
-            for m in self.modules():
-                if isinstance(m, DSBatchNorm2d):
-                    m.eval()
-        return self
