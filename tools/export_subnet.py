@@ -20,10 +20,9 @@ import os.path as osp
 import torch
 from mmengine.runner import load_checkpoint
 
-from dsnet_mm.deploy import static_mobilenet_v1
+from dsnet_mm.deploy import static_subnet
 from dsnet_mm.engine import build_model_from_cfg
 from dsnet_mm.engine.cli import add_cfg_options, add_shape, load_config
-from dsnet_mm.models.backbones import DSMobileNetV1
 
 
 def parse_args():
@@ -45,16 +44,16 @@ def parse_args():
 def main():
     args = parse_args()
     model = build_model_from_cfg(load_config(args.config, args.cfg_options))
-    if not isinstance(model.backbone, DSMobileNetV1):
-        raise SystemExit(f'export supports DSMobileNetV1 backbones, got '
-                         f'{type(model.backbone).__name__}')
     load_checkpoint(model, args.checkpoint, map_location='cpu', strict=True,
                     logger='silent')
     model.eval()
     key = int(args.subnet) if args.subnet.lstrip('-').isdigit() \
         else args.subnet
     spec = model.backbone.space.get(key)
-    static = static_mobilenet_v1(model, spec)
+    try:
+        static = static_subnet(model, spec)
+    except ValueError as e:
+        raise SystemExit(f'export_subnet.py: error: {e}')
     x = torch.randn(2, model.backbone.in_channels, *args.shape)
     with torch.no_grad(), model.backbone.subnet(spec):
         expected = model(x)

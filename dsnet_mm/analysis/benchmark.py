@@ -15,9 +15,12 @@ Modes (all compute the same function of the input):
   next to a ``static`` network whose MAdds equal the dynamic mean
   (``subnet='equal_madds'``).
 
-Every runner of one batch size is timed round-robin (warm-up rounds first),
-so machine noise falls on all modes alike; the median and the 90th
-percentile of the rounds are reported. On CUDA, CUDA events time each call.
+The modes of one sub-network and batch size are timed round-robin (warm-up
+rounds first), so machine noise falls on all of them alike, and one
+sub-network after the other, as a deployment runs it (interleaving every
+sub-network would also defeat the sliced ops' inference cache, which keeps
+a few recent widths). The median and the 90th percentile of the rounds are
+reported. On CUDA, CUDA events time each call.
 """
 import time
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
@@ -27,12 +30,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from dsnet_mm.deploy import static_mobilenet_v1
+from dsnet_mm.deploy import static_subnet
 from dsnet_mm.models.routing import MaskedRouting
 from dsnet_mm.models.subnet import SubnetSpec
 from dsnet_mm.ops.utils import check_choice
 from .complexity import count_complexity
-from .index_baseline import indexed_mobilenet_v1
+from .index_baseline import indexed_subnet
 from .subnet_table import classifier_forward, subnet_complexity
 
 MODES = ('slice', 'static', 'mask', 'index', 'dynamic')
@@ -93,11 +96,9 @@ class Timer:
 def measure(runners: Dict[Key, Runner],
             timer: Timer,
             warmup: int,
-            repeats: int,
-            progress: Optional[Callable[[int, int], None]] = None
-            ) -> Dict[Key, List[float]]:
+            repeats: int) -> Dict[Key, List[float]]:
     """Time every runner ``repeats`` times, round-robin, after ``warmup``
-    untimed rounds; ``progress(round, total)`` is called after each round."""
+    untimed rounds."""
     if warmup < 0 or repeats < 1:
         raise ValueError(f'warmup must be >= 0 and repeats >= 1, got '
                          f'{warmup} and {repeats}')
@@ -108,8 +109,6 @@ def measure(runners: Dict[Key, Runner],
                 ms = timer(run)
                 if r >= warmup:
                     times[key].append(ms)
-            if progress is not None:
-                progress(r + 1, warmup + repeats)
     return times
 
 
@@ -120,7 +119,7 @@ def _to_memory_format(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
 
 def _static(model: nn.Module, spec: SubnetSpec, device: torch.device,
             channels_last: bool) -> nn.Module:
-    net = static_mobilenet_v1(model, spec).to(device)
+    net = static_subnet(model, spec).to(device)
     return net.to(memory_format=torch.channels_last) if channels_last \
         else net
 
@@ -156,7 +155,7 @@ def subnet_runners(model: nn.Module, spec: SubnetSpec, modes: Sequence[str],
 
         runners['mask'] = run_mask
     if 'index' in modes:
-        runners['index'] = _bind(indexed_mobilenet_v1(model, spec), x)
+        runners['index'] = _bind(indexed_subnet(model, spec), x)
     return runners
 
 
@@ -186,7 +185,7 @@ def equal_madds_spec(model: nn.Module, madds: float,
         return SubnetSpec(widths, k, 'equal_madds')
 
     def cost(t: float) -> int:
-        net = static_mobilenet_v1(model, at(t))
+        net = static_subnet(model, at(t))
         return count_complexity(net, lambda: net(x))['madds']
 
     lo, hi = 0.0, float(n - 1)
@@ -220,7 +219,8 @@ def benchmark(model: nn.Module,
     """Latency rows ``{mode, subnet, batch_size, madds, median_ms, p90_ms}``.
 
     Args:
-        model (nn.Module): A DS-MobileNetV1 classifier in eval mode on
+        model (nn.Module): A DS-MobileNetV1 or DS-ResNet classifier in eval
+            mode on
             ``device`` (a ``DSGateClassifier`` for mode ``dynamic``).
         specs (Sequence[SubnetSpec]): Sub-networks of the static modes.
         modes (Sequence[str]): Modes among :data:`MODES`.
@@ -255,37 +255,41 @@ def benchmark(model: nn.Module,
     for bs in batch_sizes:
         x = _to_memory_format(
             torch.randn(bs, *shape, device=device), channels_last)
-        runners: Dict[Key, Runner] = {}
+        groups: List[Dict[Key, Runner]] = []
         cost: Dict[Key, float] = {}
         extra: Dict[Key, Dict] = {}
         for spec in specs:
+            group = {}
             for mode, run in subnet_runners(model, spec, static_modes, x,
                                             channels_last).items():
                 if mode == 'mask' and spec is largest:
                     continue  # masking nothing is the full-width slice
-                runners[(mode, spec.name)] = run
+                group[(mode, spec.name)] = run
                 cost[(mode, spec.name)] = madds[spec.name]
+            groups.append(group)
         if 'dynamic' in modes:
             batch = _cycle(images, bs).to(device)
             batch = _to_memory_format(batch, channels_last)
             routed, mean_madds = _routing(model, batch)
-            runners[('dynamic', 'routed')] = \
-                lambda b=batch: model.forward_dynamic(b, 'bucket')
+            spec, spec_madds = equal_madds_spec(model, mean_madds, shape)
+            groups.append({
+                ('dynamic', 'routed'):
+                lambda b=batch: model.forward_dynamic(b, 'bucket'),
+                ('static', 'equal_madds'):
+                _bind(_static(model, spec, device, channels_last), batch)
+            })
             cost[('dynamic', 'routed')] = mean_madds
             extra[('dynamic', 'routed')] = dict(routing=routed)
-            spec, spec_madds = equal_madds_spec(model, mean_madds, shape)
-            runners[('static', 'equal_madds')] = _bind(
-                _static(model, spec, device, channels_last), batch)
             cost[('static', 'equal_madds')] = spec_madds
             extra[('static', 'equal_madds')] = dict(widths=dict(spec))
-        say(f'batch size {bs}: {len(runners)} runners')
-        times = measure(
-            runners, Timer(device), warmup, repeats,
-            lambda r, total: say(f'  batch size {bs}: round {r}/{total}'))
-        for (mode, name), t in times.items():
-            rows.append(dict(mode=mode, subnet=name, batch_size=bs,
-                             madds=cost[(mode, name)], **_stats(t),
-                             **extra.get((mode, name), {})))
+        for g, group in enumerate(groups, 1):
+            say(f'batch size {bs}: group {g}/{len(groups)} '
+                f'({", ".join(f"{m} {n}" for m, n in group)})')
+            times = measure(group, Timer(device), warmup, repeats)
+            for (mode, name), t in times.items():
+                rows.append(dict(mode=mode, subnet=name, batch_size=bs,
+                                 madds=cost[(mode, name)], **_stats(t),
+                                 **extra.get((mode, name), {})))
     return rows
 
 

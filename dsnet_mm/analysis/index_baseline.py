@@ -12,8 +12,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from dsnet_mm.deploy import build_mobilenet_v1
-from dsnet_mm.deploy.static_mbnet import StaticMobileNetV1
+from dsnet_mm.deploy import build_subnet
 from dsnet_mm.models.subnet import SubnetSpec
 from dsnet_mm.ops import DSBatchNorm2d, DSConv2d
 
@@ -77,7 +76,7 @@ class IndexedLinear(nn.Module):
 
 
 class IndexedLayers:
-    """Layer builder (see :func:`~dsnet_mm.deploy.build_mobilenet_v1`)."""
+    """Layer builder (see :func:`~dsnet_mm.deploy.build_subnet`)."""
 
     def conv_bn(self, conv: DSConv2d, bn: DSBatchNorm2d, c_in: int,
                 c_out: int, row: int) -> nn.Module:
@@ -92,8 +91,7 @@ class IndexedLayers:
         return IndexedLinear(fc, c_in)
 
 
-def indexed_mobilenet_v1(model: nn.Module,
-                         spec: SubnetSpec) -> StaticMobileNetV1:
-    """Sub-network ``spec`` of a DS-MobileNetV1 classifier, run by indexing
-    the supernet's weights on every forward."""
-    return build_mobilenet_v1(model, spec, IndexedLayers())
+def indexed_subnet(model: nn.Module, spec: SubnetSpec) -> nn.Module:
+    """Sub-network ``spec`` of a DS classifier, run by indexing the
+    supernet's weights on every forward."""
+    return build_subnet(model, spec, IndexedLayers())

@@ -28,7 +28,6 @@ from dsnet_mm.analysis.benchmark import (DEVICES, MODES, benchmark,
                                          summarize)
 from dsnet_mm.engine import build_model_from_cfg
 from dsnet_mm.engine.cli import add_cfg_options, add_shape, load_config
-from dsnet_mm.models.backbones import DSMobileNetV1
 
 
 def _positive(text: str) -> int:
@@ -91,9 +90,6 @@ def main():
     try:
         device = check_device(args.device)
         model = build_model_from_cfg(cfg)
-        if not isinstance(model.backbone, DSMobileNetV1):
-            raise ValueError('the benchmark supports DSMobileNetV1 '
-                             f'backbones, got {type(model.backbone).__name__}')
         specs = _specs(model.backbone.space, args.subnets)
         if args.warmup < 0:
             raise ValueError(f'warmup must be >= 0, got {args.warmup}')
