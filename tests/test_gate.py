@@ -141,6 +141,48 @@ def test_sgs_targets_follow_the_rule():
     assert model.sgs_targets(h, [], labels).tolist() == [0, 0, 3, -100]
 
 
+def test_sgs_loss_is_the_plain_mean_by_default():
+    model = build()
+    logits = torch.randn(6, 4, generator=torch.Generator().manual_seed(0))
+    target = torch.tensor([0, 0, 0, 0, 3, -100])
+    expected = torch.nn.functional.cross_entropy(
+        logits, target, ignore_index=-100, label_smoothing=0.1)
+    torch.testing.assert_close(model.sgs_loss(logits, target), expected)
+
+
+def test_balanced_sgs_loss_weighs_each_target_equally():
+    """Four easy images and one hard: the hard one weighs as much as the
+    four easy ones together; the ignored image counts for nothing."""
+    model = build(sgs_class_weight='balanced')
+    logits = torch.randn(6, 4, generator=torch.Generator().manual_seed(0))
+    target = torch.tensor([0, 0, 0, 0, 3, -100])
+    per_image = torch.nn.functional.cross_entropy(
+        logits[:5], target[:5], reduction='none', label_smoothing=0.1)
+    expected = (per_image[:4].mean() + per_image[4]) / 2
+    torch.testing.assert_close(model.sgs_loss(logits, target), expected)
+    # with one target only it is the plain mean again
+    torch.testing.assert_close(
+        model.sgs_loss(logits[:4], target[:4]), per_image[:4].mean())
+
+
+def test_balanced_sgs_loss_pulls_harder_towards_a_rare_target():
+    target = torch.tensor([0] * 15 + [3])
+    grads = {}
+    for weight in (None, 'balanced'):
+        model = build(sgs_class_weight=weight)
+        logits = torch.zeros(16, 4, requires_grad=True)
+        model.sgs_loss(logits, target).backward()
+        grads[weight] = logits.grad
+    # the hard image's logit of the widest gets 8x the push (1/16 -> 1/2)
+    torch.testing.assert_close(grads['balanced'][15], 8 * grads[None][15])
+    assert grads['balanced'][:15].abs().sum() < grads[None][:15].abs().sum()
+
+
+def test_unknown_sgs_class_weight_fails_at_build():
+    with pytest.raises(ValueError, match="sgs_class_weight='inverse' is not"):
+        build(sgs_class_weight='inverse')
+
+
 def test_stage1_checkpoint_mismatch_lists_the_keys(tmp_path):
     torch.manual_seed(0)
     stage1 = MODELS.build(dict(

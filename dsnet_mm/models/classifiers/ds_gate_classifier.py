@@ -19,6 +19,7 @@ from .stage1_loading import load_stage1_weights
 
 ROUTING_MODES = ('slice', 'bucket', 'mask')
 SGS_RULES = ('smallest', 'smallest_widest')
+SGS_CLASS_WEIGHTS = (None, 'balanced')
 
 
 @MODELS.register_module()
@@ -34,7 +35,9 @@ class DSGateClassifier(ImageClassifier):
       window's narrowest sub-network classifies correctly is easy (target:
       narrowest), any other is hard (target: widest of the window). With
       ``'smallest_widest'``, hard images that even the widest gets wrong are
-      ignored;
+      ignored. With ``sgs_class_weight='balanced'`` every target present in
+      the batch weighs the same in that loss (the mean over targets of each
+      target's mean loss), so a rare hard target is not drowned by easy ones;
     - the task loss of the routed model, run on the mask path with a
       straight-through Gumbel-softmax so it reaches the gate;
     - ``complexity_weight * (mean routed MAdds / madds_unit) ** 2``.
@@ -53,6 +56,10 @@ class DSGateClassifier(ImageClassifier):
         sgs_rule (str): ``'smallest'`` or ``'smallest_widest'``.
         gate_label_smooth (float): Label smoothing of the SGS loss.
             Defaults to 0.1 (reference).
+        sgs_class_weight (str, optional): ``None`` (reference: the plain
+            mean over images) or ``'balanced'`` (each target present in the
+            batch weighted by the inverse of its count, as scikit-learn's
+            ``class_weight='balanced'``). Defaults to None.
         complexity_weight (float): Weight of the squared MAdds term.
             Defaults to 0.5 (reference).
         madds_unit (float): MAdds unit of that term. Defaults to 1e9 (GMac).
@@ -70,6 +77,7 @@ class DSGateClassifier(ImageClassifier):
                  head: Optional[dict] = None,
                  sgs_rule: str = 'smallest',
                  gate_label_smooth: float = 0.1,
+                 sgs_class_weight: Optional[str] = None,
                  complexity_weight: float = 0.5,
                  madds_unit: float = 1e9,
                  tau: float = 1.0,
@@ -83,6 +91,7 @@ class DSGateClassifier(ImageClassifier):
                 "backbone.gate=dict(stage=..., window=(start, size))")
         check_choice('sgs_rule', sgs_rule, SGS_RULES)
         check_choice('routing_mode', routing_mode, ROUTING_MODES)
+        check_choice('sgs_class_weight', sgs_class_weight, SGS_CLASS_WEIGHTS)
         gates = [n for n, m in self.backbone.named_modules()
                  if isinstance(m, DSGate)]
         if len(gates) != 1:
@@ -91,6 +100,7 @@ class DSGateClassifier(ImageClassifier):
         self._gate_name = gates[0]
         self.sgs_rule = sgs_rule
         self.gate_label_smooth = gate_label_smooth
+        self.sgs_class_weight = sgs_class_weight
         self.complexity_weight = complexity_weight
         self.madds_unit = madds_unit
         self.tau = tau
@@ -228,6 +238,22 @@ class DSGateClassifier(ImageClassifier):
             target = torch.where(easy | widest_ok, target, -100)
         return target
 
+    def sgs_loss(self, gate_logits: torch.Tensor,
+                 target: torch.Tensor) -> torch.Tensor:
+        """Label-smoothed cross-entropy of the gate logits against the SGS
+        targets (-100: ignored), averaged as ``sgs_class_weight`` says."""
+        loss = F.cross_entropy(gate_logits, target, ignore_index=-100,
+                               reduction='none',
+                               label_smoothing=self.gate_label_smooth)
+        valid = target >= 0
+        if self.sgs_class_weight is None:
+            return loss[valid].mean()
+        # w_i = n / (present targets * n_{t_i}): each target's mean loss,
+        # averaged over the targets present in the batch
+        count = torch.bincount(target[valid], minlength=gate_logits.shape[1])
+        weight = valid.float() / count[target.clamp(min=0)].clamp(min=1)
+        return (weight * loss).sum() / (count > 0).sum()
+
     def forward(self, inputs: torch.Tensor, data_samples=None,
                 mode: str = 'tensor', **kwargs):
         """``mode='sgs'`` runs the Stage II forward for ``labels``: class
@@ -265,9 +291,7 @@ class DSGateClassifier(ImageClassifier):
             losses = dict(loss_task=self.head._get_loss(
                 logits, data_samples)['loss'])
             if (target >= 0).any():
-                losses['loss_gate'] = F.cross_entropy(
-                    gate_logits, target, ignore_index=-100,
-                    label_smoothing=self.gate_label_smooth)
+                losses['loss_gate'] = self.sgs_loss(gate_logits, target)
             mean_madds = (weights @ madds).mean()
             losses['loss_complexity'] = self.complexity_weight * (
                 mean_madds / self.madds_unit)**2
