@@ -1,6 +1,6 @@
 # DS-MobileNetV1 Stage II demo on the embedded digits: the gate learns to
-# route each image within the 4 narrowest sub-networks (the reference's
-# DS-MBNet-S window) by SGS, starting from the recalibrated Stage I supernet.
+# route each image within the 8 narrowest sub-networks by SGS, starting from
+# the recalibrated Stage I supernet.
 _base_ = ['./ds_mbnet_digits.py']
 
 model = dict(
@@ -10,8 +10,12 @@ model = dict(
         type='DSMobileNetV1',
         arch={{_base_.arch}},
         subnets={{_base_.subnets}},
-        # reference placement: first block of stage 4; window (start, size)
-        gate=dict(stage='stage4', window=(0, 4))),
+        # reference placement: first block of stage 4; window (start, size).
+        # The 8 narrowest (1.28-2.80M MAdds) rather than the reference's 4
+        # of DS-MBNet-S: on digits the 4 narrowest span only 1.28-1.84M and
+        # all score within a point of each other (the narrowest often best),
+        # so that window leaves the gate nothing to trade.
+        gate=dict(stage='stage4', window=(0, 8))),
     neck=dict(type='GlobalAveragePooling'),
     head=dict(
         type='DSLinearClsHead',
@@ -20,6 +24,13 @@ model = dict(
         loss=dict(type='LabelSmoothLoss', label_smooth_val=0.1),
         topk=(1, )),
     sgs_rule='smallest',  # or 'smallest_widest'
+    # Not the reference's plain mean: the Stage I supernet gets ~98% of the
+    # digits train images right even at its narrowest, so only ~2% of the
+    # SGS targets are 'hard' (logged as easy_ratio) and the plain mean is
+    # minimised by sending every image to the narrowest (a collapse, as the
+    # reference loss did here). Balanced, the rare hard target weighs as
+    # much as the easy ones, and the gate routes the images that look hard.
+    sgs_class_weight='balanced',
     complexity_weight=0.5,
     madds_unit=1e9,
     # written by tools/calibrate_bn.py in the main job (tools/run_demo.sh)
