@@ -130,8 +130,10 @@ class DSConv2d(InferenceCache):
     @property
     def sources(self) -> Tuple[torch.Tensor, ...]:
         """The stored tensors a sliced conv reads."""
-        return (self.weight, ) if self.bias is None else \
-            (self.weight, self.bias)
+        params = self._parameters  # direct: skips nn.Module.__getattr__
+        bias = params.get('bias')
+        return (params['weight'], ) if bias is None else \
+            (params['weight'], bias)
 
     def _folded(self, c_in: int, out_channels: Optional[int],
                 bn: DSBatchNorm2d, row: int,

@@ -48,8 +48,8 @@ class DSLinear(InferenceCache):
                 x: torch.Tensor,
                 out_features: Optional[int] = None) -> torch.Tensor:
         if self.inference():
-            sources = (self.weight, ) if self.bias is None else \
-                (self.weight, self.bias)
+            sources = (self.weight, self.bias) if self.bias is not None \
+                else (self.weight, )
             weight, bias = self.cached(
                 (x.shape[-1], out_features), sources,
                 lambda: self._sliced(x.shape[-1], out_features, True))

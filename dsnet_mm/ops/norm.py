@@ -89,7 +89,9 @@ class DSBatchNorm2d(InferenceCache, _BatchNorm):
     @property
     def sources(self) -> Tuple[torch.Tensor, ...]:
         """The stored tensors a sliced BN reads."""
-        return self.weight, self.bias, self.running_mean, self.running_var
+        params, buffers = self._parameters, self._buffers  # skip __getattr__
+        return (params['weight'], params['bias'], buffers['running_mean'],
+                buffers['running_var'])
 
     def _check(self, dim: int, c: int, subnet: int) -> None:
         if dim != 4:

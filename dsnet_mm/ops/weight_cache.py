@@ -54,7 +54,9 @@ class InferenceCache(nn.Module):
     def cached(self, key: Hashable, sources: Sequence[torch.Tensor],
                build: Callable[[], T]) -> T:
         """``build()`` for ``key``, reused while ``sources`` are unchanged."""
-        stamp = tuple((t.data_ptr(), t._version) for t in sources)
+        # version counters catch in-place updates; the first source's
+        # storage catches a move (``.to()`` also clears via ``_apply``)
+        stamp = (sources[0].data_ptr(), *[t._version for t in sources])
         hit = self._cache.get(key)
         if hit is None or hit[0] != stamp:
             hit = (stamp, build())
