@@ -13,7 +13,7 @@ from dsnet_mm.analysis.benchmark import (benchmark, equal_madds_spec,
                                          subnet_runners, summarize)
 from dsnet_mm.analysis.subnet_table import classifier_forward
 from dsnet_mm.engine import build_model_from_cfg
-from dsnet_mm.ops import DSBatchNorm2d, DSConv2d, DSLinear
+from dsnet_mm.ops import DSBatchNorm2d, DSConv2d, DSLinear, inference_cache
 
 CONFIG = 'configs/ds_mbnet_digits.py'
 GATE_CONFIG = 'configs/ds_mbnet_digits_gate.py'
@@ -45,7 +45,7 @@ def test_cached_conv_follows_every_weight_change():
     def expected():
         return F.conv2d(x, conv.weight[:4, :5], conv.bias[:4], 1, 1)
 
-    with torch.no_grad():
+    with torch.no_grad(), inference_cache(conv):
         out = conv(x, 4)
         torch.testing.assert_close(out, expected())
         # the cached weight is a contiguous copy, not the strided view
@@ -58,7 +58,10 @@ def test_cached_conv_follows_every_weight_change():
                               'bias': torch.randn(6)})
         torch.testing.assert_close(conv(x, 4), expected())
     conv.double()
-    with torch.no_grad():
+    with torch.no_grad(), inference_cache(conv):
+        conv(x.double(), 4)
+        conv.double()  # a move while caching drops the cache
+        assert not conv._cache
         torch.testing.assert_close(conv(x.double(), 4),
                                    F.conv2d(x.double(), conv.weight[:4, :5],
                                             conv.bias[:4], 1, 1))
@@ -66,17 +69,22 @@ def test_cached_conv_follows_every_weight_change():
 
 def test_cache_is_bounded_and_off_in_training_or_with_gradients():
     conv = DSConv2d(8, 8, 1).eval()
-    with torch.no_grad():
+    with torch.no_grad(), inference_cache(conv):
         for c in range(1, 9):
             conv(torch.randn(1, c, 2, 2))
-    assert len(conv._cache) == conv.max_cached
+        assert len(conv._cache) == conv.max_cached
+    assert not conv._cache and not conv.caching
+    with torch.no_grad():  # outside the block: nothing cached
+        conv(torch.randn(1, 3, 2, 2))
+    assert not conv._cache
+    conv.caching = True
     # eval with gradients wanted (e.g. BN frozen, weights trained): views
     x = torch.randn(2, 4, 3, 3)
     conv(x, 5).sum().backward()
     assert conv.weight.grad[:5, :4].abs().sum() > 0
     assert conv.weight.grad[5:].abs().sum() == 0
-    conv.train()
     assert not conv._cache
+    conv.train()
     with torch.no_grad():
         conv(x, 5)
     assert not conv._cache
@@ -85,9 +93,9 @@ def test_cache_is_bounded_and_off_in_training_or_with_gradients():
 def test_cached_weight_takes_the_input_memory_format():
     conv = DSConv2d(8, 8, 3).eval()
     x = torch.randn(2, 6, 5, 5).contiguous(memory_format=torch.channels_last)
-    with torch.no_grad():
+    with torch.no_grad(), inference_cache(conv):
         out = conv(x, 4)
-    (_, (weight, _, _)), = conv._cache.values()
+        (_, (weight, _, _)), = conv._cache.values()
     assert weight.is_contiguous(memory_format=torch.channels_last)
     torch.testing.assert_close(
         out, F.conv2d(x.contiguous(), conv.weight[:4, :6], None, 1, 1))
@@ -98,7 +106,7 @@ def test_folded_conv_bn_follows_changes_and_counts_every_bn():
     conv = DSConv2d(8, 6, 3).eval()
     bn = randomize_bn(torch.nn.ModuleList([DSBatchNorm2d(6, 3)]))[0].eval()
     x = torch.randn(2, 5, 7, 7)
-    with torch.no_grad():
+    with torch.no_grad(), inference_cache(conv), inference_cache(bn):
         for step in range(2):
             expected = F.batch_norm(
                 F.conv2d(x, conv.weight[:4, :5], None, 1, 1),
@@ -109,11 +117,23 @@ def test_folded_conv_bn_follows_changes_and_counts_every_bn():
         # one folded entry; the BN itself was skipped
         (_, (weight, bias, _)), = conv._cache.values()
         assert not bn._cache and bias.shape == (4, )
-    model = torch.nn.Module()
-    model.conv, model.bn = conv, bn
-    cost = count_complexity(model, lambda: conv.forward_bn(x[:1], bn, 2, 4))
+        model = torch.nn.Module()
+        model.conv, model.bn = conv, bn
+        cost = count_complexity(
+            model, lambda: conv.forward_bn(x[:1], bn, 2, 4))
     assert cost['params'] == 4 * 5 * 9 + 2 * 4
     assert bn.fold  # restored after counting
+
+
+def test_writes_through_data_are_seen_outside_the_cache():
+    """mmengine's EMA writes the teacher's weights through ``.data``, which
+    no version counter sees: without the opt-in block nothing is cached."""
+    conv = DSConv2d(4, 4, 1).eval()
+    x = torch.randn(1, 4, 2, 2)
+    with torch.no_grad():
+        conv(x)
+        conv.weight.data.copy_(torch.zeros(4, 4, 1, 1))
+        assert conv(x).abs().sum() == 0
 
 
 def test_cached_bn_and_linear_follow_changes():
@@ -121,7 +141,7 @@ def test_cached_bn_and_linear_follow_changes():
     bn = randomize_bn(torch.nn.ModuleList([DSBatchNorm2d(6, 3)]))[0].eval()
     fc = DSLinear(6, 4).eval()
     x = torch.randn(2, 5, 3, 3)
-    with torch.no_grad():
+    with torch.no_grad(), inference_cache(bn), inference_cache(fc):
         first = bn(x, 1)
         bn.running_mean[1].add_(1.0)  # e.g. recalibration
         torch.testing.assert_close(bn(x, 1), first - bn.weight[:5, None, None]
@@ -142,6 +162,7 @@ def test_every_mode_computes_the_same_logits(model, key):
     with torch.no_grad():
         with model.backbone.subnet(spec):
             expected = classifier_forward(model, x)
+    with torch.no_grad(), inference_cache(model):  # as the benchmark runs
         for channels_last in (False, True):
             runners = subnet_runners(
                 model, spec, ['slice', 'static', 'mask', 'index'],

@@ -3,7 +3,8 @@
 
 Modes (all compute the same function of the input):
 
-- ``slice``: the DS model running the sub-network on prefix slices;
+- ``slice``: the DS model running the sub-network on prefix slices, with
+  its inference cache on (:func:`~dsnet_mm.ops.inference_cache`);
 - ``static``: a plain torch network built at the sub-network's widths with
   the sliced weights copied in and BN folded (the exported model: the limit
   slicing should reach; in inference the slice path folds BN as well);
@@ -33,6 +34,7 @@ import torch.nn.functional as F
 from dsnet_mm.deploy import static_subnet
 from dsnet_mm.models.routing import MaskedRouting
 from dsnet_mm.models.subnet import SubnetSpec
+from dsnet_mm.ops import inference_cache
 from dsnet_mm.ops.utils import check_choice
 from .complexity import count_complexity
 from .index_baseline import indexed_subnet
@@ -285,7 +287,8 @@ def benchmark(model: nn.Module,
         for g, group in enumerate(groups, 1):
             say(f'batch size {bs}: group {g}/{len(groups)} '
                 f'({", ".join(f"{m} {n}" for m, n in group)})')
-            times = measure(group, Timer(device), warmup, repeats)
+            with inference_cache(model):
+                times = measure(group, Timer(device), warmup, repeats)
             for (mode, name), t in times.items():
                 rows.append(dict(mode=mode, subnet=name, batch_size=bs,
                                  madds=cost[(mode, name)], **_stats(t),

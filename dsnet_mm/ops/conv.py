@@ -18,7 +18,7 @@ class DSConv2d(InferenceCache):
     The stored weight has the widest shape. A forward at input width ``c_in``
     and output width ``c_out`` uses ``weight[:c_out, :c_in_per_group]``, a view
     of the stored tensor: nothing is copied, and gradients reach only the used
-    slice (in inference a contiguous copy is cached, see
+    slice (within ``inference_cache`` a contiguous copy is cached, see
     :class:`~dsnet_mm.ops.weight_cache.InferenceCache`). The input width is
     read from the input tensor; the output width is an explicit argument
     (default: the stored maximum).
@@ -110,10 +110,11 @@ class DSConv2d(InferenceCache):
                    out_channels: Optional[int] = None) -> torch.Tensor:
         """The conv, then ``bn`` with statistics ``stats``.
 
-        In inference with one statistics row (a static sub-network) this is a
-        single convolution with the BN folded into its weight and bias,
-        cached per input width, output width, row and memory format, so a
-        sliced sub-network runs the layers of a deployed static network.
+        In cached inference (see :func:`~dsnet_mm.ops.inference_cache`) with
+        one statistics row (a static sub-network) this is a single
+        convolution with the BN folded into its weight and bias, cached per
+        input width, output width, row and memory format, so a sliced
+        sub-network runs the layers of a deployed static network.
         """
         if isinstance(stats, int) and bn.fold and self.inference() and \
                 bn.inference():

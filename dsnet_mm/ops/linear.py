@@ -17,7 +17,7 @@ class DSLinear(InferenceCache):
     The input width is read from the input; the output width is an explicit
     argument (default: all stored outputs, as for a classifier whose classes
     never change). ``weight[:out, :in]`` is a view in training (no copy per
-    forward) and a cached contiguous copy in inference (see
+    forward) and a cached contiguous copy in cached inference (see
     :class:`~dsnet_mm.ops.weight_cache.InferenceCache`).
 
     Args:

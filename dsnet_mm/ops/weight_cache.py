@@ -1,7 +1,8 @@
 # Copyright (c) dsnet_mm contributors. All rights reserved.
 """Sliced arguments of an op, cached for inference."""
 from collections import OrderedDict
-from typing import Callable, Hashable, Sequence, Tuple, TypeVar
+from contextlib import contextmanager
+from typing import Callable, Hashable, Iterator, Sequence, Tuple, TypeVar
 
 import torch
 import torch.nn as nn
@@ -24,19 +25,22 @@ class InferenceCache(nn.Module):
     dimension of a weight is not contiguous, and the convolution and matmul
     kernels copy such a weight on every call; and building the views and
     checking the widths costs Python time that a static layer does not pay,
-    which dominates at batch size 1. In inference (eval mode, no gradient
-    wanted for the parameters) an op therefore builds its arguments once per
-    call signature (input width, output width or statistics row, memory
-    format), with weights made contiguous in the input's memory format, and
-    reuses them for the last ``max_cached`` signatures: a routing window's
-    sub-networks stay cached while a batch is bucketed.
+    which dominates at batch size 1. Within :func:`inference_cache`, an op in
+    eval mode (and with no gradient wanted for its weight) therefore builds
+    its arguments once per call signature (input width, output width or
+    statistics row, memory format), with weights made contiguous in the
+    input's memory format and BN folded into the conv before it
+    (:meth:`DSConv2d.forward_bn`), and reuses them for the last
+    ``max_cached`` signatures: a routing window's sub-networks stay cached
+    while a batch is bucketed.
 
-    An entry is rebuilt when a source tensor has changed since it was built
-    (its version counter or storage: an optimizer or EMA step,
-    ``load_state_dict``, ``.to()``); all are dropped when the module enters
-    train mode and on ``_apply``. In
-    training nothing is cached: the slices are views, so gradients reach
-    the stored tensors.
+    An entry is rebuilt when a source tensor's version counter or the
+    weight's storage has changed since it was built (an optimizer step,
+    ``load_state_dict``, ``.to()``). Writes through ``.data`` bypass version
+    counters (mmengine's EMA updates and swaps weights that way), which is
+    why caching is opt-in: outside :func:`inference_cache` every call slices
+    afresh, and in training the slices are views, so gradients reach the
+    stored tensors.
     """
 
     max_cached = 4
@@ -44,12 +48,13 @@ class InferenceCache(nn.Module):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self._cache: 'OrderedDict[Hashable, Tuple]' = OrderedDict()
+        self.caching = False
 
     def inference(self) -> bool:
-        """Whether this call may use the cache: eval mode, and no gradient
-        wanted for the weight."""
-        return not self.training and not (torch.is_grad_enabled()
-                                          and self.weight.requires_grad)
+        """Whether this call may use the cache: caching on, eval mode, and no
+        gradient wanted for the weight."""
+        return self.caching and not self.training and not (
+            torch.is_grad_enabled() and self.weight.requires_grad)
 
     def cached(self, key: Hashable, sources: Sequence[torch.Tensor],
                build: Callable[[], T]) -> T:
@@ -78,3 +83,23 @@ class InferenceCache(nn.Module):
     def _apply(self, fn, *args, **kwargs):
         self.clear_cache()
         return super()._apply(fn, *args, **kwargs)
+
+
+@contextmanager
+def inference_cache(model: nn.Module) -> Iterator[None]:
+    """Within the block, the sliced ops of ``model`` cache their inference
+    arguments (see :class:`InferenceCache`); the caches start and end empty.
+
+    Change weights inside the block only through in-place tensor operations
+    (optimizer steps, ``load_state_dict``), not through ``.data``.
+    """
+    ops = [m for m in model.modules() if isinstance(m, InferenceCache)]
+    for m in ops:
+        m.clear_cache()
+        m.caching = True
+    try:
+        yield
+    finally:
+        for m in ops:
+            m.caching = False
+            m.clear_cache()
