@@ -1,49 +1,20 @@
-# DS-ResNet-50 Stage II (gate training with SGS) on ImageNet, the reference
-# Stage II recipe of DS-MBNet (dsnet_spec.md §1.3 and §3.2), 8 GPUs x 64.
-_base_ = ['./ds_resnet50_imagenet.py']
+# DS-ResNet-50 Stage II (gate training with SGS) on ImageNet: the reference
+# Stage II recipe of DS-MBNet (configs/ds_mbnet_imagenet_gate.py, whose
+# schedule, loops and evaluators this inherits), 8 GPUs x 64.
+_base_ = ['./ds_mbnet_imagenet_gate.py']
 
 model = dict(
-    _delete_=True,
-    type='DSGateClassifier',
     backbone=dict(
+        _delete_=True,
         type='DSResNet',
         depth=50,
-        ratios={{_base_.ratios}},
-        fixed_ratios={{_base_.fixed_ratios}},
-        se_stage={{_base_.se_stage}},
+        # as configs/ds_resnet50_imagenet.py (Stage I)
+        ratios=[0.25, 0.5, 0.75, 1.0],
+        fixed_ratios=dict(stem=0.5, layer1=0.5, layer2=0.5),
+        se_stage='layer3',
         # first block of layer3, routing over all 4 sub-networks (the ratio
         # list is short: one window, where DS-MBNet's 14 give S/M/L windows)
         gate=dict(stage='layer3', window=(0, 4))),
-    neck=dict(type='GlobalAveragePooling'),
-    head=dict(
-        type='DSLinearClsHead',
-        num_classes=1000,
-        in_channels=2048,
-        loss=dict(type='LabelSmoothLoss', label_smooth_val=0.1),
-        topk=(1, 5)),
-    sgs_rule='smallest',
-    complexity_weight=0.5,  # 0.5 * (mean GMac)^2
-    madds_unit=1e9,
+    head=dict(in_channels=2048),
     # the recalibrated Stage I supernet (tools/calibrate_bn.py)
     stage1_checkpoint='work_dirs/ds_resnet50_imagenet/calibrated.pth')
-
-# lr 0.08 (no warm-up), weight decay 1e-2, 30 cosine epochs + 10 cool-down;
-# only the gate's slimming head is trained, BN frozen.
-optim_wrapper = dict(
-    _delete_=True,
-    optimizer=dict(
-        type='SGD', lr=0.08, momentum=0.9, weight_decay=1e-2, nesterov=True))
-param_scheduler = [
-    dict(type='CosineAnnealingLR', T_max=30, eta_min=1e-5, by_epoch=True,
-         begin=0, end=30, convert_to_iter_based=True),
-]
-train_cfg = dict(by_epoch=True, max_epochs=40, val_interval=1)
-val_cfg = dict(
-    _delete_=True, type='SubnetValLoop', subnets=[0, 3], calibrate=None)
-test_cfg = dict(
-    _delete_=True, type='SubnetTestLoop', subnets='all', calibrate=None)
-val_evaluator = [
-    dict(type='Accuracy', topk=(1, 5)),
-    dict(type='RoutingMetric')
-]
-test_evaluator = val_evaluator

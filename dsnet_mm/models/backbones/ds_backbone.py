@@ -19,8 +19,13 @@ class DSBackboneMixin:
     forwards and is passed explicitly to every layer; it starts as the
     largest. A subclass sets ``self.space`` (a
     :class:`~dsnet_mm.models.subnet.SubnetSpace`), ``self._active``,
-    ``self.in_channels``, ``self.norm_eval`` and implements
-    ``_freeze_stages``.
+    ``self.in_channels``, ``self.norm_eval``, ``self.out_indices``,
+    ``self.gate_stage`` and ``self.window``, and implements
+    ``_freeze_stages``, ``_forward_stem(x, spec)`` and ``_stages()`` (the
+    block lists, in order). The gated stage's first block implements
+    ``forward_gate(x, spec)`` (up to and through the gate: the features
+    after its attention and the slimming logits) and
+    ``forward_after_gate(x, spec)`` (the rest of the block).
     """
 
     space: SubnetSpace
@@ -45,6 +50,64 @@ class DSBackboneMixin:
             yield self.set_subnet(key)
         finally:
             self._active = previous
+
+    # --- forward ---------------------------------------------------------
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        return self.forward_spec(x, self._active)
+
+    def forward_spec(self, x: torch.Tensor,
+                     spec: SubnetSpec) -> Tuple[torch.Tensor, ...]:
+        """Run every layer at ``spec``: a sub-network, or a
+        :class:`~dsnet_mm.models.routing.MaskedRouting` (every width at the
+        routing's widest, channels masked per sample)."""
+        self._check_input(x)
+        x = self._forward_stem(x, spec)
+        outs = []
+        for i, blocks in enumerate(self._stages()):
+            for block in blocks:
+                x = block(x, spec)
+            if i in self.out_indices:
+                outs.append(x)
+        return tuple(outs)
+
+    def forward_pre_gate(
+        self, x: torch.Tensor
+    ) -> Tuple[torch.Tensor, torch.Tensor, List[torch.Tensor]]:
+        """Run up to the gate, which every sub-network of the window shares.
+
+        Returns:
+            tuple: the features after the gate's attention, the slimming
+            logits ``[B, len(window)]`` and the outputs of earlier stages in
+            ``out_indices``.
+        """
+        if self.gate_stage is None:
+            raise RuntimeError('this backbone has no gate: set gate=dict('
+                               "stage=..., window=(start, size))")
+        self._check_input(x)
+        spec = self.window[0]
+        x = self._forward_stem(x, spec)
+        stages = self._stages()
+        outs = []
+        for i, blocks in enumerate(stages[:self.gate_stage]):
+            for block in blocks:
+                x = block(x, spec)
+            if i in self.out_indices:
+                outs.append(x)
+        x, logits = stages[self.gate_stage][0].forward_gate(x, spec)
+        return x, logits, outs
+
+    def forward_post_gate(self, x: torch.Tensor,
+                          spec: SubnetSpec) -> List[torch.Tensor]:
+        """Run from the gate on at ``spec`` (a sub-network or a routing)."""
+        stages = self._stages()
+        outs = []
+        for i in range(self.gate_stage, len(stages)):
+            for j, block in enumerate(stages[i]):
+                x = block.forward_after_gate(x, spec) \
+                    if i == self.gate_stage and j == 0 else block(x, spec)
+            if i in self.out_indices:
+                outs.append(x)
+        return outs
 
     # --- checks ---------------------------------------------------------
     def _check_gate(self, gate: Optional[dict], stages: Sequence[str],

@@ -86,6 +86,15 @@ class DSDepthwiseSeparable(nn.Module):
     def forward(self, x: torch.Tensor, spec: SubnetSpec) -> torch.Tensor:
         return self.forward_pw(self.se(self.forward_dw(x, spec)), spec)
 
+    def forward_gate(self, x: torch.Tensor, spec: SubnetSpec
+                     ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Through the gate: (features after its attention, logits)."""
+        return self.se.forward_gate(self.forward_dw(x, spec))
+
+    def forward_after_gate(self, x: torch.Tensor,
+                           spec: SubnetSpec) -> torch.Tensor:
+        return self.forward_pw(x, spec)
+
 
 @MODELS.register_module()
 class DSMobileNetV1(DSBackboneMixin, BaseBackbone):
@@ -208,63 +217,13 @@ class DSMobileNetV1(DSBackboneMixin, BaseBackbone):
             self.layers.append(blocks)
         self._freeze_stages()
 
-    # --- forward ---------------------------------------------------------
-    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
-        return self.forward_spec(x, self._active)
+    # --- what the mixin's forward passes walk ---------------------------
+    def _forward_stem(self, x: torch.Tensor,
+                      spec: SubnetSpec) -> torch.Tensor:
+        return self.stem(x, spec)
 
-    def forward_spec(self, x: torch.Tensor,
-                     spec: SubnetSpec) -> Tuple[torch.Tensor, ...]:
-        """Run every layer at ``spec``: a sub-network, or a
-        :class:`~dsnet_mm.models.routing.MaskedRouting` (every width at the
-        routing's widest, channels masked per sample)."""
-        self._check_input(x)
-        x = self.stem(x, spec)
-        outs = []
-        for i, blocks in enumerate(self.layers):
-            for block in blocks:
-                x = block(x, spec)
-            if i in self.out_indices:
-                outs.append(x)
-        return tuple(outs)
-
-    # --- dynamic routing ---------------------------------------------------
-    def forward_pre_gate(
-        self, x: torch.Tensor
-    ) -> Tuple[torch.Tensor, torch.Tensor, List[torch.Tensor]]:
-        """Run up to the gate, which every sub-network of the window shares.
-
-        Returns:
-            tuple: the features after the gate's attention, the slimming
-            logits ``[B, len(window)]`` and the outputs of earlier stages in
-            ``out_indices``.
-        """
-        if self.gate_stage is None:
-            raise RuntimeError('this backbone has no gate: set gate=dict('
-                               "stage=..., window=(start, size))")
-        self._check_input(x)
-        spec = self.window[0]
-        x = self.stem(x, spec)
-        outs = []
-        for i, blocks in enumerate(self.layers[:self.gate_stage]):
-            for block in blocks:
-                x = block(x, spec)
-            if i in self.out_indices:
-                outs.append(x)
-        gated = self.layers[self.gate_stage][0]
-        x, logits = gated.se.forward_gate(gated.forward_dw(x, spec))
-        return x, logits, outs
-
-    def forward_post_gate(self, x: torch.Tensor,
-                          spec: SubnetSpec) -> List[torch.Tensor]:
-        """Run from the gate on at ``spec`` (a sub-network or a routing)."""
-        outs = []
-        for i in range(self.gate_stage, len(self.layers)):
-            for j, block in enumerate(self.layers[i]):
-                x = block.forward_pw(x, spec) if i == self.gate_stage and \
-                    j == 0 else block(x, spec)
-            if i in self.out_indices:
-                outs.append(x)
-        return outs
+    def _stages(self) -> List[nn.ModuleList]:
+        return list(self.layers)
 
     # --- mmpretrain conventions ----------------------------------------
     def _freeze_stages(self) -> None:

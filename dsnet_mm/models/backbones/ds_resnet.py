@@ -122,6 +122,15 @@ class DSResBlock(nn.Module):
             x = self.se(x)  # a gate's attention head only: a fixed subnet
         return self.forward_body(x, spec)
 
+    def forward_gate(self, x: torch.Tensor, spec: SubnetSpec
+                     ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Through the gate: (input scaled by its attention, logits)."""
+        return self.se.forward_gate(x)
+
+    def forward_after_gate(self, x: torch.Tensor,
+                           spec: SubnetSpec) -> torch.Tensor:
+        return self.forward_body(x, spec)
+
 
 class DSBasicBlock(DSResBlock):
     """ResNet basic block: 3x3 conv (with the stride), 3x3 conv."""
@@ -369,62 +378,8 @@ class DSResNet(DSBackboneMixin, BaseBackbone):
             self.conv1.forward_bn(x, self.bn1, spec.stats, spec['stem']))
         return self.maxpool(spec.mask(x, 'stem'))
 
-    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
-        return self.forward_spec(x, self._active)
-
-    def forward_spec(self, x: torch.Tensor,
-                     spec: SubnetSpec) -> Tuple[torch.Tensor, ...]:
-        """Run every layer at ``spec``: a sub-network, or a
-        :class:`~dsnet_mm.models.routing.MaskedRouting` (every width at the
-        routing's widest, channels masked per sample)."""
-        self._check_input(x)
-        x = self._forward_stem(x, spec)
-        outs = []
-        for i, name in enumerate(self.res_layers):
-            for block in getattr(self, name):
-                x = block(x, spec)
-            if i in self.out_indices:
-                outs.append(x)
-        return tuple(outs)
-
-    # --- dynamic routing ---------------------------------------------------
-    def forward_pre_gate(
-        self, x: torch.Tensor
-    ) -> Tuple[torch.Tensor, torch.Tensor, List[torch.Tensor]]:
-        """Run up to the gate, which every sub-network of the window shares.
-
-        Returns:
-            tuple: the gated stage's input scaled by the gate's attention,
-            the slimming logits ``[B, len(window)]`` and the outputs of
-            earlier stages in ``out_indices``.
-        """
-        if self.gate_stage is None:
-            raise RuntimeError('this backbone has no gate: set gate=dict('
-                               "stage=..., window=(start, size))")
-        self._check_input(x)
-        spec = self.window[0]
-        x = self._forward_stem(x, spec)
-        outs = []
-        for i, name in enumerate(self.res_layers[:self.gate_stage]):
-            for block in getattr(self, name):
-                x = block(x, spec)
-            if i in self.out_indices:
-                outs.append(x)
-        gated = getattr(self, self.res_layers[self.gate_stage])[0]
-        x, logits = gated.se.forward_gate(x)
-        return x, logits, outs
-
-    def forward_post_gate(self, x: torch.Tensor,
-                          spec: SubnetSpec) -> List[torch.Tensor]:
-        """Run from the gate on at ``spec`` (a sub-network or a routing)."""
-        outs = []
-        for i in range(self.gate_stage, len(self.res_layers)):
-            for j, block in enumerate(getattr(self, self.res_layers[i])):
-                x = block.forward_body(x, spec) if i == self.gate_stage and \
-                    j == 0 else block(x, spec)
-            if i in self.out_indices:
-                outs.append(x)
-        return outs
+    def _stages(self) -> List[nn.Module]:
+        return [getattr(self, name) for name in self.res_layers]
 
     # --- mmpretrain conventions ----------------------------------------
     def _freeze_stages(self) -> None:
