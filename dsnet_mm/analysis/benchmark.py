@@ -247,7 +247,7 @@ def benchmark(model: nn.Module,
         raise ValueError('mode dynamic needs real images')
     say = progress or (lambda line: None)
     static_modes = [m for m in modes if m != 'dynamic']
-    specs = list(specs)
+    specs = list(specs) if static_modes else []
     largest = model.backbone.space.largest
     if 'mask' in modes and not any(s is largest for s in specs):
         specs.append(largest)  # the full width that masking runs at
@@ -268,7 +268,8 @@ def benchmark(model: nn.Module,
                     continue  # masking nothing is the full-width slice
                 group[(mode, spec.name)] = run
                 cost[(mode, spec.name)] = madds[spec.name]
-            groups.append(group)
+            if group:
+                groups.append(group)
         if 'dynamic' in modes:
             batch = _cycle(images, bs).to(device)
             batch = _to_memory_format(batch, channels_last)
