@@ -26,3 +26,17 @@ def run_tool(*args: str, cwd: str = ROOT):
     import subprocess
     return subprocess.run([sys.executable, *args], cwd=cwd, text=True,
                           capture_output=True, timeout=1200)
+
+
+def randomize_bn(model):
+    """Give every DSBatchNorm2d random statistics and scales (a fresh model's
+    identity BN would hide statistics-row and folding mistakes)."""
+    import torch
+    from dsnet_mm.ops import DSBatchNorm2d
+    for m in model.modules():
+        if isinstance(m, DSBatchNorm2d):
+            with torch.no_grad():
+                m.running_mean.uniform_(-0.3, 0.3)
+                m.running_var.uniform_(0.5, 1.5)
+                m.weight.uniform_(0.5, 1.5)
+    return model

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from mmengine.config import Config
 
-from conftest import run_tool
+from conftest import randomize_bn, run_tool
 from dsnet_mm.analysis import count_complexity, subnet_complexity
 from dsnet_mm.analysis.benchmark import (benchmark, equal_madds_spec,
                                          subnet_runners, summarize)
@@ -17,16 +17,6 @@ from dsnet_mm.ops import DSBatchNorm2d, DSConv2d, DSLinear, inference_cache
 
 CONFIG = 'configs/ds_mbnet_digits.py'
 GATE_CONFIG = 'configs/ds_mbnet_digits_gate.py'
-
-
-def randomize_bn(model):
-    for m in model.modules():
-        if isinstance(m, DSBatchNorm2d):
-            with torch.no_grad():
-                m.running_mean.uniform_(-0.3, 0.3)
-                m.running_var.uniform_(0.5, 1.5)
-                m.weight.uniform_(0.5, 1.5)
-    return model
 
 
 @pytest.fixture(scope='module')

@@ -8,7 +8,7 @@ import pytest
 import torch
 from mmengine.config import Config
 
-from conftest import run_tool
+from conftest import randomize_bn, run_tool
 from dsnet_mm.deploy import static_mobilenet_v1
 from dsnet_mm.engine import build_model_from_cfg
 from dsnet_mm.ops import DSBatchNorm2d
@@ -19,14 +19,7 @@ CONFIG = 'configs/ds_mbnet_digits.py'
 @pytest.fixture(scope='module')
 def model():
     torch.manual_seed(0)
-    m = build_model_from_cfg(Config.fromfile(CONFIG)).eval()
-    for mod in m.modules():
-        if isinstance(mod, DSBatchNorm2d):
-            with torch.no_grad():
-                mod.running_mean.uniform_(-0.3, 0.3)
-                mod.running_var.uniform_(0.5, 1.5)
-                mod.weight.uniform_(0.5, 1.5)
-    return m
+    return randomize_bn(build_model_from_cfg(Config.fromfile(CONFIG))).eval()
 
 
 @pytest.mark.parametrize('key', [0, 7, 13, 'largest'])

@@ -130,37 +130,34 @@ class DSBatchNorm2d(InferenceCache, _BatchNorm):
 
 
 @contextmanager
-def cumulative_bn_stats(model: nn.Module) -> Iterator[None]:
+def _set_on_norms(model: nn.Module, attr: str, value) -> Iterator[None]:
+    """Within the block, every DSBatchNorm2d of ``model`` has ``attr`` set to
+    ``value``; the old values come back afterwards."""
+    norms = [m for m in model.modules() if isinstance(m, DSBatchNorm2d)]
+    saved = [getattr(m, attr) for m in norms]
+    for m in norms:
+        setattr(m, attr, value)
+    try:
+        yield
+    finally:
+        for m, old in zip(norms, saved):
+            setattr(m, attr, old)
+
+
+def cumulative_bn_stats(model: nn.Module):
     """Within the block, every DSBatchNorm2d keeps a cumulative average.
 
     Recalibration resets a sub-network's statistics and feeds it batches in
     train mode; a cumulative average (``momentum=None``) weighs every batch
     equally, so the result does not depend on the order of the batches.
     """
-    norms = [m for m in model.modules() if isinstance(m, DSBatchNorm2d)]
-    saved = [m.momentum for m in norms]
-    for m in norms:
-        m.momentum = None
-    try:
-        yield
-    finally:
-        for m, momentum in zip(norms, saved):
-            m.momentum = momentum
+    return _set_on_norms(model, 'momentum', None)
 
 
-@contextmanager
-def unfolded_bn(model: nn.Module) -> Iterator[None]:
+def unfolded_bn(model: nn.Module):
     """Within the block, no DSBatchNorm2d is folded into its conv.
 
     Folding (:meth:`DSConv2d.forward_bn`) skips the BN module in inference;
     layer-by-layer tools such as complexity counting need every BN called.
     """
-    norms = [m for m in model.modules() if isinstance(m, DSBatchNorm2d)]
-    saved = [m.fold for m in norms]
-    for m in norms:
-        m.fold = False
-    try:
-        yield
-    finally:
-        for m, fold in zip(norms, saved):
-            m.fold = fold
+    return _set_on_norms(model, 'fold', False)

@@ -154,6 +154,17 @@ class DSBackboneMixin:
                     'share every group before the gate')
         return stage, specs
 
+    @staticmethod
+    def _check_stage_args(num_stages: int, out_indices: Sequence[int],
+                          frozen_stages: int) -> None:
+        for i in out_indices:
+            if not -num_stages <= i < num_stages:
+                raise ValueError(f'out_indices entries must be in '
+                                 f'{-num_stages}..{num_stages - 1}, got {i}')
+        if not -1 <= frozen_stages <= num_stages:
+            raise ValueError(f'frozen_stages must be in -1..{num_stages}, '
+                             f'got {frozen_stages}')
+
     def _check_input(self, x: torch.Tensor) -> None:
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise ValueError(

@@ -177,13 +177,7 @@ class DSMobileNetV1(DSBackboneMixin, BaseBackbone):
         stem_width, stem_stride = arch['stem']
         stages = [tuple(s) for s in arch['stages']]
         num_stages = len(stages)
-        for i in out_indices:
-            if not -num_stages <= i < num_stages:
-                raise ValueError(f'out_indices entries must be in '
-                                 f'{-num_stages}..{num_stages - 1}, got {i}')
-        if not -1 <= frozen_stages <= num_stages:
-            raise ValueError(f'frozen_stages must be in -1..{num_stages}, '
-                             f'got {frozen_stages}')
+        self._check_stage_args(num_stages, out_indices, frozen_stages)
         self.out_indices = tuple(i % num_stages for i in out_indices)
         self.frozen_stages = frozen_stages
         self.norm_eval = norm_eval

@@ -259,13 +259,7 @@ class DSResNet(DSBackboneMixin, BaseBackbone):
                 not isinstance(s, int) or s < 1 for s in strides):
             raise ValueError(f'strides must be {num_stages} positive ints, '
                              f'got {strides!r}')
-        for i in out_indices:
-            if not -num_stages <= i < num_stages:
-                raise ValueError(f'out_indices entries must be in '
-                                 f'{-num_stages}..{num_stages - 1}, got {i}')
-        if not -1 <= frozen_stages <= num_stages:
-            raise ValueError(f'frozen_stages must be in -1..{num_stages}, '
-                             f'got {frozen_stages}')
+        self._check_stage_args(num_stages, out_indices, frozen_stages)
         self.depth = depth
         self.in_channels = in_channels
         self.out_indices = tuple(i % num_stages for i in out_indices)
