@@ -8,12 +8,9 @@ statistics row is reset and re-estimated from ``N`` training batches (train
 augmentation, no gradients); the result is written atomically to ``OUT``.
 """
 import argparse
-import os
-import os.path as osp
 import time
 
-import torch
-from mmengine.runner import Runner, load_checkpoint
+from mmengine.runner import Runner, load_checkpoint, save_checkpoint
 
 from dsnet_mm.engine import build_model_from_cfg, calibrate_bn
 from dsnet_mm.engine.cli import add_cfg_options, load_config
@@ -51,12 +48,10 @@ def main():
         used = calibrate_bn(model, loader, spec, args.num_batches)
         print(f'[{k}/{len(specs)}] {spec.name}: {used} batches, '
               f'{time.time() - start:.1f}s', flush=True)
-    os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
-    tmp = args.out + '.tmp'
-    torch.save(dict(state_dict=model.state_dict(),
-                    meta=dict(calibrated_from=args.checkpoint,
-                              num_batches=args.num_batches)), tmp)
-    os.replace(tmp, args.out)
+    # written atomically by dsnet_mm's local file backend
+    save_checkpoint(dict(state_dict=model.state_dict(),
+                         meta=dict(calibrated_from=args.checkpoint,
+                                   num_batches=args.num_batches)), args.out)
     print(f'wrote {args.out}')
 
 

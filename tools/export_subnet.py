@@ -22,7 +22,8 @@ from mmengine.runner import load_checkpoint
 
 from dsnet_mm.deploy import static_subnet
 from dsnet_mm.engine import build_model_from_cfg
-from dsnet_mm.engine.cli import add_cfg_options, add_shape, load_config
+from dsnet_mm.engine.cli import (add_cfg_options, add_shape, load_config,
+                                 subnet_key)
 
 
 def parse_args():
@@ -47,8 +48,7 @@ def main():
     load_checkpoint(model, args.checkpoint, map_location='cpu', strict=True,
                     logger='silent')
     model.eval()
-    key = int(args.subnet) if args.subnet.lstrip('-').isdigit() \
-        else args.subnet
+    key = subnet_key(args.subnet)
     spec = model.backbone.space.get(key)
     try:
         static = static_subnet(model, spec)

@@ -197,8 +197,10 @@ def equal_madds_spec(model: nn.Module, madds: float,
             lo = mid
         else:
             hi = mid
-    t = lo if abs(cost(lo) - madds) <= abs(cost(hi) - madds) else hi
-    return at(t), cost(t)
+    cost_lo, cost_hi = cost(lo), cost(hi)
+    if abs(cost_lo - madds) <= abs(cost_hi - madds):
+        return at(lo), cost_lo
+    return at(hi), cost_hi
 
 
 def _stats(times: List[float]) -> Dict[str, float]:

@@ -34,6 +34,12 @@ def add_shape(parser: argparse.ArgumentParser) -> None:
         help='input image size (default: 224 224)')
 
 
+def subnet_key(text: str):
+    """A sub-network on the command line: an index, or a name such as
+    ``'largest'``, for :meth:`SubnetSpace.get`."""
+    return int(text) if text.lstrip('-').isdigit() else text
+
+
 def add_launcher(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         '--launcher',

@@ -27,7 +27,8 @@ from dsnet_mm.analysis.benchmark import (DEVICES, MODES, benchmark,
                                          check_device, plot_latency,
                                          summarize)
 from dsnet_mm.engine import build_model_from_cfg
-from dsnet_mm.engine.cli import add_cfg_options, add_shape, load_config
+from dsnet_mm.engine.cli import (add_cfg_options, add_shape, load_config,
+                                 subnet_key)
 
 
 def _positive(text: str) -> int:
@@ -69,8 +70,7 @@ def parse_args():
 def _specs(space, text: str):
     if text == 'all':
         return list(space.subnets)
-    keys = [int(k) if k.lstrip('-').isdigit() else k
-            for k in text.split(',') if k]
+    keys = [subnet_key(k) for k in text.split(',') if k]
     if not keys:
         raise ValueError(f"subnets={text!r}: give 'all' or indices/names")
     return [space.get(k) for k in keys]

@@ -13,10 +13,10 @@ network's statistics: recalibrate (``tools/calibrate_bn.py``) before
 evaluating narrower sub-networks.
 """
 import argparse
-import os
 import os.path as osp
 
 import torch
+from mmengine.runner import save_checkpoint
 
 from dsnet_mm.converters import convert_mmpretrain_resnet
 from dsnet_mm.engine import build_model_from_cfg
@@ -54,11 +54,9 @@ def main():
     result = model.load_state_dict(converted, strict=False)  # checks shapes
     kept = sorted({k.rsplit('.', 1)[0] for k in result.missing_keys
                    if k.startswith('backbone.')})
-    os.makedirs(osp.dirname(osp.abspath(args.dst)), exist_ok=True)
-    tmp = args.dst + '.tmp'
-    torch.save(dict(state_dict=converted,
-                    meta=dict(converted_from=args.src)), tmp)
-    os.replace(tmp, args.dst)
+    # written atomically by dsnet_mm's local file backend
+    save_checkpoint(dict(state_dict=converted,
+                         meta=dict(converted_from=args.src)), args.dst)
     print(f'converted {len(converted)} tensors from {args.src} to '
           f'{args.dst}')
     if kept:

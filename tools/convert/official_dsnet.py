@@ -9,10 +9,10 @@
 a gate also takes the slimming head) with ``tools/test.py`` or ``load_from``.
 """
 import argparse
-import os
 import os.path as osp
 
 import torch
+from mmengine.runner import save_checkpoint
 
 from dsnet_mm.converters import convert_official_dsnet
 from dsnet_mm.engine import build_model_from_cfg
@@ -54,11 +54,10 @@ def main():
         state = ckpt
     converted = convert_official_dsnet(state, model.backbone)
     model.load_state_dict(converted, strict=False)  # checks the shapes
-    os.makedirs(osp.dirname(osp.abspath(args.dst)), exist_ok=True)
-    tmp = args.dst + '.tmp'
-    torch.save(dict(state_dict=converted,
-                    meta=dict(converted_from=args.src, source_key=key)), tmp)
-    os.replace(tmp, args.dst)
+    # written atomically by dsnet_mm's local file backend
+    save_checkpoint(dict(state_dict=converted,
+                         meta=dict(converted_from=args.src, source_key=key)),
+                    args.dst)
     print(f'converted {len(converted)} tensors from {args.src} ({key}) '
           f'to {args.dst}')
 
