@@ -8,6 +8,8 @@ reach in speed), so the result needs neither dsnet_mm nor mmpretrain to run.
 The walk over the architecture is shared with other layer builders, e.g. the
 gather-indexing baseline of the benchmark.
 """
+from typing import Optional
+
 import torch
 import torch.nn as nn
 
@@ -15,32 +17,29 @@ from dsnet_mm.models.subnet import SubnetSpec
 from dsnet_mm.ops import DSBatchNorm2d, DSConv2d
 
 
+def _static_conv(conv: DSConv2d, c_in: int, weight: torch.Tensor,
+                 bias: Optional[torch.Tensor], groups: int) -> nn.Conv2d:
+    """``nn.Conv2d`` with ``conv``'s geometry holding copies of ``weight``
+    and ``bias``."""
+    static = nn.Conv2d(c_in, weight.shape[0], conv.kernel_size, conv.stride,
+                       conv.padding, conv.dilation, groups,
+                       bias=bias is not None)
+    with torch.no_grad():
+        static.weight.copy_(weight)
+        if bias is not None:
+            static.bias.copy_(bias)
+    return static
+
+
 def fold_conv_bn(conv: DSConv2d, bn: DSBatchNorm2d, c_in: int, c_out: int,
                  row: int) -> nn.Conv2d:
     """``nn.Conv2d`` at ``(c_in, c_out)`` with BN row ``row`` folded in."""
-    static = _copied_conv(conv, c_in, c_out, bias=True)
-    scale = bn.weight[:c_out].detach() * torch.rsqrt(
-        bn.running_var[row, :c_out] + bn.eps)
-    with torch.no_grad():
-        static.weight.mul_(scale[:, None, None, None])
-        static.bias.copy_(bn.bias[:c_out].detach() +
-                          (static.bias - bn.running_mean[row, :c_out]) * scale)
-    return static
+    return _static_conv(conv, c_in, *conv.folded(c_in, c_out, bn, row))
 
 
-def _copied_conv(conv: DSConv2d, c_in: int, c_out: int,
-                 bias: bool) -> nn.Conv2d:
-    """``nn.Conv2d`` at ``(c_in, c_out)`` holding a copy of the slice (its
-    bias zeroed when the DS conv has none)."""
-    groups = conv.groups_for(c_in)
-    static = nn.Conv2d(c_in, c_out, conv.kernel_size, conv.stride,
-                       conv.padding, conv.dilation, groups, bias=bias)
-    with torch.no_grad():
-        static.weight.copy_(conv.weight[:c_out, :c_in // groups])
-        if bias:
-            static.bias.copy_(conv.bias[:c_out] if conv.bias is not None
-                              else torch.zeros(c_out))
-    return static
+def _copied_conv(conv: DSConv2d, c_in: int, c_out: int) -> nn.Conv2d:
+    """``nn.Conv2d`` at ``(c_in, c_out)`` holding a copy of the slice."""
+    return _static_conv(conv, c_in, *conv.sliced(c_in, c_out))
 
 
 def _copied_bn(bn: DSBatchNorm2d, c: int, row: int) -> nn.BatchNorm2d:
@@ -71,11 +70,11 @@ class StaticLayers:
         if self.fold_bn:
             return fold_conv_bn(conv, bn, c_in, c_out, row)
         return nn.Sequential(
-            _copied_conv(conv, c_in, c_out, bias=False),
+            _copied_conv(conv, c_in, c_out),
             _copied_bn(bn, c_out, row))
 
     def conv(self, conv: DSConv2d, c_in: int, c_out: int) -> nn.Module:
-        return _copied_conv(conv, c_in, c_out, bias=True)
+        return _copied_conv(conv, c_in, c_out)
 
     def linear(self, fc: nn.Module, c_in: int) -> nn.Module:
         static = nn.Linear(c_in, fc.out_features)

@@ -97,9 +97,9 @@ class DSConv2d(InferenceCache):
             fmt = memory_format(x)
             weight, bias, groups = self.cached(
                 (x.shape[1], out_channels, fmt), self.sources,
-                lambda: self._sliced(x.shape[1], out_channels, fmt))
+                lambda: self.sliced(x.shape[1], out_channels, fmt))
         else:
-            weight, bias, groups = self._sliced(x.shape[1], out_channels)
+            weight, bias, groups = self.sliced(x.shape[1], out_channels)
         return F.conv2d(x, weight, bias, self.stride, self.padding,
                         self.dilation, groups)
 
@@ -122,8 +122,8 @@ class DSConv2d(InferenceCache):
             sources = self.sources + bn.sources
             weight, bias, groups = self.cached(
                 ('bn', x.shape[1], out_channels, stats, fmt), sources,
-                lambda: self._folded(x.shape[1], out_channels, bn, stats,
-                                     fmt))
+                lambda: self.folded(x.shape[1], out_channels, bn, stats,
+                                    fmt))
             return F.conv2d(x, weight, bias, self.stride, self.padding,
                             self.dilation, groups)
         return bn(self(x, out_channels), stats)
@@ -136,11 +136,17 @@ class DSConv2d(InferenceCache):
         return (params['weight'], ) if bias is None else \
             (params['weight'], bias)
 
-    def _folded(self, c_in: int, out_channels: Optional[int],
-                bn: DSBatchNorm2d, row: int,
-                fmt: torch.memory_format) -> Tuple:
-        """(weight, bias, groups) with BN row ``row`` folded in."""
-        weight, bias, groups = self._sliced(c_in, out_channels)
+    def folded(self,
+               c_in: int,
+               out_channels: Optional[int],
+               bn: DSBatchNorm2d,
+               row: int,
+               fmt: torch.memory_format = torch.contiguous_format) -> Tuple:
+        """(weight, bias, groups) at ``c_in`` inputs and ``out_channels``
+        outputs with BN row ``row`` folded in: detached copies, the weight
+        in memory format ``fmt`` (the inference cache and static export
+        share this)."""
+        weight, bias, groups = self.sliced(c_in, out_channels)
         c_out = weight.shape[0]
         mean, var, gamma, beta = bn.sliced(4, c_out, row)
         scale = gamma * torch.rsqrt(var + bn.eps)
@@ -153,10 +159,10 @@ class DSConv2d(InferenceCache):
         return (weight.detach().clone(memory_format=fmt),
                 shift.detach(), groups)
 
-    def _sliced(self,
-                c_in: int,
-                out_channels: Optional[int],
-                fmt: Optional[torch.memory_format] = None) -> Tuple:
+    def sliced(self,
+               c_in: int,
+               out_channels: Optional[int],
+               fmt: Optional[torch.memory_format] = None) -> Tuple:
         """(weight, bias, groups) at ``c_in`` inputs and ``out_channels``
         outputs; views, or detached copies in memory format ``fmt``."""
         check_width('in_channels', c_in, self.in_channels, self.group_channels)
