@@ -1,6 +1,8 @@
 # Copyright (c) dsnet_mm contributors. All rights reserved.
 """The inference cache of the sliced ops, and the latency benchmark."""
 import json
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -226,6 +228,7 @@ def test_benchmark_tool_writes_json_and_plot(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(out.read_text())
     assert result['device'].startswith('cpu')
+    assert result['allocator'].startswith('glibc malloc, freed memory reused')
     assert {(r['mode'], r['subnet']) for r in result['results']} == {
         (m, s) for m in ('slice', 'static') for s in ('subnet_0', 'largest')}
     assert (tmp_path / 'bench.png').stat().st_size > 1000
@@ -250,3 +253,36 @@ def test_benchmark_tool_refuses_cuda_without_gpu():
     proc = run_tool('tools/analysis/benchmark.py', CONFIG, '--device', 'cuda')
     assert proc.returncode != 0
     assert 'torch sees no CUDA GPU' in proc.stderr
+
+
+# a forward pass whose activations (48 MiB) are above glibc's mmap threshold
+FAULTS_PER_FORWARD = """
+import resource, sys, torch
+from dsnet_mm.deploy import reuse_freed_memory
+if sys.argv[1] == 'reuse':
+    assert reuse_freed_memory()
+net = torch.nn.Sequential(torch.nn.Conv2d(3, 12, 3, padding=1),
+                          torch.nn.ReLU(), torch.nn.Conv2d(12, 12, 3, padding=1))
+x = torch.randn(1, 3, 1024, 1024)
+for _ in range(4):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    with torch.no_grad():
+        net(x)
+    print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith('linux'),
+                    reason='mallopt is glibc (Linux)')
+def test_reused_memory_is_not_page_faulted_in_every_forward():
+    faults = {}
+    for allocator in ('system', 'reuse'):
+        proc = subprocess.run(
+            [sys.executable, '-c', FAULTS_PER_FORWARD, allocator],
+            capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        faults[allocator] = [int(n) for n in proc.stdout.split()]
+    # every forward maps its large activations afresh: one fault per 4 KiB
+    assert min(faults['system'][1:]) > 20000, faults
+    # reused: only the first forward faults its memory in
+    assert max(faults['reuse'][1:]) < 200, faults

@@ -5,7 +5,7 @@
         [--batch-sizes 1 32] [--modes slice static mask index]
         [--subnets all|0,5,13] [--device cpu|cuda] [--json OUT]
         [--plot PNG] [--shape H W] [--warmup N] [--repeats N]
-        [--channels-last]
+        [--channels-last] [--allocator reuse|system]
 
 Mode ``dynamic`` needs a gate config (``DSGateClassifier``): it routes real
 images of the config's test set through the bucketed path and sets them
@@ -26,6 +26,7 @@ from mmengine.runner import load_checkpoint
 from dsnet_mm.analysis.benchmark import (DEVICES, MODES, benchmark,
                                          check_device, plot_latency,
                                          summarize)
+from dsnet_mm.deploy.allocator import reuse_freed_memory
 from dsnet_mm.engine import build_model_from_cfg
 from dsnet_mm.engine.cli import (add_cfg_options, add_shape, load_config,
                                  subnet_key)
@@ -62,6 +63,12 @@ def parse_args():
                         help='timed rounds (default: 10)')
     parser.add_argument('--channels-last', action='store_true',
                         help='run in channels-last memory format')
+    parser.add_argument('--allocator', choices=('reuse', 'system'),
+                        default='reuse',
+                        help="'reuse' (default): glibc malloc keeps freed "
+                        'memory, so large activations are not page-faulted '
+                        "in anew on every forward; 'system': malloc as the "
+                        'process found it')
     add_shape(parser)
     add_cfg_options(parser)
     return parser.parse_args()
@@ -99,6 +106,9 @@ def main():
         load_checkpoint(model, args.checkpoint, map_location='cpu',
                         strict=True, logger='silent')
     model = model.to(device).eval()
+    allocator = 'system'
+    if args.allocator == 'reuse':
+        allocator = reuse_freed_memory() or 'system (not glibc)'
     shape = (model.backbone.in_channels, *args.shape)
     images = None
     if 'dynamic' in args.modes:
@@ -116,7 +126,7 @@ def main():
         else f'cpu ({platform.processor() or platform.machine()}, ' \
         f'{torch.get_num_threads()} threads)'
     result = dict(device=name, channels_last=args.channels_last,
-                  results=rows, summary=summarize(rows))
+                  allocator=allocator, results=rows, summary=summarize(rows))
     print(f"{'mode':<8} {'subnet':<12} {'batch':>5} {'MAdds (M)':>10} "
           f"{'median ms':>10} {'p90 ms':>9}")
     for r in rows:
