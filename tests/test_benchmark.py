@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -11,8 +12,8 @@ from mmengine.config import Config
 
 from conftest import randomize_bn, run_tool
 from dsnet_mm.analysis import count_complexity, subnet_complexity
-from dsnet_mm.analysis.benchmark import (benchmark, equal_madds_spec,
-                                         subnet_runners, summarize)
+from dsnet_mm.analysis.benchmark import (Timer, benchmark, equal_madds_spec,
+                                         measure, subnet_runners, summarize)
 from dsnet_mm.analysis.subnet_table import classifier_forward
 from dsnet_mm.engine import build_model_from_cfg
 from dsnet_mm.ops import DSBatchNorm2d, DSConv2d, DSLinear, inference_cache
@@ -164,6 +165,27 @@ def test_every_mode_computes_the_same_logits(model, key):
             for mode, run in runners.items():
                 torch.testing.assert_close(
                     run(), expected, atol=1e-5, rtol=1e-5, msg=mode)
+
+
+def test_short_calls_are_averaged_into_samples():
+    calls = {'fast': 0, 'slow': 0}
+
+    def runner(name, ms):
+        def run():
+            calls[name] += 1
+            end = time.perf_counter() + ms / 1e3
+            while time.perf_counter() < end:
+                pass
+        return run
+
+    times = measure({'fast': runner('fast', 2), 'slow': runner('slow', 30)},
+                    Timer(torch.device('cpu')), warmup=1, repeats=3,
+                    min_sample_ms=20)
+    # one warm-up call each; then about 20 ms of 2 ms calls per sample
+    assert 1 + 3 * 5 <= calls['fast'] <= 1 + 3 * 10
+    assert calls['slow'] == 1 + 3
+    assert all(2 <= t < 4 for t in times['fast']), times
+    assert all(30 <= t < 45 for t in times['slow']), times
 
 
 def test_equal_madds_spec_hits_the_target(model):

@@ -107,6 +107,10 @@ def test_evaluation_routing_is_deterministic():
     madds = model.window_madds((3, 12, 12))
     assert madds == sorted(madds)
     assert {s.routed_madds for s in first} <= set(madds)
+    # counted per image shape: a larger image costs more in every sub-network
+    larger = model.window_madds((3, 24, 24))
+    assert all(b > a for a, b in zip(madds, larger))
+    assert model.window_madds((3, 12, 12)) == madds
 
 
 def test_stage2_step_trains_only_the_gate():

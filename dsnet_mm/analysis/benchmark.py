@@ -23,6 +23,7 @@ sub-network would also defeat the sliced ops' inference cache, which keeps
 a few recent widths). The median and the 90th percentile of the rounds are
 reported. On CUDA, CUDA events time each call.
 """
+import math
 import time
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -76,41 +77,55 @@ def check_batch_sizes(batch_sizes: Sequence[int]) -> None:
 
 
 class Timer:
-    """Milliseconds of one call: wall clock on CPU, CUDA events on a GPU."""
+    """Milliseconds per call of ``calls`` back-to-back calls: wall clock on
+    CPU, CUDA events on a GPU."""
 
     def __init__(self, device: torch.device) -> None:
         self.cuda = device.type == 'cuda'
 
-    def __call__(self, run: Runner) -> float:
+    def __call__(self, run: Runner, calls: int = 1) -> float:
         if self.cuda:
             start = torch.cuda.Event(enable_timing=True)
             end = torch.cuda.Event(enable_timing=True)
             start.record()
-            run()
+            for _ in range(calls):
+                run()
             end.record()
             torch.cuda.synchronize()
-            return start.elapsed_time(end)
+            return start.elapsed_time(end) / calls
         start = time.perf_counter()
-        run()
-        return (time.perf_counter() - start) * 1e3
+        for _ in range(calls):
+            run()
+        return (time.perf_counter() - start) * 1e3 / calls
 
 
 def measure(runners: Dict[Key, Runner],
             timer: Timer,
             warmup: int,
-            repeats: int) -> Dict[Key, List[float]]:
+            repeats: int,
+            min_sample_ms: float = 0.0) -> Dict[Key, List[float]]:
     """Time every runner ``repeats`` times, round-robin, after ``warmup``
-    untimed rounds."""
-    if warmup < 0 or repeats < 1:
-        raise ValueError(f'warmup must be >= 0 and repeats >= 1, got '
-                         f'{warmup} and {repeats}')
+    untimed rounds.
+
+    A sample is the mean of as many back-to-back calls as last about
+    ``min_sample_ms`` (counted per runner in the warm-up), which steadies
+    the short latencies of small batches against timer and scheduler noise;
+    a runner slower than that is timed call by call.
+    """
+    if warmup < 0 or repeats < 1 or min_sample_ms < 0:
+        raise ValueError(f'warmup must be >= 0, repeats >= 1 and '
+                         f'min_sample_ms >= 0, got {warmup}, {repeats} and '
+                         f'{min_sample_ms}')
     times: Dict[Key, List[float]] = {key: [] for key in runners}
+    calls = {key: 1 for key in runners}
     with torch.no_grad():
         for r in range(warmup + repeats):
             for key, run in runners.items():
-                ms = timer(run)
+                ms = timer(run, calls[key])
                 if r >= warmup:
                     times[key].append(ms)
+                else:
+                    calls[key] = max(1, math.ceil(min_sample_ms / ms))
     return times
 
 
@@ -218,6 +233,7 @@ def benchmark(model: nn.Module,
               repeats: int = 10,
               channels_last: bool = False,
               images: Optional[torch.Tensor] = None,
+              min_sample_ms: float = 50.0,
               progress: Optional[Callable[[str], None]] = None
               ) -> List[Dict]:
     """Latency rows ``{mode, subnet, batch_size, madds, median_ms, p90_ms}``.
@@ -237,6 +253,8 @@ def benchmark(model: nn.Module,
             channels-last memory format. Defaults to False.
         images (torch.Tensor, optional): Preprocessed real images
             ``[N, C, H, W]`` for mode ``dynamic`` (cycled to the batch size).
+        min_sample_ms (float): A sample averages back-to-back calls over
+            about this long (see :func:`measure`). Defaults to 50.
         progress (Callable[[str], None], optional): Receives progress lines.
 
     Returns:
@@ -291,7 +309,8 @@ def benchmark(model: nn.Module,
             say(f'batch size {bs}: group {g}/{len(groups)} '
                 f'({", ".join(f"{m} {n}" for m, n in group)})')
             with inference_cache(model):
-                times = measure(group, Timer(device), warmup, repeats)
+                times = measure(group, Timer(device), warmup, repeats,
+                                min_sample_ms)
             for (mode, name), t in times.items():
                 rows.append(dict(mode=mode, subnet=name, batch_size=bs,
                                  madds=cost[(mode, name)], **_stats(t),

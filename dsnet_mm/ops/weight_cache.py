@@ -59,7 +59,8 @@ class InferenceCache(nn.Module):
         """Whether this call may use the cache: caching on, eval mode, and no
         gradient wanted for the weight."""
         return self.caching and not self.training and not (
-            torch.is_grad_enabled() and self.weight.requires_grad)
+            torch.is_grad_enabled()
+            and self._parameters['weight'].requires_grad)
 
     def cached(self, key: Hashable, sources: Sequence[torch.Tensor],
                build: Callable[[], T]) -> T:

@@ -5,6 +5,7 @@
         [--batch-sizes 1 32] [--modes slice static mask index]
         [--subnets all|0,5,13] [--device cpu|cuda] [--json OUT]
         [--plot PNG] [--shape H W] [--warmup N] [--repeats N]
+        [--min-sample-ms MS]
         [--channels-last] [--allocator reuse|system]
 
 Mode ``dynamic`` needs a gate config (``DSGateClassifier``): it routes real
@@ -61,6 +62,9 @@ def parse_args():
                         help='untimed rounds (default: 3)')
     parser.add_argument('--repeats', type=_positive, default=10,
                         help='timed rounds (default: 10)')
+    parser.add_argument('--min-sample-ms', type=float, default=50.0,
+                        help='a sample averages back-to-back calls over '
+                        'about this long (default: 50; 0: one call)')
     parser.add_argument('--channels-last', action='store_true',
                         help='run in channels-last memory format')
     parser.add_argument('--allocator', choices=('reuse', 'system'),
@@ -98,8 +102,9 @@ def main():
         device = check_device(args.device)
         model = build_model_from_cfg(cfg)
         specs = _specs(model.backbone.space, args.subnets)
-        if args.warmup < 0:
-            raise ValueError(f'warmup must be >= 0, got {args.warmup}')
+        if args.warmup < 0 or args.min_sample_ms < 0:
+            raise ValueError(f'warmup and min-sample-ms must be >= 0, got '
+                             f'{args.warmup} and {args.min_sample_ms}')
     except ValueError as e:
         sys.exit(f'benchmark.py: error: {e}')
     if args.checkpoint:
@@ -118,8 +123,9 @@ def main():
         rows = benchmark(model, specs, args.modes, args.batch_sizes, shape,
                          device, args.warmup, args.repeats,
                          args.channels_last, images,
-                         lambda line: print(line, file=sys.stderr,
-                                            flush=True))
+                         min_sample_ms=args.min_sample_ms,
+                         progress=lambda line: print(line, file=sys.stderr,
+                                                     flush=True))
     except ValueError as e:
         sys.exit(f'benchmark.py: error: {e}')
     name = torch.cuda.get_device_name(device) if device.type == 'cuda' \

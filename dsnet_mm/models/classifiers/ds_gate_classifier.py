@@ -107,7 +107,7 @@ class DSGateClassifier(ImageClassifier):
         self.routing_mode = routing_mode
         self.stage1_checkpoint = stage1_checkpoint
         self._static_predict = False
-        self._window_madds: Optional[List[int]] = None
+        self._window_madds: Dict[Tuple[int, ...], List[int]] = {}
         for name, p in self.named_parameters():
             p.requires_grad = name.startswith(self.gate_prefix)
 
@@ -138,15 +138,17 @@ class DSGateClassifier(ImageClassifier):
 
     # --- routing -------------------------------------------------------
     def window_madds(self, shape) -> List[int]:
-        """MAdds per image of each sub-network of the window (cached)."""
-        if self._window_madds is None:
+        """MAdds per image of each sub-network of the window at image shape
+        ``(C, H, W)`` (cached per shape)."""
+        shape = tuple(shape)
+        if shape not in self._window_madds:
             from dsnet_mm.analysis import subnet_complexity
             with self.static_predict():
                 rows = subnet_complexity(self, self.window, shape)
             head = self.gate.slim_head
             gate_cost = head.in_channels * head.out_channels
-            self._window_madds = [r['madds'] + gate_cost for r in rows]
-        return self._window_madds
+            self._window_madds[shape] = [r['madds'] + gate_cost for r in rows]
+        return self._window_madds[shape]
 
     def _logits(self, early: List[torch.Tensor], late: List[torch.Tensor]):
         feats = tuple(early + late)
