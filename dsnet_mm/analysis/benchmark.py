@@ -21,7 +21,8 @@ rounds first), so machine noise falls on all of them alike, and one
 sub-network after the other, as a deployment runs it (interleaving every
 sub-network would also defeat the sliced ops' inference cache, which keeps
 a few recent widths). The median and the 90th percentile of the rounds are
-reported. On CUDA, CUDA events time each call.
+reported; a sample averages back-to-back calls when one call is short.
+On CUDA, CUDA events time each sample.
 """
 import math
 import time
@@ -76,6 +77,13 @@ def check_batch_sizes(batch_sizes: Sequence[int]) -> None:
             raise ValueError(f'batch size must be an int >= 1, got {b!r}')
 
 
+def check_timing(warmup: int, repeats: int, min_sample_ms: float) -> None:
+    if warmup < 0 or repeats < 1 or min_sample_ms < 0:
+        raise ValueError(f'warmup must be >= 0, repeats >= 1 and '
+                         f'min_sample_ms >= 0, got {warmup}, {repeats} and '
+                         f'{min_sample_ms}')
+
+
 class Timer:
     """Milliseconds per call of ``calls`` back-to-back calls: wall clock on
     CPU, CUDA events on a GPU."""
@@ -112,10 +120,7 @@ def measure(runners: Dict[Key, Runner],
     the short latencies of small batches against timer and scheduler noise;
     a runner slower than that is timed call by call.
     """
-    if warmup < 0 or repeats < 1 or min_sample_ms < 0:
-        raise ValueError(f'warmup must be >= 0, repeats >= 1 and '
-                         f'min_sample_ms >= 0, got {warmup}, {repeats} and '
-                         f'{min_sample_ms}')
+    check_timing(warmup, repeats, min_sample_ms)
     times: Dict[Key, List[float]] = {key: [] for key in runners}
     calls = {key: 1 for key in runners}
     with torch.no_grad():

@@ -25,8 +25,8 @@ from mmengine.dataset import pseudo_collate
 from mmengine.runner import load_checkpoint
 
 from dsnet_mm.analysis.benchmark import (DEVICES, MODES, benchmark,
-                                         check_device, plot_latency,
-                                         summarize)
+                                         check_device, check_timing,
+                                         plot_latency, summarize)
 from dsnet_mm.deploy.allocator import reuse_freed_memory
 from dsnet_mm.engine import build_model_from_cfg
 from dsnet_mm.engine.cli import (add_cfg_options, add_shape, load_config,
@@ -102,9 +102,7 @@ def main():
         device = check_device(args.device)
         model = build_model_from_cfg(cfg)
         specs = _specs(model.backbone.space, args.subnets)
-        if args.warmup < 0 or args.min_sample_ms < 0:
-            raise ValueError(f'warmup and min-sample-ms must be >= 0, got '
-                             f'{args.warmup} and {args.min_sample_ms}')
+        check_timing(args.warmup, args.repeats, args.min_sample_ms)
     except ValueError as e:
         sys.exit(f'benchmark.py: error: {e}')
     if args.checkpoint:
