@@ -17,6 +17,7 @@ from dsnet_mm.analysis.benchmark import (Timer, benchmark, equal_madds_spec,
 from dsnet_mm.analysis.subnet_table import classifier_forward
 from dsnet_mm.engine import build_model_from_cfg
 from dsnet_mm.ops import DSBatchNorm2d, DSConv2d, DSLinear, inference_cache
+from dsnet_mm.ops import weight_cache
 
 CONFIG = 'configs/ds_mbnet_digits.py'
 GATE_CONFIG = 'configs/ds_mbnet_digits_gate.py'
@@ -116,6 +117,68 @@ def test_folded_conv_bn_follows_changes_and_counts_every_bn():
             model, lambda: conv.forward_bn(x[:1], bn, 2, 4))
     assert cost['params'] == 4 * 5 * 9 + 2 * 4
     assert bn.fold  # restored after counting
+
+
+class _ConvNet(torch.nn.Module):
+    """A model holding one sliced conv, which may fail on request."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = DSConv2d(4, 4, 1).eval()
+        self.fail = False
+
+    def forward(self, x):
+        out = self.conv(x, 3)
+        if self.fail:
+            raise RuntimeError('failed forward')
+        return out
+
+
+def test_checked_spans_check_once_and_see_changes_between_calls(monkeypatch):
+    torch.manual_seed(0)
+    net = _ConvNet().eval()
+    x = torch.randn(1, 4, 2, 2)
+    stamps, stamp = [], weight_cache._stamp
+    monkeypatch.setattr(weight_cache, '_stamp',
+                        lambda ops: stamps.append(1) or stamp(ops))
+    with torch.no_grad(), inference_cache(net) as cache:
+        net(x)  # builds the entry
+        built = len(stamps)
+        for _ in range(3):
+            net(x)
+        assert len(stamps) == built  # hits inside a span are not re-checked
+        net.conv.weight.mul_(-1)  # between calls: the next span drops it
+        torch.testing.assert_close(
+            net(x), F.conv2d(x, net.conv.weight[:3]))
+        # a call outside any span checks its entry itself
+        net.conv.weight.mul_(2)
+        torch.testing.assert_close(
+            net.conv(x, 3), F.conv2d(x, net.conv.weight[:3]))
+        # spans nest: a call of the model inside an explicit span
+        with cache.checked():
+            net(x)
+            assert net.conv._checked
+        assert not net.conv._checked
+        # a failed forward still closes its span
+        net.fail = True
+        with pytest.raises(RuntimeError, match='failed forward'):
+            net(x)
+        assert not net.conv._checked
+    assert not net._forward_hooks and not net._forward_pre_hooks
+    assert not net.conv._cache and not net.conv.caching
+
+
+def test_checked_span_leaves_training_and_gradients_uncached():
+    net = _ConvNet().train()
+    x = torch.randn(2, 4, 2, 2)
+    with inference_cache(net):
+        net(x).sum().backward()  # training: views, gradients flow
+        assert not net.conv._cache
+        assert net.conv.weight.grad[:3].abs().sum() > 0
+        assert net.conv.weight.grad[3:].abs().sum() == 0
+        net.eval()
+        net(x)  # eval but gradients wanted for the weight: still views
+        assert not net.conv._cache and not net.conv._checked
 
 
 def test_writes_through_data_are_seen_outside_the_cache():

@@ -4,7 +4,8 @@
 Modes (all compute the same function of the input):
 
 - ``slice``: the DS model running the sub-network on prefix slices, with
-  its inference cache on (:func:`~dsnet_mm.ops.inference_cache`);
+  its inference cache on (:func:`~dsnet_mm.ops.inference_cache`), each
+  forward one checked span of it, as a call of the model is;
 - ``static``: a plain torch network built at the sub-network's widths with
   the sliced weights copied in and BN folded (the exported model: the limit
   slicing should reach; in inference the slice path folds BN as well);
@@ -36,13 +37,15 @@ import torch.nn.functional as F
 from dsnet_mm.deploy import static_subnet
 from dsnet_mm.models.routing import MaskedRouting
 from dsnet_mm.models.subnet import SubnetSpec
-from dsnet_mm.ops import inference_cache
+from dsnet_mm.ops import InferenceCacheBlock, inference_cache
 from dsnet_mm.ops.utils import check_choice
 from .complexity import count_complexity
 from .index_baseline import indexed_subnet
 from .subnet_table import classifier_forward, subnet_complexity
 
 MODES = ('slice', 'static', 'mask', 'index', 'dynamic')
+# the modes that run the DS model's sliced ops
+DS_MODES = ('slice', 'mask', 'dynamic')
 DEVICES = ('cpu', 'cuda')
 
 Runner = Callable[[], object]
@@ -313,14 +316,27 @@ def benchmark(model: nn.Module,
         for g, group in enumerate(groups, 1):
             say(f'batch size {bs}: group {g}/{len(groups)} '
                 f'({", ".join(f"{m} {n}" for m, n in group)})')
-            with inference_cache(model):
-                times = measure(group, Timer(device), warmup, repeats,
-                                min_sample_ms)
+            with inference_cache(model) as cache:
+                times = measure(
+                    {key: _checked(cache, run) if key[0] in DS_MODES else run
+                     for key, run in group.items()}, Timer(device), warmup,
+                    repeats, min_sample_ms)
             for (mode, name), t in times.items():
                 rows.append(dict(mode=mode, subnet=name, batch_size=bs,
                                  madds=cost[(mode, name)], **_stats(t),
                                  **extra.get((mode, name), {})))
     return rows
+
+
+def _checked(cache: InferenceCacheBlock, run: Runner) -> Runner:
+    """``run`` as one checked span of the inference cache, as a call of the
+    model is: the DS modes call the backbone's and head's methods."""
+
+    def checked_run():
+        with cache.checked():
+            return run()
+
+    return checked_run
 
 
 def _cycle(images: torch.Tensor, n: int) -> torch.Tensor:

@@ -10,9 +10,10 @@ from .conv import DSConv2d
 from .linear import DSLinear
 from .norm import DSBatchNorm2d, cumulative_bn_stats, unfolded_bn
 from .se import DSSqueezeExcite
-from .weight_cache import inference_cache
+from .weight_cache import InferenceCacheBlock, inference_cache
 
 __all__ = [
     'DSConv2d', 'DSLinear', 'DSBatchNorm2d', 'DSSqueezeExcite',
-    'cumulative_bn_stats', 'unfolded_bn', 'inference_cache'
+    'cumulative_bn_stats', 'unfolded_bn', 'inference_cache',
+    'InferenceCacheBlock'
 ]

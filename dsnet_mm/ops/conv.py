@@ -94,10 +94,9 @@ class DSConv2d(InferenceCache):
                 x: torch.Tensor,
                 out_channels: Optional[int] = None) -> torch.Tensor:
         if self.inference():
-            fmt = memory_format(x)
-            weight, bias, groups = self.cached(
-                (x.shape[1], out_channels, fmt), self.sources,
-                lambda: self.sliced(x.shape[1], out_channels, fmt))
+            key = (x.shape[1], out_channels, memory_format(x))
+            weight, bias, groups = self.hit(key) or self.cached(
+                key, lambda: self.sliced(*key))
         else:
             weight, bias, groups = self.sliced(x.shape[1], out_channels)
         return F.conv2d(x, weight, bias, self.stride, self.padding,
@@ -118,23 +117,14 @@ class DSConv2d(InferenceCache):
         """
         if isinstance(stats, int) and bn.fold and self.inference() and \
                 bn.inference():
-            fmt = memory_format(x)
-            sources = self.sources + bn.sources
-            weight, bias, groups = self.cached(
-                ('bn', x.shape[1], out_channels, stats, fmt), sources,
-                lambda: self.folded(x.shape[1], out_channels, bn, stats,
-                                    fmt))
+            c_in, fmt = x.shape[1], memory_format(x)
+            key = (c_in, out_channels, fmt, stats)
+            weight, bias, groups = self.hit(key) or self.cached(
+                key, lambda: self.folded(c_in, out_channels, bn, stats, fmt),
+                bn)
             return F.conv2d(x, weight, bias, self.stride, self.padding,
                             self.dilation, groups)
         return bn(self(x, out_channels), stats)
-
-    @property
-    def sources(self) -> Tuple[torch.Tensor, ...]:
-        """The stored tensors a sliced conv reads."""
-        params = self._parameters  # direct: skips nn.Module.__getattr__
-        bias = params.get('bias')
-        return (params['weight'], ) if bias is None else \
-            (params['weight'], bias)
 
     def folded(self,
                c_in: int,

@@ -48,11 +48,9 @@ class DSLinear(InferenceCache):
                 x: torch.Tensor,
                 out_features: Optional[int] = None) -> torch.Tensor:
         if self.inference():
-            sources = (self.weight, self.bias) if self.bias is not None \
-                else (self.weight, )
-            weight, bias = self.cached(
-                (x.shape[-1], out_features), sources,
-                lambda: self._sliced(x.shape[-1], out_features, True))
+            key = (x.shape[-1], out_features)
+            weight, bias = self.hit(key) or self.cached(
+                key, lambda: self._sliced(*key, True))
         else:
             weight, bias = self._sliced(x.shape[-1], out_features)
         return F.linear(x, weight, bias)

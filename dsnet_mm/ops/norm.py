@@ -72,9 +72,9 @@ class DSBatchNorm2d(InferenceCache, _BatchNorm):
             self._check(x.dim(), x.shape[1], 0)
             return self._per_sample(x, *subnet)
         if self.inference():
-            mean, var, weight, bias = self.cached(
-                (x.dim(), x.shape[1], subnet), self.sources,
-                lambda: self.sliced(x.dim(), x.shape[1], subnet))
+            key = (x.dim(), x.shape[1], subnet)
+            mean, var, weight, bias = self.hit(key) or self.cached(
+                key, lambda: self.sliced(*key))
             return F.batch_norm(x, mean, var, weight, bias, False, 0.0,
                                 self.eps)
         mean, var, weight, bias = self.sliced(x.dim(), x.shape[1], subnet)
@@ -85,13 +85,6 @@ class DSBatchNorm2d(InferenceCache, _BatchNorm):
                 1.0 / float(self.num_batches_tracked[subnet])
         return F.batch_norm(x, mean, var, weight, bias, self.training, factor,
                             self.eps)
-
-    @property
-    def sources(self) -> Tuple[torch.Tensor, ...]:
-        """The stored tensors a sliced BN reads."""
-        params, buffers = self._parameters, self._buffers  # skip __getattr__
-        return (params['weight'], params['bias'], buffers['running_mean'],
-                buffers['running_var'])
 
     def _check(self, dim: int, c: int, subnet: int) -> None:
         if dim != 4:
