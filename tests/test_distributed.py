@@ -5,6 +5,8 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 from test_train_tool import SMALL, data_opts
 
 
@@ -76,3 +78,21 @@ def test_two_ranks_train_the_gate_identically(tmp_path, digits_root,
     assert [int(c[0]) for c in checks] == [1, 2]
     assert all(p0 == p1 for _, p0, p1 in checks)
     assert checks[0][1] != checks[1][1]  # the gate did learn
+
+
+def test_tool_block_ends_its_process_group(monkeypatch):
+    """A group left alive at exit can abort the process (gloo's threads
+    outlive the interpreter): the tools' block destroys it, also on error."""
+    import torch.distributed as dist
+
+    from dsnet_mm.engine.cli import distributed
+    for name, value in dict(MASTER_ADDR='127.0.0.1', MASTER_PORT='29519',
+                            RANK='0', WORLD_SIZE='1').items():
+        monkeypatch.setenv(name, value)
+    with distributed('none'):
+        assert not dist.is_initialized()
+    with pytest.raises(RuntimeError, match='stop'):
+        with distributed('pytorch'):
+            assert dist.get_backend() == 'gloo'
+            raise RuntimeError('stop')
+    assert not dist.is_initialized()

@@ -8,7 +8,7 @@ from mmengine.runner import Runner
 
 from dsnet_mm.engine.cli import (add_cfg_options, add_launcher,
                                  add_trust_checkpoint, checkpoint_trust,
-                                 export_local_rank, init_cpu_distributed,
+                                 distributed, export_local_rank,
                                  load_config)
 
 
@@ -37,10 +37,10 @@ def main():
         cfg.work_dir = osp.join('./work_dirs',
                                 osp.splitext(osp.basename(args.config))[0])
     cfg.load_from = args.checkpoint
-    init_cpu_distributed(cfg.launcher)
-    runner = Runner.from_cfg(cfg)
-    with checkpoint_trust(args.trust_checkpoint):
-        metrics = runner.test()
+    with distributed(cfg.launcher):
+        runner = Runner.from_cfg(cfg)
+        with checkpoint_trust(args.trust_checkpoint):
+            metrics = runner.test()
     if args.out:
         import mmengine
         mmengine.dump(metrics, args.out)

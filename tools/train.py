@@ -9,7 +9,7 @@ from mmengine.runner import Runner
 
 from dsnet_mm.engine.cli import (add_cfg_options, add_launcher,
                                  add_trust_checkpoint, checkpoint_trust,
-                                 export_local_rank, init_cpu_distributed,
+                                 distributed, export_local_rank,
                                  load_config)
 
 
@@ -71,10 +71,10 @@ def merge_args(cfg: Config, args) -> Config:
 def main():
     args = parse_args()
     cfg = merge_args(load_config(args.config, args.cfg_options), args)
-    init_cpu_distributed(cfg.launcher)
-    runner = Runner.from_cfg(cfg)
-    with checkpoint_trust(args.trust_checkpoint):
-        runner.train()
+    with distributed(cfg.launcher):
+        runner = Runner.from_cfg(cfg)
+        with checkpoint_trust(args.trust_checkpoint):
+            runner.train()
 
 
 if __name__ == '__main__':

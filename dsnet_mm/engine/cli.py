@@ -63,18 +63,29 @@ def load_config(path: str, cfg_options: Optional[dict] = None) -> Config:
     return cfg
 
 
-def init_cpu_distributed(launcher: str) -> None:
-    """Start a gloo process group for ``--launcher pytorch`` without CUDA.
+@contextmanager
+def distributed(launcher: str) -> Iterator[None]:
+    """The block of a tool's run; with ``--launcher pytorch``, its process
+    group ends with the block.
 
     mmengine 0.10.7's ``init_dist`` calls ``torch.cuda.set_device``
-    unconditionally; with a process group already started, the Runner skips
-    it, so the same command trains on CPU machines.
+    unconditionally, so without CUDA a gloo group is started here; with a
+    process group already started, the Runner skips it, and the same command
+    trains on CPU machines. mmengine never destroys the group: a process
+    that exits with it alive can abort at exit ("terminate called without an
+    active exception", gloo's threads outliving the interpreter), so the
+    block destroys whichever group is up when it ends.
     """
     import torch
     import torch.distributed as dist
     if launcher == 'pytorch' and not torch.cuda.is_available() and \
             not dist.is_initialized():
         dist.init_process_group('gloo')
+    try:
+        yield
+    finally:
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
 
 
 def add_trust_checkpoint(parser: argparse.ArgumentParser) -> None:
