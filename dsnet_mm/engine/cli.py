@@ -4,7 +4,7 @@ import argparse
 import os
 import pickle
 from contextlib import contextmanager
-from typing import Iterator, Optional
+from typing import Any, Iterator, Optional, Tuple
 
 from mmengine.config import Config, DictAction
 
@@ -123,3 +123,50 @@ def checkpoint_trust(trust: bool) -> Iterator[None]:
             f'A checkpoint is truncated or corrupt and cannot be read ({e}). '
             'Checkpoints written by dsnet_mm are atomic: take the previous '
             'epoch_*.pth of the work dir.') from e
+
+
+# --- checkpoint converters (tools/convert) ----------------------------------
+_CONFIGS = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(
+        __file__)))), 'configs')
+
+
+def converter_parser(description: str, source: str,
+                     default_config: str) -> argparse.ArgumentParser:
+    """The arguments of every converter: ``src``, ``dst``, ``--config``
+    (default: ``default_config`` in the repository's ``configs``),
+    ``--cfg-options`` and ``--trust-checkpoint``."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument('src', help=source)
+    parser.add_argument('dst', help='output checkpoint')
+    parser.add_argument(
+        '--config',
+        default=os.path.join(_CONFIGS, default_config),
+        help='target model config')
+    add_cfg_options(parser)
+    add_trust_checkpoint(parser)
+    return parser
+
+
+def load_for_conversion(args: argparse.Namespace) -> Tuple[Any, Any]:
+    """(target model of ``--config``, source checkpoint): the source loads
+    weights-only unless ``--trust-checkpoint``."""
+    import torch
+
+    from dsnet_mm.engine import build_model_from_cfg
+    model = build_model_from_cfg(load_config(args.config, args.cfg_options))
+    with checkpoint_trust(args.trust_checkpoint):
+        ckpt = torch.load(args.src, map_location='cpu', weights_only=True)
+    return model, ckpt
+
+
+def save_converted(converted: dict, args: argparse.Namespace,
+                   **meta) -> None:
+    """Write ``converted`` to ``dst`` (atomically, by dsnet_mm's local file
+    backend) with the source and ``meta`` in its meta, and say so."""
+    from mmengine.runner import save_checkpoint
+    save_checkpoint(
+        dict(state_dict=converted, meta=dict(converted_from=args.src,
+                                             **meta)), args.dst)
+    print(f'converted {len(converted)} tensors from {args.src} to '
+          f'{args.dst}')

@@ -12,40 +12,16 @@ checkpoint=OUT, prefix='backbone.')``. Every BN statistics row gets the static
 network's statistics: recalibrate (``tools/calibrate_bn.py``) before
 evaluating narrower sub-networks.
 """
-import argparse
-import os.path as osp
-
-import torch
-from mmengine.runner import save_checkpoint
-
 from dsnet_mm.converters import convert_mmpretrain_resnet
-from dsnet_mm.engine import build_model_from_cfg
-from dsnet_mm.engine.cli import (add_cfg_options, add_trust_checkpoint,
-                                 checkpoint_trust, load_config)
-
-DEFAULT_CONFIG = osp.join(
-    osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))), 'configs',
-    'ds_resnet50_imagenet.py')
-
-
-def parse_args():
-    parser = argparse.ArgumentParser(
-        description='Convert mmpretrain ResNet weights for DS-ResNet')
-    parser.add_argument('src', help='mmpretrain ResNet checkpoint')
-    parser.add_argument('dst', help='output checkpoint')
-    parser.add_argument(
-        '--config', default=DEFAULT_CONFIG, help='target model config')
-    add_cfg_options(parser)
-    add_trust_checkpoint(parser)
-    return parser.parse_args()
+from dsnet_mm.engine.cli import (converter_parser, load_for_conversion,
+                                 save_converted)
 
 
 def main():
-    args = parse_args()
-    model = build_model_from_cfg(load_config(args.config, args.cfg_options))
-    with checkpoint_trust(args.trust_checkpoint):
-        ckpt = torch.load(args.src, map_location='cpu',
-                          weights_only=not args.trust_checkpoint)
+    args = converter_parser(
+        'Convert mmpretrain ResNet weights for DS-ResNet',
+        'mmpretrain ResNet checkpoint', 'ds_resnet50_imagenet.py').parse_args()
+    model, ckpt = load_for_conversion(args)
     state = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else ckpt
     try:
         converted = convert_mmpretrain_resnet(state, model.backbone)
@@ -54,11 +30,7 @@ def main():
     result = model.load_state_dict(converted, strict=False)  # checks shapes
     kept = sorted({k.rsplit('.', 1)[0] for k in result.missing_keys
                    if k.startswith('backbone.')})
-    # written atomically by dsnet_mm's local file backend
-    save_checkpoint(dict(state_dict=converted,
-                         meta=dict(converted_from=args.src)), args.dst)
-    print(f'converted {len(converted)} tensors from {args.src} to '
-          f'{args.dst}')
+    save_converted(converted, args)
     if kept:
         print(f'not in the source, left at their initialisation: {kept}')
 
