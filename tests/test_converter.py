@@ -1,5 +1,7 @@
 # Copyright (c) dsnet_mm contributors. All rights reserved.
 """The reference DS-Net checkpoint layout converts onto DS-MobileNetV1."""
+import argparse
+
 import pytest
 import torch
 from mmengine.config import Config
@@ -106,3 +108,21 @@ def test_missing_reference_keys_are_named():
         convert_official_dsnet(ref, build(1).backbone)
     assert 'blocks.3.first_block.conv_pw.weight' in str(err.value)
     assert 'bn1.aux_bn.0.running_var' in str(err.value)
+
+
+def test_converter_refuses_a_foreign_pickle_unless_trusted(tmp_path):
+    ref = to_reference(build(0))
+    # a global outside the weights-only allow-list (the reference release
+    # stores its training args this way)
+    torch.save(dict(state_dict=ref, args=argparse.Namespace(lr=0.1)),
+               tmp_path / 'ds.pth')
+    args = [str(tmp_path / 'ds.pth'), str(tmp_path / 'out.pth'), '--config',
+            CONFIG]
+    proc = run_tool('tools/convert/official_dsnet.py', *args)
+    assert proc.returncode != 0
+    assert 'refused by weights-only loading' in proc.stderr
+    assert not (tmp_path / 'out.pth').exists()
+    proc = run_tool('tools/convert/official_dsnet.py', *args,
+                    '--trust-checkpoint')
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (tmp_path / 'out.pth').exists()

@@ -156,7 +156,8 @@ def load_for_conversion(args: argparse.Namespace) -> Tuple[Any, Any]:
     from dsnet_mm.engine import build_model_from_cfg
     model = build_model_from_cfg(load_config(args.config, args.cfg_options))
     with checkpoint_trust(args.trust_checkpoint):
-        ckpt = torch.load(args.src, map_location='cpu', weights_only=True)
+        ckpt = torch.load(args.src, map_location='cpu',
+                          weights_only=not args.trust_checkpoint)
     return model, ckpt
 
 
