@@ -21,6 +21,15 @@ def digits_root(tmp_path_factory) -> str:
     return root
 
 
+@pytest.fixture(scope='session')
+def graded_root(tmp_path_factory) -> str:
+    """The graded digits written once for the whole session."""
+    from dsnet_mm.datasets import write_graded_digits
+    root = str(tmp_path_factory.mktemp('graded'))
+    write_graded_digits(root)
+    return root
+
+
 def run_tool(*args: str, cwd: str = ROOT):
     """Run a repo tool with the interpreter of the test session."""
     import subprocess

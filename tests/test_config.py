@@ -6,7 +6,8 @@ import sys
 
 import pytest
 
-CONFIGS = ['ds_mbnet_digits.py', 'ds_mbnet_cifar10.py', 'ds_mbnet_imagenet.py']
+CONFIGS = ['ds_mbnet_digits.py', 'ds_mbnet_graded_digits.py', 'ds_mbnet_cifar10.py',
+           'ds_mbnet_imagenet.py']
 
 
 @pytest.mark.parametrize('name', CONFIGS)

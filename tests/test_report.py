@@ -134,3 +134,74 @@ def test_inputs_are_not_modified():
     expected = copy.deepcopy((rows, dynamic))
     markdown_table(rows, dynamic)
     assert (rows, dynamic) == expected
+
+
+def make_level_rows():
+    rows = make_rows()
+    per_level = {'subnet_0': (99.0, 90.0), 'subnet_1': (99.5, 93.0),
+                 'subnet_2': (99.5, 96.0), 'subnet_3': (100.0, 97.0),
+                 'largest': (100.0, 97.5)}
+    for row in rows:
+        for level, top1 in enumerate(per_level[row['name']]):
+            row['metrics'][f'accuracy/level_{level}/top1'] = top1
+    return rows
+
+
+def make_level_dynamic():
+    return dict(make_dynamic(), levels={
+        0: {'images': 2, 'madds': 1.5e6, 'accuracy/top1': 99.0,
+            'routing': {'subnet_0': 1, 'subnet_3': 1}},
+        1: {'images': 2, 'madds': 4e6, 'accuracy/top1': 97.0,
+            'routing': {'subnet_3': 2}},
+    })
+
+
+def test_static_curve_is_interpolated_between_subnets():
+    from dsnet_mm.analysis.report import static_curve_at
+    rows = make_rows()
+    # halfway between subnet_0 (1278992, 98.05) and subnet_1 (2e6, 98.5)
+    assert static_curve_at(rows, (1278992 + 2e6) / 2) == \
+        pytest.approx(98.275)
+    # 'largest' is not on the curve: beyond subnet_3 it stays at 99.2
+    assert static_curve_at(rows, 4.8e6) == pytest.approx(99.2)
+    text = markdown_table(rows, make_dynamic())
+    # dynamic at 3 M: subnet_1 (2 M, 98.5) .. subnet_2 (3.456789 M, 99.0)
+    expected = 98.5 + 0.5 * 1e6 / 1456789
+    assert (f'- Static curve at 3.00 M (interpolated): {expected:.2f} %; '
+            f'dynamic vs it: {99.0 - expected:+.2f}') in text.splitlines()
+
+
+def test_level_tables():
+    text = markdown_table(make_level_rows(), make_level_dynamic())
+    lines = text.splitlines()
+    assert '## By difficulty level' in lines
+    assert ('| Sub-network | MAdds (M) | Top-1 (%) | Level 0 (%) | '
+            'Level 1 (%) |') in lines
+    assert '| subnet_0 | 1.28 | 98.05 | 99.00 | 90.00 |' in lines
+    assert '| dynamic | 3.00 | 99.00 | 99.00 | 97.00 |' in lines
+    # only the sub-networks that got images get a column
+    assert ('| Level | Images | Top-1 (%) | Mean MAdds (M) | subnet_0 | '
+            'subnet_3 |') in lines
+    assert '| 0 | 2 | 99.00 | 1.50 | 1 | 1 |' in lines
+    assert '| 1 | 2 | 97.00 | 4.00 | 0 | 2 |' in lines
+    assert 'By difficulty level' not in markdown_table(make_rows(),
+                                                       make_dynamic())
+
+
+def test_write_report_draws_the_routing_by_level(tmp_path):
+    from matplotlib.image import imread
+
+    paths = write_report(make_level_rows(), str(tmp_path),
+                         make_level_dynamic(), num_images=1440)
+    assert paths['levels'] == osp.join(str(tmp_path), 'routing_by_level.png')
+    image = imread(paths['levels'])
+    assert image.shape[:2] == (462, 1540)  # 14x4.2 at 110 dpi
+    assert image.std() > 0.01
+    assert 'levels' not in write_report(make_level_rows(), str(tmp_path),
+                                        make_dynamic())
+
+
+def test_standard_error():
+    from dsnet_mm.analysis.report import standard_error
+    assert standard_error(90.0, 100) == pytest.approx(3.0)
+    assert standard_error(90.0, None) == 0.0

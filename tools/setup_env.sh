@@ -42,8 +42,8 @@ if ! have dsnet_mm; then
     echo "[setup] installing dsnet_mm in editable mode"
     $PIP install -q --no-build-isolation --no-deps -e .
 fi
-if [ ! -f data/digits/.complete ]; then
-    echo "[setup] writing the embedded digits data under data/"
+if [ ! -f data/digits/.complete ] || [ ! -f data/graded_digits/.complete ]; then
+    echo "[setup] writing the embedded digits data (plain and graded) under data/"
     "$VENV/bin/python" tools/dataset_converters/write_digits.py --out data
 fi
 echo "[setup] environment ready: $VENV"

@@ -13,10 +13,21 @@ The optional ``dynamic`` dict describes the gated (dynamic) model::
          routing=dict(subnet_0=120, subnet_3=880),   # images per sub-network
          window=['subnet_0', 'subnet_1', 'subnet_2', 'subnet_3'],
          **{'accuracy/top1': 97.9})
+
+On data with difficulty levels (the graded digits) a row's metrics also hold
+``accuracy/level_{l}/top1``, and ``dynamic`` may hold ``levels``::
+
+    levels={0: dict(images=360, madds=1.3e6, routing=dict(subnet_0=350, ...),
+                    **{'accuracy/top1': 99.2}), 1: ...}
+
+which add a per-level table and ``routing_by_level.png``.
 """
 import os
 import os.path as osp
+import re
 from typing import Dict, List, Optional, Sequence
+
+import numpy as np
 
 TOP1 = 'accuracy/top1'
 LARGEST = 'largest'
@@ -103,6 +114,86 @@ def static_table(rows: Sequence[Dict]) -> str:
     return '\n'.join(lines)
 
 
+def static_curve_at(rows: Sequence[Dict], madds: float) -> float:
+    """Top-1 of the static curve at ``madds``: linear between the two
+    sub-networks (not ``largest``) around it, the end value outside them.
+
+    Args:
+        rows (Sequence[dict]): Static sub-network rows.
+        madds (float): Where to read the curve.
+
+    Returns:
+        float: The interpolated top-1.
+    """
+    curve = sorted((row['madds'], row['metrics'][TOP1]) for row in rows
+                   if row['name'] != LARGEST) or \
+        [(row['madds'], row['metrics'][TOP1]) for row in rows]
+    return float(np.interp(madds, [c[0] for c in curve],
+                           [c[1] for c in curve]))
+
+
+def levels_of(rows: Sequence[Dict]) -> List[int]:
+    """The difficulty levels that every row has a top-1 for (sorted)."""
+    found = None
+    for row in rows:
+        levels = {int(m.group(1)) for m in map(
+            re.compile(r'accuracy/level_(\d+)/top1').fullmatch,
+            row['metrics']) if m}
+        found = levels if found is None else found & levels
+    return sorted(found or ())
+
+
+def level_table(rows: Sequence[Dict], dynamic: Optional[Dict] = None) -> str:
+    """Markdown table of every sub-network's top-1 per difficulty level.
+
+    Args:
+        rows (Sequence[dict]): Static sub-network rows with
+            ``accuracy/level_{l}/top1`` in their metrics.
+        dynamic (dict, optional): Results of the dynamic model; with
+            ``levels`` it adds a row of its per-level top-1 and a table of
+            its routing per level. Defaults to None.
+
+    Returns:
+        str: The markdown (empty if the rows have no levels).
+    """
+    levels = levels_of(rows)
+    if not levels:
+        return ''
+    lines = ['| Sub-network | MAdds (M) | Top-1 (%) | ' +
+             ' | '.join(f'Level {lv} (%)' for lv in levels) + ' |',
+             '| --- | ---: | ---: | ' + ' | '.join('---:' for _ in levels) +
+             ' |']
+    for row in rows:
+        lines.append(f"| {row['name']} | {row['madds'] / 1e6:.2f} | "
+                     f"{row['metrics'][TOP1]:.2f} | " + ' | '.join(
+                         f"{row['metrics'][f'accuracy/level_{lv}/top1']:.2f}"
+                         for lv in levels) + ' |')
+    by_level = (dynamic or {}).get('levels')
+    if not by_level:
+        return '\n'.join(lines)
+    lines.append(f"| dynamic | {dynamic['madds'] / 1e6:.2f} | "
+                 f"{dynamic[TOP1]:.2f} | " + ' | '.join(
+                     _fmt(by_level[lv].get(TOP1)) for lv in levels) + ' |')
+    used = [name for name in dynamic['window']
+            if any(by_level[lv]['routing'].get(name) for lv in by_level)]
+    lines += ['', '### Routing by level', '',
+              '| Level | Images | Top-1 (%) | Mean MAdds (M) | ' +
+              ' | '.join(used) + ' |',
+              '| --- | ---: | ---: | ---: | ' +
+              ' | '.join('---:' for _ in used) + ' |']
+    for lv in sorted(by_level):
+        part = by_level[lv]
+        lines.append(f"| {lv} | {part['images']} | {_fmt(part.get(TOP1))} | "
+                     f"{part['madds'] / 1e6:.2f} | " + ' | '.join(
+                         str(part['routing'].get(name, 0))
+                         for name in used) + ' |')
+    return '\n'.join(lines)
+
+
+def _fmt(value: Optional[float]) -> str:
+    return 'n/a' if value is None else f'{value:.2f}'
+
+
 def dynamic_section(rows: Sequence[Dict], dynamic: Dict) -> str:
     """Summary of the dynamic model against the widest row of its window.
 
@@ -116,11 +207,14 @@ def dynamic_section(rows: Sequence[Dict], dynamic: Dict) -> str:
     widest = widest_in_window(rows, dynamic['window'])
     share = 100 * dynamic['madds'] / widest['madds']
     delta = dynamic[TOP1] - widest['metrics'][TOP1]
+    curve = static_curve_at(rows, dynamic['madds'])
     lines = [
         f"- Top-1: {dynamic[TOP1]:.2f} %",
         f"- Mean MAdds: {dynamic['madds'] / 1e6:.2f} M",
         f"- MAdds vs {widest['name']}: {share:.2f} %",
         f"- Top-1 vs {widest['name']}: {delta:+.2f}",
+        f"- Static curve at {dynamic['madds'] / 1e6:.2f} M (interpolated): "
+        f'{curve:.2f} %; dynamic vs it: {dynamic[TOP1] - curve:+.2f}',
         '',
         '### Routing',
         '',
@@ -156,54 +250,172 @@ def markdown_table(rows: Sequence[Dict],
     if dynamic is not None:
         check_dynamic(dynamic, rows)
         sections += ['## Dynamic model', dynamic_section(rows, dynamic)]
+    by_level = level_table(rows, dynamic)
+    if by_level:
+        sections += ['## By difficulty level', by_level]
     return '\n\n'.join(sections) + '\n'
 
 
-def plot_accuracy_vs_madds(rows: Sequence[Dict], path: str,
-                           dynamic: Optional[Dict] = None,
-                           title: str = 'DS-Net results') -> None:
-    """Save top-1 against MAdds of the sub-networks as a PNG.
+def standard_error(top1, num_images: Optional[int]):
+    """Binomial standard error of a top-1 (%, a number or an array) measured
+    on ``num_images`` (0 if unknown)."""
+    p = np.asarray(top1, dtype=np.float64) / 100.0
+    if not num_images:
+        return np.zeros_like(p)
+    return 100.0 * np.sqrt(np.clip(p * (1 - p), 0.0, None) / num_images)
 
-    Args:
-        rows (Sequence[dict]): Static sub-network rows (already checked).
-        path (str): Where to write the PNG.
-        dynamic (dict, optional): Results of the dynamic model, drawn as a
-            star. Defaults to None.
-        title (str): Title of the plot. Defaults to 'DS-Net results'.
-    """
+
+def _figure(width: float, height: float, columns: int = 1):
     # Imported here so that the package imports without matplotlib.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(6, 4.5))
+    fig = Figure(figsize=(width, height))
     FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    subnets = [row for row in rows if row['name'] != LARGEST]
+    return fig, fig.subplots(1, columns)
+
+
+def plot_accuracy_vs_madds(rows: Sequence[Dict], path: str,
+                           dynamic: Optional[Dict] = None,
+                           title: str = 'DS-Net results',
+                           num_images: Optional[int] = None) -> None:
+    """Save top-1 against MAdds of the sub-networks as a PNG.
+
+    The static sub-networks are a line, ``largest`` a diamond and the
+    dynamic model a star, with a dotted segment down (or up) to the static
+    curve at its MAdds labelled with the gap. With ``num_images`` every point
+    gets a +-1 standard-error bar, so the noise of the test split is seen
+    beside the differences; the y range spans the points and their bars.
+
+    Args:
+        rows (Sequence[dict]): Static sub-network rows (already checked).
+        path (str): Where to write the PNG.
+        dynamic (dict, optional): Results of the dynamic model.
+            Defaults to None.
+        title (str): Title of the plot. Defaults to 'DS-Net results'.
+        num_images (int, optional): Test images behind each top-1.
+            Defaults to None (no error bars).
+    """
+    fig, ax = _figure(6, 4.5)
+    subnets = sorted((row for row in rows if row['name'] != LARGEST),
+                     key=lambda row: row['madds'])
+    points = []
+
+    def draw(madds, top1, **kwargs):
+        err = standard_error(top1, num_images)
+        points.extend(np.ravel([np.asarray(top1) - err,
+                                np.asarray(top1) + err]))
+        ax.errorbar(madds, top1, yerr=err if num_images else None,
+                    capsize=3, **kwargs)
+
     if subnets:
-        ax.plot([row['madds'] / 1e6 for row in subnets],
-                [row['metrics'][TOP1] for row in subnets],
-                marker='o', label='static sub-networks')
+        draw([row['madds'] / 1e6 for row in subnets],
+             [row['metrics'][TOP1] for row in subnets],
+             marker='o', label='static sub-networks')
     for row in rows:
         if row['name'] == LARGEST:
-            ax.scatter(row['madds'] / 1e6, row['metrics'][TOP1], marker='D',
-                       s=60, color='tab:red', label=LARGEST, zorder=3)
+            draw(row['madds'] / 1e6, row['metrics'][TOP1], marker='D',
+                 markersize=7, color='tab:red', label=LARGEST, zorder=3)
     if dynamic is not None:
-        ax.scatter(dynamic['madds'] / 1e6, dynamic[TOP1], marker='*', s=200,
-                   color='tab:orange', label='dynamic', zorder=4)
-    ax.set_xlabel('MAdds (M)')
+        madds = dynamic['madds'] / 1e6
+        draw(madds, dynamic[TOP1], marker='*', markersize=15,
+             color='tab:orange', label='dynamic', zorder=4, linestyle='')
+        curve = static_curve_at(rows, dynamic['madds'])
+        ax.plot([madds, madds], [curve, dynamic[TOP1]], linestyle=':',
+                color='tab:orange', zorder=2)
+        ax.annotate(f'{dynamic[TOP1] - curve:+.2f} vs static',
+                    xy=(madds, (curve + dynamic[TOP1]) / 2),
+                    xytext=(8, 0), textcoords='offset points',
+                    va='center', color='tab:orange')
+    low, high = min(points), max(points)
+    pad = max(0.5, 0.08 * (high - low))
+    ax.set_ylim(low - pad, high + pad)
+    ax.set_xlabel('MAdds per image (M)')
     ax.set_ylabel('Top-1 accuracy (%)')
-    ax.set_title(title)
+    ax.set_title(title if not num_images else
+                 f'{title}\n(error bars: +-1 s.e., {num_images} images)')
     ax.grid(True, alpha=0.3)
-    ax.legend()
+    ax.legend(loc='lower right')
     fig.tight_layout()
     fig.savefig(path, dpi=120)
+
+
+def plot_routing_by_level(rows: Sequence[Dict], dynamic: Dict,
+                          path: str) -> None:
+    """Save how the dynamic model treats each difficulty level as a PNG.
+
+    Three panels: the routing histogram per level as stacked shares (light
+    narrow to dark wide), the mean routed MAdds per level against the
+    window's narrowest and widest, and top-1 per level against MAdds for the
+    static sub-networks (lines) and the dynamic model (stars).
+
+    Args:
+        rows (Sequence[dict]): Static sub-network rows with per-level top-1.
+        dynamic (dict): Results of the dynamic model with ``levels``.
+        path (str): Where to write the PNG.
+    """
+    from matplotlib import colormaps
+
+    by_level = dynamic['levels']
+    levels = sorted(by_level)
+    fig, (share_ax, madds_ax, top1_ax) = _figure(14, 4.2, 3)
+    window = [row for row in sorted(rows, key=lambda r: r['madds'])
+              if row['name'] in dynamic['window']]
+    cmap = colormaps['viridis_r']
+    bottom = np.zeros(len(levels))
+    for pos, row in enumerate(window):
+        share = np.array([
+            100 * by_level[lv]['routing'].get(row['name'], 0) /
+            max(by_level[lv]['images'], 1) for lv in levels])
+        if share.any():
+            share_ax.bar(levels, share, bottom=bottom,
+                         color=cmap(0.1 + 0.8 * pos / max(len(window) - 1, 1)),
+                         label=f"{row['name']} ({row['madds'] / 1e6:.2f} M)")
+            bottom += share
+    share_ax.set_xticks(levels)
+    share_ax.set_xlabel('difficulty level')
+    share_ax.set_ylabel('images routed (%)')
+    share_ax.set_title('Routing per level')
+    share_ax.legend(fontsize=7)
+
+    madds_ax.bar(levels, [by_level[lv]['madds'] / 1e6 for lv in levels],
+                 color='tab:orange')
+    for row, style in ((window[0], '--'), (window[-1], '-.')):
+        madds_ax.axhline(row['madds'] / 1e6, linestyle=style, color='grey',
+                         label=f"{row['name']} ({row['madds'] / 1e6:.2f} M)")
+    madds_ax.set_xticks(levels)
+    madds_ax.set_xlabel('difficulty level')
+    madds_ax.set_ylabel('mean routed MAdds (M)')
+    madds_ax.set_title('Cost per level')
+    madds_ax.legend(fontsize=7)
+
+    subnets = sorted((row for row in rows if row['name'] != LARGEST),
+                     key=lambda r: r['madds'])
+    for lv in levels:
+        line = top1_ax.plot(
+            [row['madds'] / 1e6 for row in subnets],
+            [row['metrics'][f'accuracy/level_{lv}/top1'] for row in subnets],
+            marker='.', label=f'level {lv} static')[0]
+        if by_level[lv].get(TOP1) is not None:
+            top1_ax.scatter(by_level[lv]['madds'] / 1e6, by_level[lv][TOP1],
+                            marker='*', s=160, color=line.get_color(),
+                            edgecolors='black', zorder=3)
+    top1_ax.set_xlabel('MAdds per image (M)')
+    top1_ax.set_ylabel('top-1 (%)')
+    top1_ax.set_title('Top-1 per level (stars: dynamic)')
+    top1_ax.grid(True, alpha=0.3)
+    top1_ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
 
 
 def write_report(rows: List[Dict],
                  out_dir: str,
                  dynamic: Optional[Dict] = None,
-                 title: str = 'DS-Net results') -> Dict[str, str]:
-    """Write ``report.md`` and ``accuracy_vs_madds.png`` into ``out_dir``.
+                 title: str = 'DS-Net results',
+                 num_images: Optional[int] = None) -> Dict[str, str]:
+    """Write ``report.md`` and ``accuracy_vs_madds.png`` into ``out_dir``,
+    and ``routing_by_level.png`` when the dynamic model has ``levels``.
 
     Args:
         rows (list[dict]): Static sub-network rows with ``name``, ``madds``,
@@ -214,9 +426,12 @@ def write_report(rows: List[Dict],
             :func:`markdown_table`. Defaults to None.
         title (str): Title of the report and of the plot.
             Defaults to 'DS-Net results'.
+        num_images (int, optional): Test images behind each top-1, for the
+            plot's error bars. Defaults to None.
 
     Returns:
-        dict: ``{'markdown': path, 'plot': path}``.
+        dict: ``{'markdown': path, 'plot': path}``, plus ``'levels': path``
+        when the routing-by-level plot is written.
     """
     body = markdown_table(rows, dynamic)
     os.makedirs(out_dir, exist_ok=True)
@@ -224,5 +439,8 @@ def write_report(rows: List[Dict],
                  plot=osp.join(out_dir, 'accuracy_vs_madds.png'))
     with open(paths['markdown'], 'w') as f:
         f.write(f'# {title}\n\n{body}')
-    plot_accuracy_vs_madds(rows, paths['plot'], dynamic, title)
+    plot_accuracy_vs_madds(rows, paths['plot'], dynamic, title, num_images)
+    if dynamic is not None and dynamic.get('levels') and levels_of(rows):
+        paths['levels'] = osp.join(out_dir, 'routing_by_level.png')
+        plot_routing_by_level(rows, dynamic, paths['levels'])
     return paths

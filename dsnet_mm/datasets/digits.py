@@ -66,7 +66,8 @@ import os.path as osp
 import pickle
 import shutil
 import tempfile
-from typing import Dict, List, Optional, Tuple
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 from mmengine import fileio
@@ -246,14 +247,16 @@ def load_digits_split() -> _Splits:
 
     Returns:
         dict: ``{'train': ..., 'test': ...}``, each a dict with ``'images'``
-        (uint8 ``(n, 32, 32, 3)`` RGB), ``'labels'`` (int64 ``(n,)``) and
-        ``'indices'`` (positions in ``load_digits()``).
+        (uint8 ``(n, 32, 32, 3)`` RGB), ``'labels'`` (int64 ``(n,)``),
+        ``'indices'`` (positions in ``load_digits()``) and ``'names'`` (file
+        names in the folder layout).
     """
     images, labels = load_digits_source()
     rgb = _to_rgb_uint8(images, max_value=16, size=IMAGE_SIZE)
     train_idx, test_idx = stratified_split(labels)
     return {
-        name: dict(images=rgb[idx], labels=labels[idx], indices=idx)
+        name: dict(images=rgb[idx], labels=labels[idx], indices=idx,
+                   names=[_file_name(i) for i in idx])
         for name, idx in (('train', train_idx), ('test', test_idx))
     }
 
@@ -290,12 +293,37 @@ def _file_name(index: int) -> str:
     return f'{int(index):04d}.png'
 
 
-def build_cifar_files(splits: Optional[_Splits] = None) -> Dict[str, bytes]:
+@dataclass(frozen=True)
+class DigitsLayout:
+    """Where and how one digits data set is written (see :func:`write_layout`).
+
+    Args:
+        name (str): Folder under the data root, e.g. ``'digits'``.
+        cifar_subdir (str): CIFAR-layout folder inside it.
+        cifar_md5 (dict): Pinned md5 of each CIFAR-layout file.
+        build (callable): Returns the splits (:func:`load_digits_split`'s
+            form, possibly with more per-sample fields).
+        extras (tuple[str]): Per-sample integer fields of the splits that
+            the CIFAR pickles also store (one list each).
+        marker (dict): More facts for the ``.complete`` marker.
+    """
+    name: str
+    cifar_subdir: str
+    cifar_md5: Dict[str, str]
+    build: Callable[[], _Splits]
+    extras: Tuple[str, ...] = ()
+    marker: Dict[str, object] = field(default_factory=dict)
+
+
+def build_cifar_files(splits: Optional[_Splits] = None,
+                      extras: Sequence[str] = ()) -> Dict[str, bytes]:
     """Build the bytes of the three CIFAR-layout files.
 
     Args:
-        splits (dict, optional): Output of :func:`load_digits_split`.
-            Defaults to None (computed).
+        splits (dict, optional): Output of :func:`load_digits_split` (or of
+            another layout's ``build``). Defaults to None (computed).
+        extras (Sequence[str]): Per-sample integer fields stored as lists
+            after mmpretrain's keys. Defaults to none.
 
     Returns:
         dict[str, bytes]: File name to content.
@@ -315,7 +343,8 @@ def build_cifar_files(splits: Optional[_Splits] = None) -> Dict[str, bytes]:
             'batch_label': label,
             'labels': [int(x) for x in part['labels']],
             'data': rows,
-            'filenames': [_file_name(i) for i in part['indices']],
+            'filenames': list(part['names']),
+            **{key: [int(x) for x in part[key]] for key in extras},
         })
     files['batches.meta'] = _dumps({
         'num_cases_per_batch': len(splits['train']['labels']),
@@ -340,9 +369,9 @@ def _write_imagenet(folder: str, splits: _Splits) -> None:
         for cls in DIGITS_CLASSES:
             os.makedirs(osp.join(folder, subdir, cls))
         lines = []
-        for image, label, index in zip(part['images'], part['labels'],
-                                       part['indices']):
-            rel = f'{DIGITS_CLASSES[int(label)]}/{_file_name(index)}'
+        for image, label, name in zip(part['images'], part['labels'],
+                                      part['names']):
+            rel = f'{DIGITS_CLASSES[int(label)]}/{name}'
             ok, png = cv2.imencode('.png', image[..., ::-1])  # RGB -> BGR
             if not ok:
                 raise RuntimeError(f'OpenCV failed to encode {rel}.')
@@ -380,38 +409,40 @@ def check_cifar_files(folder: str,
     return problems
 
 
-def write_digits(root: str) -> None:
-    """Write scikit-learn's digits under ``root/digits`` (see module doc).
+def write_layout(root: str, layout: DigitsLayout) -> None:
+    """Write one digits data set under ``root/<layout.name>``.
 
-    Idempotent: when ``root/digits/.complete`` exists and the CIFAR files
+    Idempotent: when ``root/<name>/.complete`` exists and the CIFAR files
     have their pinned md5s, nothing is written. Everything is written into a
     temporary folder next to the destination, the marker last, and the
-    folder is then renamed to ``root/digits`` in one step, so an interrupted
-    run never leaves a partial data set marked complete. A ``root/digits``
+    folder is then renamed to ``root/<name>`` in one step, so an interrupted
+    run never leaves a partial data set marked complete. A ``root/<name>``
     without the marker, or with CIFAR files that fail their md5, is
     replaced.
 
     Args:
         root (str): The data root, e.g. ``'data'``.
+        layout (DigitsLayout): What to write.
     """
     root = osp.abspath(root)
-    final = osp.join(root, DIGITS_DIR)
-    if is_complete(final):
+    final = osp.join(root, layout.name)
+    if is_complete(final, layout):
         return
     os.makedirs(root, exist_ok=True)
 
-    tmp = tempfile.mkdtemp(prefix=f'.{DIGITS_DIR}-tmp-', dir=root)
+    tmp = tempfile.mkdtemp(prefix=f'.{layout.name}-tmp-', dir=root)
     try:
-        splits = load_digits_split()
-        cifar = osp.join(tmp, CIFAR_SUBDIR)
+        splits = layout.build()
+        cifar = osp.join(tmp, layout.cifar_subdir)
         os.makedirs(cifar)
-        for name, content in build_cifar_files(splits).items():
+        for name, content in build_cifar_files(splits,
+                                               layout.extras).items():
             _write_bytes(osp.join(cifar, name), content)
-        problems = check_cifar_files(cifar)
+        problems = check_cifar_files(cifar, layout.cifar_md5)
         if problems:
             raise RuntimeError(
                 'The CIFAR-layout files written here do not have the md5s '
-                'pinned in dsnet_mm.datasets.digits.CIFAR_MD5 (did NumPy, '
+                f'pinned for {layout.name!r} in dsnet_mm.datasets (did NumPy, '
                 'pickle or scikit-learn change?):\n  ' + '\n  '.join(problems))
         _write_imagenet(osp.join(tmp, IMAGENET_SUBDIR), splits)
         marker = {
@@ -420,45 +451,64 @@ def write_digits(root: str) -> None:
             'splits': {k: int(len(v['labels'])) for k, v in splits.items()},
             'split_seed': SPLIT_SEED,
             'image_size': IMAGE_SIZE,
-            'cifar_md5': CIFAR_MD5,
+            'cifar_md5': layout.cifar_md5,
+            **layout.marker,
         }
         _write_bytes(
             osp.join(tmp, MARKER),
             (json.dumps(marker, indent=2, sort_keys=True) +
              '\n').encode('ascii'))
-        _publish(tmp, final)
+        _publish(tmp, final, layout)
     finally:
         if osp.isdir(tmp):
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def is_complete(folder: str) -> bool:
-    """Whether ``folder`` (``root/digits``) is marked complete and intact.
+def is_complete(folder: str, layout: Optional[DigitsLayout] = None) -> bool:
+    """Whether ``folder`` (``root/<name>``) is marked complete and intact.
 
     Args:
-        folder (str): The ``digits`` folder.
+        folder (str): The data set's folder, e.g. ``data/digits``.
+        layout (DigitsLayout, optional): Its layout. Defaults to None (the
+            plain digits, :data:`DIGITS_LAYOUT`).
 
     Returns:
         bool: True if the marker exists and the CIFAR files have their md5s.
     """
-    return (osp.isfile(osp.join(folder, MARKER))
-            and not check_cifar_files(osp.join(folder, CIFAR_SUBDIR)))
+    layout = DIGITS_LAYOUT if layout is None else layout
+    return (osp.isfile(osp.join(folder, MARKER)) and not check_cifar_files(
+        osp.join(folder, layout.cifar_subdir), layout.cifar_md5))
 
 
-def _publish(tmp: str, final: str) -> None:
+def _publish(tmp: str, final: str, layout: DigitsLayout) -> None:
     """Rename the finished ``tmp`` folder to ``final``."""
     if osp.lexists(final):
-        if is_complete(final):  # another process finished first
+        if is_complete(final, layout):  # another process finished first
             return
         stale = tempfile.mkdtemp(
-            prefix=f'.{DIGITS_DIR}-stale-', dir=osp.dirname(final))
-        os.rename(final, osp.join(stale, DIGITS_DIR))
+            prefix=f'.{layout.name}-stale-', dir=osp.dirname(final))
+        os.rename(final, osp.join(stale, layout.name))
         shutil.rmtree(stale, ignore_errors=True)
     try:
         os.rename(tmp, final)
     except OSError:
-        if not is_complete(final):
+        if not is_complete(final, layout):
             raise
+
+
+DIGITS_LAYOUT = DigitsLayout(DIGITS_DIR, CIFAR_SUBDIR, CIFAR_MD5,
+                             load_digits_split)
+"""The plain digits: ``root/digits``, one image per source digit."""
+
+
+def write_digits(root: str) -> None:
+    """Write scikit-learn's digits under ``root/digits`` (see module doc and
+    :func:`write_layout`).
+
+    Args:
+        root (str): The data root, e.g. ``'data'``.
+    """
+    write_layout(root, DIGITS_LAYOUT)
 
 
 # ---------------------------------------------------------------------------
@@ -499,6 +549,7 @@ class DigitsCIFAR10(CIFAR10):
         'md5': CIFAR_MD5['batches.meta'],
     }
     METAINFO = {'classes': DIGITS_CLASSES}
+    layout = DIGITS_LAYOUT
 
     def load_data_list(self) -> List[dict]:
         """Check every file's md5, then load with mmpretrain's CIFAR10."""
@@ -515,5 +566,5 @@ class DigitsCIFAR10(CIFAR10):
                 '\nIt cannot be downloaded; the data must be regenerated '
                 f'with `{REGENERATE_COMMAND}` (run from the repository '
                 'root; `--out DIR` writes '
-                f'DIR/{DIGITS_DIR}/{CIFAR_SUBDIR}).')
+                f'DIR/{self.layout.name}/{self.layout.cifar_subdir}).')
         return super().load_data_list()

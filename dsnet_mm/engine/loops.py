@@ -2,6 +2,7 @@
 """Validation and test loops that evaluate every sub-network."""
 import json
 import os.path as osp
+import re
 from contextlib import nullcontext
 from typing import Dict, List, Optional, Sequence, Union
 
@@ -116,17 +117,38 @@ class SubnetEvalMixin:
 
     @staticmethod
     def _dynamic_summary(model, result: Dict[str, float]) -> dict:
+        """The report's ``dynamic`` dict (see :mod:`dsnet_mm.analysis.report`)
+        from the evaluator's metrics, with ``levels`` where the samples carry
+        a difficulty level."""
         if 'routing/mean_madds' not in result:
             raise ValueError('evaluating a dynamic model needs RoutingMetric '
                              "in the evaluator: dict(type='RoutingMetric')")
         window = [s.name for s in model.window]
-        return {
+        summary = {
             'accuracy/top1': result['accuracy/top1'],
             'madds': result['routing/mean_madds'],
             'routing': {name: int(result.get(f'routing/{name}', 0))
                         for name in window},
             'window': window,
         }
+        levels = sorted(int(m.group(1)) for m in map(
+            re.compile(r'routing/level_(\d+)/images').fullmatch, result) if m)
+        if levels:
+            summary['levels'] = {
+                level: {
+                    'images': int(result[f'routing/level_{level}/images']),
+                    'madds': result[f'routing/level_{level}/mean_madds'],
+                    'accuracy/top1':
+                    result.get(f'accuracy/level_{level}/top1'),
+                    'routing': {
+                        name: int(result.get(
+                            f'routing/level_{level}/{name}', 0))
+                        for name in window
+                    },
+                }
+                for level in levels
+            }
+        return summary
 
     def _count_complexity(self, data_batch: dict) -> None:
         model = self.model
@@ -159,9 +181,9 @@ class SubnetEvalMixin:
             json.dump(dict(subnets=rows, dynamic=dynamic), f, indent=2,
                       default=float)
         if rows and all('accuracy/top1' in r['metrics'] for r in rows):
-            paths = write_report(rows, work_dir, dynamic)
-            self.runner.logger.info(f"Report: {paths['markdown']}, "
-                                    f"{paths['plot']}")
+            paths = write_report(rows, work_dir, dynamic,
+                                 num_images=len(self.dataloader.dataset))
+            self.runner.logger.info('Report: ' + ', '.join(paths.values()))
 
 
 @LOOPS.register_module()

@@ -1,4 +1,4 @@
 # Copyright (c) dsnet_mm contributors. All rights reserved.
-from .routing_metric import RoutingMetric
+from .routing_metric import LevelAccuracy, RoutingMetric
 
-__all__ = ['RoutingMetric']
+__all__ = ['LevelAccuracy', 'RoutingMetric']

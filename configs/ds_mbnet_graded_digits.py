@@ -1,0 +1,23 @@
+# DS-MobileNetV1 Stage I on the graded digits (the main job's data, see
+# configs/_base_/graded_digits.py). Model, sandwich/IB recipe, hooks and
+# runtime are the plain digits demo's (configs/ds_mbnet_digits.py) except
+# where said.
+_base_ = ['./ds_mbnet_digits.py', './_base_/graded_digits.py']
+
+model = dict(backbone=dict(subnets=_base_.graded_subnets))
+train_dataloader = _base_.graded_train_dataloader
+val_dataloader = _base_.graded_val_dataloader
+test_dataloader = val_dataloader
+val_evaluator = _base_.graded_evaluator
+test_evaluator = val_evaluator
+
+# 4x the plain digits' images per epoch: 6 epochs (540 iterations) instead
+# of 15 (345)
+param_scheduler = [
+    dict(type='LinearLR', start_factor=0.01, by_epoch=True, begin=0, end=1,
+         convert_to_iter_based=True),
+    dict(type='CosineAnnealingLR', T_max=5, eta_min=1e-4, by_epoch=True,
+         begin=1, end=6, convert_to_iter_based=True),
+]
+train_cfg = dict(by_epoch=True, max_epochs=6, val_interval=6)
+default_hooks = dict(checkpoint=dict(type='CheckpointHook', interval=2))
