@@ -24,10 +24,10 @@ def backbone_cfg(window=(1, 4), stage='stage2'):
                 gate=dict(stage=stage, window=window))
 
 
-def build(**kwargs):
+def build(backbone=None, **kwargs):
     torch.manual_seed(0)
     model = MODELS.build(dict(
-        type='DSGateClassifier', backbone=backbone_cfg(),
+        type='DSGateClassifier', backbone=backbone or backbone_cfg(),
         neck=dict(type='GlobalAveragePooling'),
         head=dict(type='DSLinearClsHead', num_classes=5, in_channels=24),
         data_preprocessor=dict(type='ClsDataPreprocessor', num_classes=5),
@@ -233,3 +233,55 @@ def test_gate_classifier_needs_a_gate():
             backbone=dict(type='DSMobileNetV1', arch=ARCH, subnets=SUBNETS),
             head=dict(type='DSLinearClsHead', num_classes=5,
                       in_channels=24)))
+
+
+def pooled_backbone_cfg():
+    cfg = backbone_cfg()
+    cfg['gate']['features'] = 'pooled'
+    return cfg
+
+
+def test_pooled_gate_reads_the_pooled_gate_input():
+    model = build(backbone=pooled_backbone_cfg())
+    squeeze = build()
+    inputs = model.data_preprocessor(batch(), False)['inputs']
+    backbone, spec = model.backbone, model.window[0]
+    with torch.no_grad():
+        x = backbone.layers[0][0](backbone.stem(inputs, spec), spec)
+        pooled = backbone.layers[1][0].forward_dw(x, spec).mean((2, 3))
+        logits = backbone.forward_pre_gate(inputs)[1]
+    # stage1 runs at 6 of its 12 channels: the head's first 6 input columns
+    assert pooled.shape[1] == 6 and model.gate.slim_head.in_channels == 12
+    weight = model.gate.slim_head.weight[:, :6, 0, 0]
+    torch.testing.assert_close(logits, pooled @ weight.T)
+    # the head's MAdds follow what it reads: 6 pooled channels against the
+    # squeeze's round(0.25 * 12) = 3, for 4 choices
+    assert model.gate.head_madds(6) == 24 and squeeze.gate.head_madds(6) == 12
+    assert [a - b for a, b in zip(model.window_madds((3, 12, 12)),
+                                  squeeze.window_madds((3, 12, 12)))] == \
+        [12] * 4
+
+
+def test_pooled_gate_paths_agree():
+    model = build(backbone=pooled_backbone_cfg())
+    with torch.no_grad():  # a head that tells the images apart
+        model.gate.slim_head.weight.normal_(
+            0, 10, generator=torch.Generator().manual_seed(3))
+    inputs = model.data_preprocessor(batch(), False)['inputs']
+    with torch.no_grad():
+        results = {m: model.forward_dynamic(inputs, m)
+                   for m in ('slice', 'bucket', 'mask')}
+    choice = results['slice'][2]
+    assert len(choice.unique()) >= 2
+    for mode in ('bucket', 'mask'):
+        logits, _, c = results[mode]
+        assert torch.equal(c, choice)
+        torch.testing.assert_close(logits, results['slice'][0], atol=1e-5,
+                                   rtol=1e-5)
+
+
+def test_unknown_gate_features_are_named():
+    cfg = backbone_cfg()
+    cfg['gate']['features'] = 'max'
+    with pytest.raises(ValueError, match="gate.features='max'.*pooled"):
+        build(backbone=cfg)

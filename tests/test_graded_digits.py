@@ -31,26 +31,29 @@ def test_build_is_deterministic_and_pinned(splits):
 
 def test_splits_share_no_source_digit(splits):
     train, test = splits['train'], splits['test']
-    assert len(train['labels']) == 1437 * 4 and len(test['labels']) == 360 * 4
+    assert len(train['labels']) == 1437 * 8 and len(test['labels']) == 360 * 4
     assert not set(train['sources']) & set(test['sources'])
     # the plain digits' split of the sources, each source at every level
     plain = load_digits_split()
     for name in ('train', 'test'):
         part = splits[name]
         assert set(part['sources']) == set(plain[name]['indices'])
+        draws = graded_mod.VARIANTS[name] // graded_mod.NUM_LEVELS
         for level in range(graded_mod.NUM_LEVELS):
             at_level = part['sources'][part['levels'] == level]
-            assert sorted(at_level) == sorted(plain[name]['indices'])
+            assert sorted(at_level) == sorted(
+                np.repeat(plain[name]['indices'], draws))
 
 
 def test_level_zero_is_the_plain_digit(splits):
     plain = load_digits_split()
     for name in ('train', 'test'):
         part = splits[name]
-        clean = part['images'][part['levels'] == 0]
-        np.testing.assert_array_equal(clean, plain[name]['images'])
-        assert not (part['images'][part['levels'] == 1] ==
-                    plain[name]['images']).all()
+        draws = graded_mod.VARIANTS[name] // graded_mod.NUM_LEVELS
+        expected = np.repeat(plain[name]['images'], draws, axis=0)
+        np.testing.assert_array_equal(part['images'][part['levels'] == 0],
+                                      expected)
+        assert not (part['images'][part['levels'] == 1] == expected).all()
 
 
 def test_degradation_grows_with_the_level(splits):
@@ -77,9 +80,9 @@ def test_clutter_comes_from_the_same_split(monkeypatch):
     monkeypatch.setattr(graded_mod, 'degrade', spy)
     sources = np.array([1, 4, 7])
     out = graded_mod._degrade_split(base, sources, 'test')
-    assert len(out) == 3 * graded_mod.VARIANTS
+    assert len(out) == 3 * graded_mod.VARIANTS['test']
     assert seen == [(s, sorted(set(sources) - {s})) for s in sources
-                    for _ in range(graded_mod.VARIANTS)]
+                    for _ in range(graded_mod.VARIANTS['test'])]
 
 
 def test_affine_identity_and_blur_zero_are_exact():

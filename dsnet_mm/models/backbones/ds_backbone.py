@@ -7,6 +7,8 @@ from typing import Iterator, List, Optional, Sequence, Tuple, Union
 import torch
 
 from dsnet_mm.ops import DSBatchNorm2d
+from dsnet_mm.ops.utils import check_choice
+from ..gates.ds_gate import GATE_FEATURES
 from ..subnet import SubnetSpace, SubnetSpec
 
 SubnetKey = Union[int, str, SubnetSpec]
@@ -112,22 +114,27 @@ class DSBackboneMixin:
     # --- checks ---------------------------------------------------------
     def _check_gate(self, gate: Optional[dict], stages: Sequence[str],
                     groups_before: Sequence[Sequence[str]]
-                    ) -> Tuple[Optional[int], List[SubnetSpec]]:
-        """(index of the gated stage, routing window) from the gate config.
+                    ) -> Tuple[Optional[int], List[SubnetSpec], Optional[dict]]:
+        """(index of the gated stage, routing window, ``DSGate`` keyword
+        arguments) from the gate config.
 
         Args:
-            gate (dict, optional): ``dict(stage=..., window=(start, size))``.
+            gate (dict, optional): ``dict(stage=..., window=(start, size))``
+                and optionally ``features`` (``'squeeze'`` or ``'pooled'``,
+                see :class:`~dsnet_mm.models.gates.DSGate`).
             stages (Sequence[str]): The stage names a gate may name.
             groups_before (Sequence[Sequence[str]]): For each stage, the
                 width groups of every layer that runs before its first block:
                 the window's sub-networks must agree on all of them.
         """
         if gate is None:
-            return None, []
-        unknown = set(gate) - {'stage', 'window'}
+            return None, [], None
+        unknown = set(gate) - {'stage', 'window', 'features'}
         if unknown or 'stage' not in gate or 'window' not in gate:
-            raise ValueError("gate needs exactly the keys 'stage' and "
-                             f"'window', got {sorted(gate)}")
+            raise ValueError("gate needs the keys 'stage' and 'window' (and "
+                             f"optionally 'features'), got {sorted(gate)}")
+        features = gate.get('features', 'squeeze')
+        check_choice('gate.features', features, GATE_FEATURES)
         stages = list(stages)
         if gate['stage'] not in stages:
             raise ValueError(f"gate.stage={gate['stage']!r} is not a stage; "
@@ -152,7 +159,7 @@ class DSBackboneMixin:
                     f'group {group!r}, which runs before the gate in '
                     f"{gate['stage']!r}: the window's sub-networks must "
                     'share every group before the gate')
-        return stage, specs
+        return stage, specs, dict(num_choices=size, features=features)
 
     @staticmethod
     def _check_stage_args(num_stages: int, out_indices: Sequence[int],

@@ -47,8 +47,8 @@ class DSDepthwiseSeparable(nn.Module):
         group (str): Width group of the block's output.
         num_stats (int): BN statistics rows (sub-networks + largest).
         se_ratio (float): SE squeeze ratio of the widest input.
-        gate_choices (int): Routing window size if the block holds the gate,
-            else 0. Defaults to 0.
+        gate (dict, optional): ``DSGate`` keyword arguments (``num_choices``,
+            ``features``) if the block holds the gate. Defaults to None.
     """
 
     def __init__(self,
@@ -59,15 +59,15 @@ class DSDepthwiseSeparable(nn.Module):
                  group: str,
                  num_stats: int,
                  se_ratio: float,
-                 gate_choices: int = 0) -> None:
+                 gate: Optional[dict] = None) -> None:
         super().__init__()
         self.in_group = in_group
         self.group = group
         self.conv_dw = DSConv2d(
             in_channels, in_channels, 3, stride, group_channels=1)
         self.bn1 = DSBatchNorm2d(in_channels, num_stats)
-        self.se = DSGate(in_channels, gate_choices, se_ratio) \
-            if gate_choices else DSSqueezeExcite(in_channels, se_ratio)
+        self.se = DSGate(in_channels, se_ratio=se_ratio, **gate) \
+            if gate else DSSqueezeExcite(in_channels, se_ratio)
         self.conv_pw = DSConv2d(in_channels, out_channels, 1)
         self.bn2 = DSBatchNorm2d(out_channels, num_stats)
         self.act = nn.SiLU(inplace=True)
@@ -189,7 +189,7 @@ class DSMobileNetV1(DSBackboneMixin, BaseBackbone):
         self._active = self.space.largest
         num_stats = self.space.num_stats
         stage_groups = [s[0] for s in stages]
-        self.gate_stage, self.window = self._check_gate(
+        self.gate_stage, self.window, gate_kwargs = self._check_gate(
             gate, stage_groups,
             [['stem'] + stage_groups[:i] for i in range(len(stage_groups))])
 
@@ -206,7 +206,7 @@ class DSMobileNetV1(DSBackboneMixin, BaseBackbone):
                     DSDepthwiseSeparable(
                         width, out_width, stride if j == 0 else 1, in_group,
                         group, num_stats, se_ratio,
-                        len(self.window) if gated else 0))
+                        gate_kwargs if gated else None))
                 width, in_group = out_width, group
             self.layers.append(blocks)
         self._freeze_stages()

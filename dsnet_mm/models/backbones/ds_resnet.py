@@ -41,9 +41,9 @@ class DSResBlock(nn.Module):
         mid_group (str): Width group of the block's interior.
         num_stats (int): BN statistics rows (sub-networks + largest).
         se (bool): Start with an SE on the block input. Defaults to False.
-        gate_choices (int): Routing window size if that SE is the gate's
-            attention head (the block holds the gate), else 0.
-            Defaults to 0.
+        gate (dict, optional): ``DSGate`` keyword arguments (``num_choices``,
+            ``features``) if that SE is the gate's attention head (the block
+            holds the gate). Defaults to None.
         se_ratio (float): Squeeze ratio of the SE. Defaults to 0.25.
     """
 
@@ -59,7 +59,7 @@ class DSResBlock(nn.Module):
                  mid_group: str,
                  num_stats: int,
                  se: bool = False,
-                 gate_choices: int = 0,
+                 gate: Optional[dict] = None,
                  se_ratio: float = 0.25) -> None:
         super().__init__()
         self.in_channels = in_channels
@@ -69,8 +69,8 @@ class DSResBlock(nn.Module):
         self.group = group
         self.mid_group = mid_group
         self.se = None
-        if gate_choices:
-            self.se = DSGate(in_channels, gate_choices, se_ratio)
+        if gate:
+            self.se = DSGate(in_channels, se_ratio=se_ratio, **gate)
         elif se:
             self.se = DSSqueezeExcite(in_channels, se_ratio)
         last = len(self.kernels) - 1
@@ -297,7 +297,7 @@ class DSResNet(DSBackboneMixin, BaseBackbone):
                 or {}, max_widths, owner)
         self.space = SubnetSpace(max_widths, subnets)
         self._active = self.space.largest
-        self.gate_stage, self.window = self._check_gate(
+        self.gate_stage, self.window, gate_kwargs = self._check_gate(
             gate, self.res_layers, groups_before)
         se_index = self.gate_stage
         if se_stage is not None:
@@ -326,7 +326,7 @@ class DSResNet(DSBackboneMixin, BaseBackbone):
                 blocks.append(
                     block(width, out_width, strides[i] if j == 0 else 1,
                           group, f'{name}.{j}', num_stats, se=first,
-                          gate_choices=len(self.window) if first else 0,
+                          gate=gate_kwargs if first else None,
                           se_ratio=se_ratio))
                 width = out_width
             self.add_module(name, blocks)

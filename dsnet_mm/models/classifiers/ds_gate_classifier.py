@@ -145,8 +145,12 @@ class DSGateClassifier(ImageClassifier):
             from dsnet_mm.analysis import subnet_complexity
             with self.static_predict():
                 rows = subnet_complexity(self, self.window, shape)
-            head = self.gate.slim_head
-            gate_cost = head.in_channels * head.out_channels
+            # the gate reads the features entering the gated block
+            param = next(self.parameters())
+            with torch.no_grad():
+                h = self.backbone.forward_pre_gate(
+                    param.new_zeros(1, *shape))[0]
+            gate_cost = self.gate.head_madds(h.shape[1])
             self._window_madds[shape] = [r['madds'] + gate_cost for r in rows]
         return self._window_madds[shape]
 

@@ -4,36 +4,72 @@ from typing import Tuple
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from dsnet_mm.ops import DSSqueezeExcite
+from dsnet_mm.ops.utils import check_choice
+
+GATE_FEATURES = ('squeeze', 'pooled')
 
 
 class DSGate(DSSqueezeExcite):
     """SE attention plus a slimming head that picks a sub-network per input.
 
-    A shared squeeze (global pooling, 1x1 reduce, ReLU) feeds two heads: the
-    attention head (1x1 expand and sigmoid, scaling the channels: the block's
-    SE) and the slimming head (a 1x1 conv without bias) that gives one logit
-    per sub-network of the routing window. Used as a plain SE (``forward``)
-    when a fixed sub-network runs, e.g. in Stage I, where the slimming head
-    gets no gradient.
+    A shared squeeze (global pooling, 1x1 reduce, ReLU) feeds the attention
+    head (1x1 expand and sigmoid, scaling the channels: the block's SE). The
+    slimming head (a 1x1 conv without bias) gives one logit per sub-network
+    of the routing window from:
+
+    - ``features='squeeze'`` (the reference's ``MultiHeadGate``): the SE's
+      reduced vector, shared with the attention head;
+    - ``features='pooled'``: the globally pooled gate input itself, before
+      the SE's reduce and ReLU. The reduced vector is trained in Stage I for
+      attention only: it is narrow (``se_ratio`` of the input) and mostly
+      zero after the ReLU, and on the graded digits a linear read of it
+      separates the difficulty levels far worse than one of the pooled
+      input (see ``configs/_base_/graded_digits.py``).
+
+    Used as a plain SE (``forward``) when a fixed sub-network runs, e.g. in
+    Stage I, where the slimming head gets no gradient.
 
     Args:
         in_channels (int): Widest input width.
         num_choices (int): Size of the routing window.
         se_ratio (float): Squeeze ratio of the widest input. Defaults to 0.25.
+        features (str): What the slimming head reads, ``'squeeze'`` or
+            ``'pooled'``. Defaults to ``'squeeze'``.
     """
 
     def __init__(self, in_channels: int, num_choices: int,
-                 se_ratio: float = 0.25) -> None:
+                 se_ratio: float = 0.25, features: str = 'squeeze') -> None:
         super().__init__(in_channels, se_ratio)
+        check_choice('gate.features', features, GATE_FEATURES)
         self.num_choices = num_choices
+        self.features = features
         self.slim_head = nn.Conv2d(
-            self.reduce_channels, num_choices, 1, bias=False)
+            self.reduce_channels if features == 'squeeze' else in_channels,
+            num_choices, 1, bias=False)
+
+    def head_madds(self, in_width: int) -> int:
+        """MAdds of the slimming head on an input of ``in_width`` channels
+        (the squeeze itself is the SE's, counted with the network)."""
+        width = self.reduce_channels if self.features == 'squeeze' \
+            else in_width
+        return width * self.num_choices
 
     def forward_gate(self,
                      x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """(``x`` scaled by attention, slimming logits ``[B, num_choices]``)."""
-        r = self.squeeze(x)
+        pooled = self.pool(x)
+        r = self.act(self.conv_reduce(pooled))
         scale = self.conv_expand(r, out_channels=x.shape[1]).sigmoid()
-        return x * scale, self.slim_head(r).flatten(1)
+        logits = self._slim_logits(r if self.features == 'squeeze'
+                                   else pooled)
+        return x * scale, logits.flatten(1)
+
+    def _slim_logits(self, v: torch.Tensor) -> torch.Tensor:
+        """The slimming head on ``v``, its input columns sliced to ``v``'s
+        width (a pooled input narrower than the widest)."""
+        if v.shape[1] == self.slim_head.in_channels:
+            return self.slim_head(v)
+        return F.conv2d(v, self.slim_head.weight[:, :v.shape[1]])
