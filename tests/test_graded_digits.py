@@ -156,3 +156,12 @@ def test_file_name_without_level_is_named():
         graded_mod.level_from_path('val/3/0012.png')
     with pytest.raises(ValueError, match='0..3'):
         graded_mod.level_from_path('val/3/0012_7_l7.png')
+
+
+def test_occlusion_erases_only_its_rectangle():
+    image = np.ones((8, 8))
+    out = degrade_mod.occlude(image, 2, 3, 4, 2)
+    assert out[2:6, 3:5].sum() == 0 and out.sum() == 64 - 8
+    level = dict(graded_mod.LEVELS[0], occlude=(0.5, 0.5))
+    erased = degrade_mod.degrade(image, level, np.random.RandomState(0))
+    assert (erased == 0).sum() == 16  # a 4x4 rectangle, 0.5 of each side

@@ -326,7 +326,9 @@ def plot_accuracy_vs_madds(rows: Sequence[Dict], path: str,
         ax.annotate(f'{dynamic[TOP1] - curve:+.2f} vs static',
                     xy=(madds, (curve + dynamic[TOP1]) / 2),
                     xytext=(8, 0), textcoords='offset points',
-                    va='center', color='tab:orange')
+                    va='center', color='tab:orange',
+                    bbox=dict(facecolor='white', alpha=0.8,
+                              edgecolor='none'))
     low, high = min(points), max(points)
     pad = max(0.5, 0.08 * (high - low))
     ax.set_ylim(low - pad, high + pad)
