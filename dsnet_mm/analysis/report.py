@@ -114,6 +114,13 @@ def static_table(rows: Sequence[Dict]) -> str:
     return '\n'.join(lines)
 
 
+def curve_rows(rows: Sequence[Dict]) -> List[Dict]:
+    """The rows of the static curve: every sub-network but ``largest``, by
+    MAdds."""
+    return sorted((row for row in rows if row['name'] != LARGEST),
+                  key=lambda row: row['madds'])
+
+
 def static_curve_at(rows: Sequence[Dict], madds: float) -> float:
     """Top-1 of the static curve at ``madds``: linear between the two
     sub-networks (not ``largest``) around it, the end value outside them.
@@ -125,11 +132,9 @@ def static_curve_at(rows: Sequence[Dict], madds: float) -> float:
     Returns:
         float: The interpolated top-1.
     """
-    curve = sorted((row['madds'], row['metrics'][TOP1]) for row in rows
-                   if row['name'] != LARGEST) or \
-        [(row['madds'], row['metrics'][TOP1]) for row in rows]
-    return float(np.interp(madds, [c[0] for c in curve],
-                           [c[1] for c in curve]))
+    curve = curve_rows(rows) or list(rows)
+    return float(np.interp(madds, [row['madds'] for row in curve],
+                           [row['metrics'][TOP1] for row in curve]))
 
 
 def levels_of(rows: Sequence[Dict]) -> List[int]:
@@ -297,8 +302,7 @@ def plot_accuracy_vs_madds(rows: Sequence[Dict], path: str,
             Defaults to None (no error bars).
     """
     fig, ax = _figure(6, 4.5)
-    subnets = sorted((row for row in rows if row['name'] != LARGEST),
-                     key=lambda row: row['madds'])
+    subnets = curve_rows(rows)
     points = []
 
     def draw(madds, top1, **kwargs):
@@ -391,8 +395,7 @@ def plot_routing_by_level(rows: Sequence[Dict], dynamic: Dict,
     madds_ax.set_title('Cost per level')
     madds_ax.legend(fontsize=7)
 
-    subnets = sorted((row for row in rows if row['name'] != LARGEST),
-                     key=lambda r: r['madds'])
+    subnets = curve_rows(rows)
     for lv in levels:
         line = top1_ax.plot(
             [row['madds'] / 1e6 for row in subnets],
