@@ -280,6 +280,14 @@ def _figure(width: float, height: float, columns: int = 1):
     return fig, fig.subplots(1, columns)
 
 
+def honest_ylim(ax, values: Sequence[float]) -> None:
+    """A y range that spans ``values`` (points and their error bars) with a
+    small margin, so differences are not flattened by an axis from 0."""
+    low, high = min(values), max(values)
+    pad = max(0.5, 0.08 * (high - low))
+    ax.set_ylim(low - pad, high + pad)
+
+
 def plot_accuracy_vs_madds(rows: Sequence[Dict], path: str,
                            dynamic: Optional[Dict] = None,
                            title: str = 'DS-Net results',
@@ -333,9 +341,7 @@ def plot_accuracy_vs_madds(rows: Sequence[Dict], path: str,
                     va='center', color='tab:orange',
                     bbox=dict(facecolor='white', alpha=0.8,
                               edgecolor='none'))
-    low, high = min(points), max(points)
-    pad = max(0.5, 0.08 * (high - low))
-    ax.set_ylim(low - pad, high + pad)
+    honest_ylim(ax, points)
     ax.set_xlabel('MAdds per image (M)')
     ax.set_ylabel('Top-1 accuracy (%)')
     ax.set_title(title if not num_images else

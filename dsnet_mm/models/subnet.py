@@ -10,7 +10,7 @@ architecture (every group at its widest) that serves as the in-place teacher.
 Slicing, MAdds counting, BN statistics rows, sampling and export all read the
 same :class:`SubnetSpec` objects.
 """
-from typing import Dict, Iterator, List, Mapping, Sequence, Union
+from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Union
 
 SubnetsCfg = Union[Mapping, Sequence[Mapping]]
 
@@ -20,15 +20,20 @@ class SubnetSpec(Mapping):
 
     Args:
         widths (Mapping[str, int]): Width of every group.
-        index (int): Position in the space (``len(subnets)`` for the largest).
+        index (int): Position in the space (``len(subnets)`` for the largest);
+            for an ad-hoc sub-network, the statistics row it uses.
         name (str): A readable name, e.g. ``'subnet_3'`` or ``'largest'``.
+        adhoc (bool): Not in the list: a width vector the search or US-Net
+            sampling visits (see :meth:`SubnetSpace.adhoc`).
+            Defaults to False.
     """
 
     def __init__(self, widths: Mapping[str, int], index: int,
-                 name: str) -> None:
+                 name: str, adhoc: bool = False) -> None:
         self._widths = dict(widths)
         self.index = index
         self.name = name
+        self.adhoc = adhoc
 
     def __getitem__(self, group: str) -> int:
         return self._widths[group]
@@ -114,8 +119,43 @@ class SubnetSpace:
     def __getitem__(self, index: int) -> SubnetSpec:
         return self.subnets[index]
 
+    def adhoc(self, widths: Mapping[str, int], stats: Optional[int] = None,
+              name: str = 'adhoc') -> SubnetSpec:
+        """A sub-network outside the list (every group within its stored
+        widths), normalised with statistics row ``stats`` (default: the
+        narrowest listed sub-network at least as wide in every group, else
+        the largest's)."""
+        self._check(widths, name)
+        if stats is None:
+            stats = next((s.index for s in self.subnets
+                          if all(s[g] >= widths[g] for g in self.groups)),
+                         self.largest.index)
+        if not 0 <= stats < self.num_stats:
+            raise ValueError(f'stats row {stats} is outside '
+                             f'0..{self.num_stats - 1}')
+        return SubnetSpec(widths, stats, name, adhoc=True)
+
+    def interpolate(self, t: float, divisor: int = 1) -> Dict[str, int]:
+        """The uniform width vector at ``t`` in [0, 1] from the smallest to
+        the widest sub-network: every group at ``smallest + t * (widest -
+        smallest)`` rounded to a multiple of ``divisor`` (US-Net's one width
+        ratio for every group, when the smallest is a ratio of the widest),
+        kept within the two."""
+        if not 0.0 <= t <= 1.0:
+            raise ValueError(f't must be in [0, 1], got {t}')
+        lo, hi = self.smallest, self.subnets[-1]
+        widths = {}
+        for g in self.groups:
+            w = lo[g] + t * (hi[g] - lo[g])
+            w = int(round(w / divisor)) * divisor
+            widths[g] = min(max(w, lo[g]), hi[g])
+        return widths
+
     def get(self, key: Union[int, str, SubnetSpec]) -> SubnetSpec:
-        """Look a sub-network up by index, name or spec."""
+        """Look a sub-network up by index, name or spec (an ad-hoc spec is
+        checked against the stored widths)."""
+        if isinstance(key, SubnetSpec) and key.adhoc:
+            return self.adhoc(key, key.index, key.name)
         if isinstance(key, SubnetSpec):
             if key.index == self.largest.index:
                 return self.largest

@@ -219,6 +219,24 @@ class DSMobileNetV1(DSBackboneMixin, BaseBackbone):
     def _stages(self) -> List[nn.ModuleList]:
         return list(self.layers)
 
+    def describe_channels(self, axes) -> str:
+        """Fill a :class:`~dsnet_mm.search.channels.ChannelAxes` with every
+        tensor axis of each width group; returns the output's group."""
+        axes.conv('stem.conv', self.stem.conv, None, 'stem')
+        axes.bn('stem.bn', 'stem')
+        group = 'stem'
+        for i, blocks in enumerate(self.layers):
+            for j, block in enumerate(blocks):
+                name, group = f'layers.{i}.{j}', block.group
+                axes.conv(f'{name}.conv_dw', block.conv_dw, block.in_group,
+                          block.in_group)
+                axes.bn(f'{name}.bn1', block.in_group)
+                axes.se(f'{name}.se', block.se, block.in_group)
+                axes.conv(f'{name}.conv_pw', block.conv_pw, block.in_group,
+                          group)
+                axes.bn(f'{name}.bn2', group)
+        return group
+
     # --- mmpretrain conventions ----------------------------------------
     def _freeze_stages(self) -> None:
         modules: List[nn.Module] = []

@@ -375,6 +375,34 @@ class DSResNet(DSBackboneMixin, BaseBackbone):
     def _stages(self) -> List[nn.Module]:
         return [getattr(self, name) for name in self.res_layers]
 
+    def describe_channels(self, axes) -> str:
+        """Fill a :class:`~dsnet_mm.search.channels.ChannelAxes` with every
+        tensor axis of each width group (a stage's stream runs through every
+        block's last conv, projection and the next blocks' first convs);
+        returns the output's group."""
+        axes.conv('conv1', self.conv1, None, 'stem')
+        axes.bn('bn1', 'stem')
+        group = 'stem'
+        for name in self.res_layers:
+            for j, block in enumerate(getattr(self, name)):
+                prefix, in_group = f'{name}.{j}', group
+                if block.se is not None:
+                    axes.se(f'{prefix}.se', block.se, in_group)
+                last = len(block.kernels)
+                width = in_group
+                for k in range(1, last + 1):
+                    out = block.group if k == last else block.mid_group
+                    axes.conv(f'{prefix}.conv{k}',
+                              getattr(block, f'conv{k}'), width, out)
+                    axes.bn(f'{prefix}.bn{k}', out)
+                    width = out
+                if block.downsample is not None:
+                    axes.conv(f'{prefix}.downsample.0', block.downsample[0],
+                              in_group, block.group)
+                    axes.bn(f'{prefix}.downsample.1', block.group)
+                group = block.group
+        return group
+
     # --- mmpretrain conventions ----------------------------------------
     def _freeze_stages(self) -> None:
         modules: List[nn.Module] = []

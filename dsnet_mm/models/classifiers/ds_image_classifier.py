@@ -15,6 +15,7 @@ from dsnet_mm.ops.utils import check_choice
 from ..subnet import SubnetSpec
 
 BOOTSTRAP_MODES = ('ib', 'ieb', 'inplace')
+SAMPLING_MODES = ('list', 'usnet')
 
 
 @MODELS.register_module()
@@ -37,6 +38,15 @@ class DSImageClassifier(ImageClassifier):
     - ``'inplace'``: in-place distillation from the live largest (detached),
       as AutoSlim and US-Net do.
 
+    The random sub-networks come from the list (``sampling='list'``), or,
+    as the US-Net baseline of the progressive search (``'usnet'``), from
+    one width ratio ``t ~ U(0, 1)`` applied to every group between the
+    smallest and the widest sub-network (rounded to ``usnet_divisor``; see
+    :meth:`~dsnet_mm.models.subnet.SubnetSpace.interpolate`): then the list
+    only says where the supernet is evaluated. An off-list width updates the
+    BN statistics row of the narrowest listed sub-network as wide; every
+    row is recalibrated before evaluation anyway.
+
     The EMA teacher is kept for every mode (it is what the reference evaluates
     and it costs one parameter copy) and updated after each optimizer step.
     The sampled indices come from a generator seeded by ``seed`` and the
@@ -57,6 +67,9 @@ class DSImageClassifier(ImageClassifier):
         distill_loss (dict): Soft-target loss config.
             Defaults to ``dict(type='SoftTargetCrossEntropy')``.
         seed (int): Seed of the sub-network sampler. Defaults to 0.
+        sampling (str): ``'list'`` or ``'usnet'``. Defaults to ``'list'``.
+        usnet_divisor (int): Width multiple of the ``'usnet'`` widths.
+            Defaults to 1.
         **kwargs: Passed to ``ImageClassifier``.
     """
 
@@ -70,9 +83,15 @@ class DSImageClassifier(ImageClassifier):
                  largest_dropout: float = 0.2,
                  distill_loss: dict = dict(type='SoftTargetCrossEntropy'),
                  seed: int = 0,
+                 sampling: str = 'list',
+                 usnet_divisor: int = 1,
                  **kwargs) -> None:
         super().__init__(backbone, neck=neck, head=head, **kwargs)
         check_choice('bootstrap', bootstrap, BOOTSTRAP_MODES)
+        check_choice('sampling', sampling, SAMPLING_MODES)
+        if not isinstance(usnet_divisor, int) or usnet_divisor < 1:
+            raise ValueError(f'usnet_divisor must be an int >= 1, got '
+                             f'{usnet_divisor!r}')
         if not isinstance(num_random, int) or num_random < 0:
             raise ValueError(f'num_random must be an int >= 0, got '
                              f'{num_random!r}')
@@ -87,6 +106,8 @@ class DSImageClassifier(ImageClassifier):
         self.bootstrap = bootstrap
         self.num_random = num_random
         self.seed = seed
+        self.sampling = sampling
+        self.usnet_divisor = usnet_divisor
         self.dropout = nn.Dropout(largest_dropout)
         self.distill_loss = MODELS.build(distill_loss)
         self.teacher = ExponentialMovingAverage(
@@ -113,6 +134,12 @@ class DSImageClassifier(ImageClassifier):
     def sample_random_subnets(self) -> List[SubnetSpec]:
         """The random sub-networks of the current iteration."""
         rng = random.Random(self.seed * 1_000_003 + int(self.sandwich_iter))
+        if self.sampling == 'usnet':
+            return [
+                self.space.adhoc(
+                    self.space.interpolate(rng.random(), self.usnet_divisor),
+                    name='usnet') for _ in range(self.num_random)
+            ]
         high = len(self.space) - 1
         if high < 1:
             return []

@@ -1,0 +1,33 @@
+# Progressive sub-network search (seed 003, dsnet_mm/search) over the
+# DS-MobileNetV1 of the main job on the graded digits
+# (configs/ds_mbnet_graded_digits.py): the search space is the uniform
+# ladder's, stage2..stage5 from their widest 44/68/160/288 down to an eighth
+# (6/9/20/36), stem and stage1 fixed at 8/24 as in the ladder (they run
+# before the gate). tools/run_search_demo.sh runs it.
+_base_ = ['../ds_mbnet_graded_digits.py']
+
+search = dict(
+    # trained noise scales rank the channels; large noise is removed first
+    ranking='noise',
+    noise_order='descending',
+    # base training of the widest network (with the noise): 3 epochs of the
+    # 10,496 training images left after the held-out part
+    base_epochs=3,
+    base_lr=0.1,
+    base_weight_decay=1e-4,
+    # G = 8 channel groups per width group, down to 1/8 of each
+    groups=8,
+    min_ratio=0.125,
+    # scored on 1,000 training images (never the test split)
+    held_out=1000,
+    # fine-tune (at most 60 steps, checked every 20) when held-out top-1
+    # falls below 70 %
+    threshold=70.0,
+    finetune_iters=60,
+    finetune_lr=0.01,
+    check_interval=20,
+    criterion='accuracy',
+    # as many sub-networks as the uniform ladder
+    num_keep=14,
+    divisor=1,
+    seed=0)

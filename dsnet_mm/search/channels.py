@@ -1,0 +1,166 @@
+# Copyright (c) dsnet_mm contributors. All rights reserved.
+"""Which tensor axes each width group indexes, and consistent reordering.
+
+A sub-network keeps a dense prefix of every width group, so the progressive
+search needs the channels it wants to keep *first*. :class:`ChannelAxes`
+lists, for each group, every ``(tensor name, dim)`` whose entries are that
+group's channels: conv output rows and the next layers' input columns, BN
+affine parameters and every statistics row, the SE's (or gate's) reduce
+columns and expand rows, projection shortcuts and the classifier's input.
+A DS backbone fills it in ``describe_channels(axes)``; permuting all of a
+group's axes by one permutation leaves the network's function unchanged
+(:func:`permute_channels`), so a prefix slice afterwards keeps the channels
+ranked most important.
+"""
+from collections import defaultdict
+from typing import Dict, List, Mapping, Optional, Tuple
+
+import torch
+import torch.nn as nn
+
+from dsnet_mm.ops import DSConv2d
+
+Axis = Tuple[str, int]  # (tensor name in the model, dim)
+
+
+class ChannelAxes:
+    """The channel axes of every width group, and the convs producing them.
+
+    Names are relative to ``prefix`` (e.g. ``'backbone.'``) and resolve with
+    the model's ``get_parameter`` / ``get_buffer``.
+
+    Args:
+        prefix (str): Prepended to every name. Defaults to ``''``.
+    """
+
+    def __init__(self, prefix: str = '') -> None:
+        self.prefix = prefix
+        self.axes: Dict[str, List[Axis]] = defaultdict(list)
+        # group -> conv weights whose output rows are the group's channels:
+        # the layers that carry ranking noise and whose rows are ranked
+        self.producers: Dict[str, List[str]] = defaultdict(list)
+
+    def add(self, group: str, name: str, dim: int) -> None:
+        self.axes[group].append((self.prefix + name, dim))
+
+    def conv(self, name: str, conv: DSConv2d, in_group: Optional[str],
+             out_group: str) -> None:
+        """A full or depthwise conv from ``in_group`` (None: the image) to
+        ``out_group``."""
+        if conv.group_channels not in (None, 1):
+            raise NotImplementedError(
+                f'{name}: channels of a grouped conv (group_channels='
+                f'{conv.group_channels}) cannot be reordered freely')
+        depthwise = conv.group_channels == 1
+        if depthwise and in_group != out_group:
+            raise ValueError(f'{name}: a depthwise conv keeps its group, got '
+                             f'{in_group!r} -> {out_group!r}')
+        self.add(out_group, f'{name}.weight', 0)
+        if conv.bias is not None:
+            self.add(out_group, f'{name}.bias', 0)
+        if in_group is not None and not depthwise:
+            self.add(in_group, f'{name}.weight', 1)
+        self.producers[out_group].append(self.prefix + f'{name}.weight')
+
+    def bn(self, name: str, group: str) -> None:
+        """A ``DSBatchNorm2d``: affine parameters and every statistics row."""
+        for tensor, dim in (('weight', 0), ('bias', 0), ('running_mean', 1),
+                            ('running_var', 1)):
+            self.add(group, f'{name}.{tensor}', dim)
+
+    def se(self, name: str, se: nn.Module, group: str) -> None:
+        """An SE (or a ``DSGate``) on ``group``: the reduce conv's input
+        columns and the expand conv's rows; a gate's slimming head on the
+        pooled input reads ``group`` too. The squeeze width is not a group."""
+        self.add(group, f'{name}.conv_reduce.weight', 1)
+        self.add(group, f'{name}.conv_expand.weight', 0)
+        self.add(group, f'{name}.conv_expand.bias', 0)
+        if getattr(se, 'features', None) == 'pooled':
+            self.add(group, f'{name}.slim_head.weight', 1)
+
+    def linear_in(self, name: str, group: str) -> None:
+        """A linear layer reading ``group`` (the classifier)."""
+        self.add(group, f'{name}.weight', 1)
+
+
+def classifier_axes(model: nn.Module) -> ChannelAxes:
+    """The channel axes of an mmpretrain classifier over a DS backbone.
+
+    The backbone describes itself (``describe_channels``, returning the
+    group of its output); a parameter-free neck (global pooling) keeps it and
+    the head's ``fc`` reads it.
+    """
+    backbone = model.backbone
+    if not hasattr(backbone, 'describe_channels'):
+        raise TypeError(f'{type(backbone).__name__} cannot describe its '
+                        'channel axes: it is not a DS backbone')
+    if getattr(model, 'with_neck', False) and \
+            any(True for _ in model.neck.parameters()):
+        raise NotImplementedError(
+            'the neck has parameters: its channel axes are unknown')
+    axes = ChannelAxes('backbone.')
+    out_group = backbone.describe_channels(axes)
+    axes.prefix = 'head.'
+    axes.linear_in('fc', out_group)
+    axes.prefix = ''
+    return axes
+
+
+def _tensor(model: nn.Module, name: str) -> torch.Tensor:
+    module_name, _, attr = name.rpartition('.')
+    module = model.get_submodule(module_name)
+    return getattr(module, attr)
+
+
+@torch.no_grad()
+def permute_channels(model: nn.Module, axes: ChannelAxes,
+                     perms: Mapping[str, torch.Tensor]) -> None:
+    """Reorder the channels of each group in ``perms`` in place: new channel
+    ``i`` of group ``g`` is old channel ``perms[g][i]``, on every axis of the
+    group, so the network computes the same function."""
+    for group, perm in perms.items():
+        if group not in axes.axes:
+            raise ValueError(f'unknown width group {group!r}; known: '
+                             f'{sorted(axes.axes)}')
+        perm = torch.as_tensor(perm, dtype=torch.long)
+        for name, dim in axes.axes[group]:
+            tensor = _tensor(model, name)
+            if tensor.shape[dim] != perm.numel() or not torch.equal(
+                    perm.sort().values, torch.arange(perm.numel())):
+                raise ValueError(
+                    f'perms[{group!r}] must be a permutation of '
+                    f'0..{tensor.shape[dim] - 1} (the width of {name}), got '
+                    f'{perm.numel()} entries')
+            tensor.copy_(tensor.index_select(dim, perm.to(tensor.device)))
+
+
+def channel_scores(model: nn.Module, axes: ChannelAxes,
+                   per_layer: Mapping[str, torch.Tensor]
+                   ) -> Dict[str, torch.Tensor]:
+    """The score of each channel of each group: the mean, over the convs
+    producing the group, of each conv's per-row score normalised by its own
+    mean (so a wide or strongly scaled layer does not outweigh the others).
+
+    Args:
+        model (nn.Module): The classifier the names resolve in.
+        axes (ChannelAxes): Its channel axes.
+        per_layer (Mapping[str, Tensor]): A score per output row of every
+            producing conv weight (by name).
+    """
+    scores = {}
+    for group, names in axes.producers.items():
+        rows = []
+        for name in names:
+            s = per_layer[name].detach().float().flatten()
+            rows.append(s / s.mean().clamp_min(1e-12))
+        scores[group] = torch.stack(rows).mean(0)
+    return scores
+
+
+def l1_scores(model: nn.Module, axes: ChannelAxes) -> Dict[str, torch.Tensor]:
+    """L1-norm ranking (the baseline): each producing conv's row L1 norm."""
+    per_layer = {
+        name: _tensor(model, name).detach().abs().flatten(1).sum(1)
+        for names in axes.producers.values() for name in names
+    }
+    return channel_scores(model, axes, per_layer)

@@ -1,0 +1,312 @@
+# Copyright (c) dsnet_mm contributors. All rights reserved.
+"""The whole search of one config, resumable, with its outputs.
+
+Phases, each saved atomically into ``search_state.pth`` (weights-only
+loadable) so that a killed search resumes where it stopped:
+
+1. **base**: the widest sub-network trained with plain supervision, with
+   trainable ranking noise on every producing conv (``ranking='noise'``) or
+   without (``'l1'``); a state per epoch.
+2. **rank**: channels ranked per width group (``|alpha|`` or L1 norm) and
+   reordered, most important first.
+3. **search**: :class:`~dsnet_mm.search.ProgressiveSearch`, a state per step.
+4. **re-selection** and outputs: ``trajectory.json``, ``subnets.json``,
+   ``trajectory.png`` and configs that train the result: ``searched.py``
+   (Stage I over the searched list), ``uniform.py`` (the US-Net baseline:
+   a uniform list matched in MAdds, trained with ``sampling='usnet'``) and,
+   given a gate config, ``searched_gate.py`` (Stage II over the searched
+   list).
+"""
+import json
+import math
+import os
+import os.path as osp
+import time
+from typing import Callable, Dict, List, Mapping, Optional, Sequence
+
+import torch
+from mmengine.config import Config
+
+from dsnet_mm.engine import build_model_from_cfg
+from dsnet_mm.models.subnet import SubnetSpace
+from .channels import classifier_axes, l1_scores, permute_channels
+from .data import search_data
+from .noise import (NOISE_ORDERS, add_channel_noise, noise_scores,
+                    ranking_perms, remove_channel_noise)
+from .progressive import CRITERIA, ProgressiveSearch, check_search_args
+from .reselect import reselect, subnet_list
+from .training import madds_at, sgd, train_at
+
+RANKINGS = ('noise', 'l1')
+# every option of a search, with its default (config ``search=dict(...)``)
+DEFAULTS = dict(
+    ranking='noise',
+    noise_order='descending',
+    base_epochs=1,
+    base_lr=0.1,
+    base_weight_decay=1e-4,
+    groups=8,
+    min_ratio=0.25,
+    held_out=1000,
+    threshold=40.0,
+    finetune_iters=100,
+    finetune_lr=0.01,
+    check_interval=20,
+    criterion='accuracy',
+    num_keep=8,
+    search_groups=None,
+    divisor=1,
+    seed=0)
+STATE = 'search_state.pth'
+
+
+def search_options(cfg_search: Optional[Mapping],
+                   overrides: Mapping) -> Dict:
+    """The config's ``search`` options with command-line ``overrides``
+    (None values ignored), checked by name and type."""
+    options = dict(DEFAULTS)
+    for source in (cfg_search or {}, overrides):
+        unknown = sorted(set(source) - set(DEFAULTS))
+        if unknown:
+            raise ValueError(f'unknown search option(s) {unknown}; allowed: '
+                             f'{sorted(DEFAULTS)}')
+        options.update({k: v for k, v in source.items() if v is not None})
+    if options['ranking'] not in RANKINGS:
+        raise ValueError(f"search ranking must be one of {RANKINGS}, got "
+                         f"{options['ranking']!r}")
+    if options['noise_order'] not in NOISE_ORDERS:
+        raise ValueError(f'search noise_order must be one of '
+                         f"{NOISE_ORDERS}, got {options['noise_order']!r}")
+    if options['criterion'] not in CRITERIA:
+        raise ValueError(f'search criterion must be one of {CRITERIA}, got '
+                         f"{options['criterion']!r}")
+    for key in ('base_epochs', 'held_out', 'finetune_iters',
+                'check_interval', 'num_keep', 'divisor', 'groups'):
+        value = options[key]
+        low = 0 if key == 'base_epochs' else 1
+        if not isinstance(value, int) or isinstance(value, bool) or \
+                value < low:
+            raise ValueError(f'search {key} must be an int >= {low}, got '
+                             f'{value!r}')
+    if options['num_keep'] < 2:
+        raise ValueError(f"search num_keep (K) must be >= 2, got "
+                         f"{options['num_keep']}")
+    return options
+
+
+def _save(state: dict, path: str) -> None:
+    """Write next to ``path`` and rename over it: a reader sees the old
+    state or the new one, never half of one."""
+    tmp = f'{path}.tmp'
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+class SearchRunner:
+    """Run (or resume) the progressive search of ``cfg`` in ``work_dir``.
+
+    Args:
+        cfg (Config): A Stage I classification config over a DS backbone
+            (its ``search`` dict holds the options).
+        config_path (str): Where ``cfg`` was read from (the ``_base_`` of
+            the written configs).
+        work_dir (str): Where the state and the outputs go.
+        overrides (Mapping): Options over the config's.
+        gate_config (str, optional): A Stage II config; with it
+            ``searched_gate.py`` is written.
+        log (Callable): Where progress lines go. Defaults to ``print``.
+    """
+
+    def __init__(self,
+                 cfg: Config,
+                 config_path: str,
+                 work_dir: str,
+                 overrides: Mapping = {},
+                 gate_config: Optional[str] = None,
+                 log: Callable[[str], None] = print) -> None:
+        self.options = opts = search_options(cfg.get('search'), overrides)
+        self.cfg = cfg
+        self.config_path = osp.abspath(config_path)
+        self.gate_config = gate_config and osp.abspath(gate_config)
+        self.work_dir = work_dir
+        self.log = log
+        torch.manual_seed(opts['seed'])
+        # every DS op initialises itself when built
+        self.model = build_model_from_cfg(cfg)
+        space = self.model.backbone.space
+        self.start = dict(space[-1])
+        groups = opts['search_groups'] or [
+            g for g in space.groups if space.smallest[g] != space[-1][g]]
+        check_search_args(self.start, groups, opts['groups'],
+                          opts['min_ratio'])
+        self.groups = list(groups)
+        self.axes = classifier_axes(self.model)
+        # fails before any work: a held-out split too large
+        self.train_batches, self.held_out, self.num_train = search_data(
+            cfg, opts['held_out'], opts['seed'])
+        self.input_shape = tuple(self.model.data_preprocessor(
+            self.held_out[0], False)['inputs'].shape[1:])
+        self.state_path = osp.join(work_dir, STATE)
+
+    # --- phase 1: base training -----------------------------------------
+    def _base(self, state: Optional[dict]) -> Dict[str, torch.Tensor]:
+        opts = self.options
+        noisy = opts['ranking'] == 'noise'
+        if noisy:
+            add_channel_noise(self.model, self.axes)
+        optimizer = sgd(self.model, opts['base_lr'],
+                        opts['base_weight_decay'])
+        epoch = 0
+        if state is not None:
+            self.model.load_state_dict(state['model'])
+            optimizer.load_state_dict(state['optimizer'])
+            torch.set_rng_state(state['rng'])
+            epoch = state['epoch']
+        epochs = opts['base_epochs']
+        per_epoch = len(self.train_batches(0))
+        total = max(1, epochs * per_epoch)
+        while epoch < epochs:
+            begin = time.time()
+            offset = epoch * per_epoch
+
+            def lr_at(i: int, offset=offset) -> float:
+                return opts['base_lr'] * 0.5 * (
+                    1 + math.cos(math.pi * (offset + i) / total))
+
+            train_at(self.model, self.start,
+                     self.train_batches(opts['seed'] * 1_009 + epoch),
+                     optimizer, per_epoch, lr_at=lr_at)
+            epoch += 1
+            _save(dict(phase='base', epoch=epoch, options=opts,
+                       model=self.model.state_dict(),
+                       optimizer=optimizer.state_dict(),
+                       rng=torch.get_rng_state()), self.state_path)
+            self.log(f'base training ({opts["ranking"]}): epoch '
+                     f'{epoch}/{epochs} in {time.time() - begin:.1f}s')
+        if noisy:
+            alphas = remove_channel_noise(self.model, self.axes)
+            return noise_scores(self.model, self.axes, alphas,
+                                opts['noise_order'])
+        return l1_scores(self.model, self.axes)
+
+    # --- the whole search --------------------------------------------------
+    def _new_search(self) -> ProgressiveSearch:
+        o = self.options
+        return ProgressiveSearch(
+            self.model, self.held_out, self.train_batches, self.start,
+            self.groups, self.input_shape, num_groups=o['groups'],
+            min_ratio=o['min_ratio'], threshold=o['threshold'],
+            finetune_iters=o['finetune_iters'],
+            finetune_lr=o['finetune_lr'],
+            check_interval=o['check_interval'], criterion=o['criterion'],
+            seed=o['seed'])
+
+    def run(self, max_steps: Optional[int] = None) -> Optional[dict]:
+        """Run or resume; returns the outputs' paths, or None when
+        ``max_steps`` stopped the search first."""
+        os.makedirs(self.work_dir, exist_ok=True)
+        state = None
+        if osp.exists(self.state_path):
+            state = torch.load(self.state_path, map_location='cpu',
+                               weights_only=True)
+            if state.get('options') not in (None, self.options):
+                raise ValueError(
+                    f'{self.state_path} was written by a search with other '
+                    f"options ({state['options']}); use another work dir "
+                    'or the same options')
+            self.log(f'resuming from {self.state_path} ({state["phase"]})')
+        search = self._new_search()
+        if state is None or state['phase'] == 'base':
+            scores = self._base(state)
+            permute_channels(self.model, self.axes, ranking_perms(scores))
+            state = None
+        else:
+            search.load_state_dict(state['search'])
+        begin = time.time()
+        total = search.total_steps()
+
+        def on_step(record: dict) -> None:
+            _save(dict(phase='search', options=self.options,
+                       search=search.state_dict()), self.state_path)
+            tuned = (f", fine-tuned {record['finetune_iters']} steps"
+                     if record['fine_tuned'] else '')
+            self.log(f"[{record['step'] + 1}/{total}] "
+                     f"-{record['removed'] or 'none'}: "
+                     f"{record['madds'] / 1e6:.2f}M MAdds, top-1 "
+                     f"{record['score']:.2f}{tuned}; "
+                     f'{search.evaluations} evaluations, '
+                     f'{time.time() - begin:.0f}s')
+
+        search.run(max_steps, on_step)
+        if not search.done:
+            return None
+        return self._write(search)
+
+    # --- phase 4: outputs -------------------------------------------------
+    def _write(self, search: ProgressiveSearch) -> Dict[str, str]:
+        o = self.options
+        kept = reselect(search.trajectory, o['num_keep'])
+        searched = subnet_list(search.trajectory, kept)
+        uniform = self.matched_uniform(
+            [search.trajectory[i]['madds'] for i in reversed(kept)],
+            search.min_widths)
+        out = {k: osp.join(self.work_dir, f) for k, f in dict(
+            trajectory='trajectory.json', subnets='subnets.json',
+            plot='trajectory.png', searched='searched.py',
+            uniform='uniform.py').items()}
+        record = dict(config=self.config_path, options=o, groups=self.groups,
+                      threshold=o['threshold'], start=self.start,
+                      min_widths=search.min_widths,
+                      evaluations=search.evaluations,
+                      num_held_out=sum(len(b['data_samples'])
+                                       for b in self.held_out),
+                      steps=search.trajectory, kept=kept)
+        with open(out['trajectory'], 'w') as f:
+            json.dump(record, f, indent=1)
+        with open(out['subnets'], 'w') as f:
+            json.dump(dict(searched=searched, uniform=uniform), f, indent=1)
+        _write_config(out['searched'], self.config_path,
+                      dict(backbone=dict(subnets=searched)))
+        _write_config(out['uniform'], self.config_path,
+                      dict(backbone=dict(subnets=uniform), sampling='usnet',
+                           usnet_divisor=o['divisor']))
+        if self.gate_config:
+            out['searched_gate'] = osp.join(self.work_dir, 'searched_gate.py')
+            _write_config(out['searched_gate'], self.gate_config,
+                          dict(backbone=dict(subnets=searched)))
+        from dsnet_mm.analysis.search_report import plot_trajectory
+        plot_trajectory(record, out['plot'])
+        return out
+
+    def matched_uniform(self, targets: Sequence[int],
+                        min_widths: Mapping[str, int]
+                        ) -> List[Dict[str, int]]:
+        """The uniform (one ratio) width vectors between the searched
+        minimum and the start whose MAdds are nearest to each target,
+        narrowest first, duplicates dropped."""
+        ladder = SubnetSpace(self.model.backbone.space.max_widths,
+                             [{**self.start, **min_widths}, self.start])
+        divisor = self.options['divisor']
+        model, shape = self.model, self.input_shape
+
+        def madds(t: float) -> int:
+            return madds_at(model, ladder.interpolate(t, divisor), shape)
+
+        out = []
+        for target in targets:
+            a, b = 0.0, 1.0
+            for _ in range(30):  # MAdds grow with t: bisection
+                mid = (a + b) / 2
+                a, b = (mid, b) if madds(mid) < target else (a, mid)
+            t = min((a, b), key=lambda t: abs(madds(t) - target))
+            widths = ladder.interpolate(t, divisor)
+            if not out or widths != out[-1]:
+                out.append(widths)
+        return out
+
+def _write_config(path: str, base: str, model: dict) -> None:
+    with open(path, 'w') as f:
+        f.write('# Written by tools/search_subnets.py\n'
+                f'_base_ = [{base!r}]\n'
+                f'model = {model!r}\n')
+

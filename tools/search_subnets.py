@@ -1,0 +1,112 @@
+# Copyright (c) dsnet_mm contributors. All rights reserved.
+"""Progressive sub-network search (seed 003) over a DS classifier config.
+
+    python tools/search_subnets.py CONFIG --work-dir DIR [options]
+
+Base training with trainable ranking noise, channel reordering, the greedy
+search with selective fine-tuning and re-selection (see
+:mod:`dsnet_mm.search`). The options default to the config's ``search``
+dict; each one given here overrides it. Resumable: run the same command
+again and it continues from ``DIR/search_state.pth``. Writes into DIR:
+``trajectory.json``, ``trajectory.png``, ``subnets.json`` and the configs
+``searched.py`` (Stage I over the searched list), ``uniform.py`` (the US-Net
+baseline at matched MAdds) and, with ``--gate-config``, ``searched_gate.py``.
+"""
+import argparse
+import os.path as osp
+import time
+
+from mmengine.utils import ProgressBar
+
+from dsnet_mm.engine.cli import add_cfg_options, load_config
+from dsnet_mm.search import SearchRunner
+from dsnet_mm.search.noise import NOISE_ORDERS
+from dsnet_mm.search.progressive import CRITERIA
+from dsnet_mm.search.runner import RANKINGS
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(
+        description='Progressive sub-network search for dynamic inference')
+    parser.add_argument('config', help='Stage I config of a DS classifier')
+    parser.add_argument('--work-dir', required=True,
+                        help='state and outputs of the search')
+    parser.add_argument('--gate-config',
+                        help='a Stage II config: also write '
+                        'searched_gate.py, Stage II over the searched list')
+    parser.add_argument('--groups', type=int,
+                        help='G: channel groups per width group')
+    parser.add_argument('--min-ratio', type=float,
+                        help='smallest width of a group, in (0, 1]')
+    parser.add_argument('--held-out', type=int,
+                        help='training images held out for scoring')
+    parser.add_argument('--threshold', type=float,
+                        help='fine-tune when held-out top-1 (%%) is below')
+    parser.add_argument('--finetune-iters', type=int,
+                        help='fine-tuning budget (steps) per event')
+    parser.add_argument('--num-keep', type=int,
+                        help='K: sub-networks kept by re-selection')
+    parser.add_argument('--ranking', choices=RANKINGS,
+                        help='channel importance: trained noise or L1 norm')
+    parser.add_argument('--noise-order', choices=NOISE_ORDERS,
+                        help="'descending': large noise is removed first")
+    parser.add_argument('--criterion', choices=CRITERIA,
+                        help='what picks the removal of a step')
+    parser.add_argument('--base-epochs', type=int,
+                        help='epochs of base (noise) training')
+    parser.add_argument('--seed', type=int, help='seed of the search')
+    parser.add_argument('--max-steps', type=int,
+                        help='stop after this many search steps (resume '
+                        'later with the same command)')
+    add_cfg_options(parser)
+    return parser.parse_args()
+
+
+class _Progress:
+    """A progress bar over the search steps, and the step lines in a log
+    file next to the state."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.bar = None
+
+    def __call__(self, line: str) -> None:
+        with open(self.path, 'a') as f:
+            f.write(f'{time.strftime("%H:%M:%S")} {line}\n')
+        if not line.startswith('['):
+            print(line, flush=True)
+            return
+        done, total = map(int, line[1:line.index(']')].split('/'))
+        if self.bar is None:
+            self.bar = ProgressBar(total)
+            self.bar.completed = done - 1
+        self.bar.update()
+
+
+def main():
+    args = parse_args()
+    cfg = load_config(args.config, args.cfg_options)
+    overrides = dict(
+        groups=args.groups, min_ratio=args.min_ratio, held_out=args.held_out,
+        threshold=args.threshold, finetune_iters=args.finetune_iters,
+        num_keep=args.num_keep, ranking=args.ranking,
+        noise_order=args.noise_order, criterion=args.criterion,
+        base_epochs=args.base_epochs, seed=args.seed)
+    begin = time.time()
+    runner = SearchRunner(cfg, args.config, args.work_dir, overrides,
+                          gate_config=args.gate_config,
+                          log=_Progress(osp.join(args.work_dir,
+                                                 'search.log')))
+    paths = runner.run(args.max_steps)
+    print()
+    if paths is None:
+        print(f'stopped after --max-steps {args.max_steps}; run again to '
+              'resume')
+        return
+    print(f'search done in {time.time() - begin:.0f}s; wrote')
+    for name, path in paths.items():
+        print(f'  {name}: {path}')
+
+
+if __name__ == '__main__':
+    main()
