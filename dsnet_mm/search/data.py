@@ -8,8 +8,10 @@ pipeline). Both come from the config's ``train_dataloader``, through
 mmengine's ``indices`` subset of a dataset.
 """
 import copy
-from typing import Callable, List, Tuple
+import random
+from typing import Callable, Iterator, List, Tuple
 
+import numpy as np
 import torch
 from mmengine.config import Config
 from mmengine.runner import Runner
@@ -32,18 +34,40 @@ def split_indices(num_images: int, num_held_out: int,
     return sorted(order[num_held_out:]), sorted(order[:num_held_out])
 
 
-def _loader(cfg: Config, dataloader: dict, indices: List[int], seed: int,
-            pipeline=None) -> DataLoader:
+class SeededLoader:
+    """A dataloader whose random transforms repeat with its seed.
+
+    With workers, mmengine's ``worker_init_fn`` seeds each worker from the
+    seed; without, the transforms draw from the main process's ``random``
+    and numpy generators, which are seeded here when an epoch starts.
+    """
+
+    def __init__(self, loader: DataLoader, seed: int) -> None:
+        self.loader = loader
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator[dict]:
+        if self.loader.num_workers == 0:
+            random.seed(self.seed)
+            np.random.seed(self.seed % 2**32)
+        return iter(self.loader)
+
+
+def _loader(dataloader: dict, indices: List[int], seed: int,
+            pipeline=None) -> SeededLoader:
     loader = copy.deepcopy(dataloader)
     loader['dataset'] = dict(loader['dataset'], indices=indices)
     if pipeline is not None:
         loader['dataset']['pipeline'] = pipeline
     loader['persistent_workers'] = False
-    return Runner.build_dataloader(loader, seed=seed)
+    return SeededLoader(Runner.build_dataloader(loader, seed=seed), seed)
 
 
 def search_data(cfg: Config, num_held_out: int, seed: int
-                ) -> Tuple[Callable[[int], DataLoader], List[dict], int]:
+                ) -> Tuple[Callable[[int], SeededLoader], List[dict], int]:
     """The search's training batches and held-out batches.
 
     Args:
@@ -62,9 +86,9 @@ def search_data(cfg: Config, num_held_out: int, seed: int
     train_idx, held_idx = split_indices(len(dataset), num_held_out, seed)
     pipeline = cfg.val_dataloader.dataset.get('pipeline')
     val_loader = dict(cfg.val_dataloader, dataset=cfg.train_dataloader.dataset)
-    held_out = list(_loader(cfg, val_loader, held_idx, seed, pipeline))
+    held_out = list(_loader(val_loader, held_idx, seed, pipeline))
 
-    def train_batches(order_seed: int) -> DataLoader:
-        return _loader(cfg, cfg.train_dataloader, train_idx, order_seed)
+    def train_batches(order_seed: int) -> SeededLoader:
+        return _loader(cfg.train_dataloader, train_idx, order_seed)
 
     return train_batches, held_out, len(train_idx)

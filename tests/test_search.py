@@ -1,0 +1,347 @@
+# Copyright (c) dsnet_mm contributors. All rights reserved.
+"""The progressive sub-network search: noise, reordering, greedy steps,
+fine-tuning, re-selection, resume, outputs and bad options."""
+import json
+import os.path as osp
+
+import pytest
+import torch
+from mmengine.config import Config
+from mmengine.optim import OptimWrapper
+from mmpretrain.registry import MODELS
+from mmpretrain.structures import DataSample
+
+import dsnet_mm  # noqa: F401 (registers)
+from dsnet_mm.engine import build_model_from_cfg
+from dsnet_mm.ops import DSBatchNorm2d, cumulative_bn_stats
+from dsnet_mm.search import (ProgressiveSearch, SearchRunner,
+                             add_channel_noise, classifier_axes,
+                             noise_alphas, pareto_front, permute_channels,
+                             remove_channel_noise, reselect, subnet_list)
+from dsnet_mm.search.training import logits_at, sgd
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+DIGITS = osp.join(ROOT, 'configs', 'ds_mbnet_digits.py')
+
+
+def digits_model():
+    torch.manual_seed(0)
+    return build_model_from_cfg(Config.fromfile(DIGITS))
+
+
+def batches(num=3, size=8, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(num):
+        out.append(dict(
+            inputs=[torch.randint(0, 255, (3, 32, 32), generator=g,
+                                  dtype=torch.uint8) for _ in range(size)],
+            data_samples=[DataSample().set_gt_label(int(k)) for k in
+                          torch.randint(0, 10, (size, ), generator=g)]))
+    return out
+
+
+@torch.no_grad()
+def randomise_norms(model, x):
+    """Random BN affine parameters, then statistics estimated on ``x`` (so
+    activations neither vanish nor explode through the layers)."""
+    g = torch.Generator().manual_seed(1)
+    for m in model.modules():
+        if isinstance(m, DSBatchNorm2d):
+            m.weight.uniform_(0.5, 1.5, generator=g)
+            m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
+    model.train()
+    with cumulative_bn_stats(model):
+        model(x)
+    model.eval()
+
+
+# --- trainable noise ----------------------------------------------------
+def test_noise_alpha_gets_gradients_and_no_weight_decay():
+    model = digits_model()
+    axes = classifier_axes(model)
+    names = add_channel_noise(model, axes)
+    assert len(names) == sum(len(v) for v in axes.producers.values())
+    alphas = list(noise_alphas(model))
+    assert alphas and all(not a.detach().any() for a in alphas)
+    start = dict(model.backbone.space[-1])
+    x = torch.randn(4, 3, 32, 32)
+    model.eval()
+    clean = logits_at(model, x, start)
+    with torch.no_grad():
+        for a in alphas:
+            a.fill_(0.5)
+    assert torch.equal(logits_at(model, x, start), clean)  # eval: no noise
+    model.train()
+    loss = logits_at(model, x, start).logsumexp(1).mean()
+    loss.backward()
+    assert all(a.grad is not None and a.grad.abs().sum() > 0 for a in alphas)
+    optimizer = sgd(model, 0.1, weight_decay=1e-4)
+    decayed = {id(p) for g in optimizer.param_groups if g['weight_decay']
+               for p in g['params']}
+    assert decayed and not decayed & {id(a) for a in alphas}
+    # removal keeps the weights and reports |alpha| per producing conv
+    model.eval()
+    trained = logits_at(model, x, start)
+    scales = remove_channel_noise(model, axes)
+    assert not list(noise_alphas(model))
+    assert all(torch.allclose(s, torch.full_like(s, 0.5))
+               for s in scales.values())
+    assert torch.equal(logits_at(model, x, start), trained)
+
+
+# --- reordering -----------------------------------------------------------
+RESNET_HEAD = dict(type='DSLinearClsHead', num_classes=10)
+
+
+@pytest.mark.parametrize('backbone,feat', [
+    (dict(type='DSMobileNetV1', arch='cifar',
+          gate=dict(stage='stage3', window=(0, 4), features='pooled')), 1152),
+    (dict(type='DSResNet', depth=18, stem='cifar', stem_channels=8,
+          base_channels=8), 64),
+    (dict(type='DSResNet', depth=50, stem='cifar', stem_channels=8,
+          base_channels=4, se_stage='layer3'), 128),
+])
+def test_reordering_keeps_the_function(backbone, feat):
+    torch.manual_seed(0)
+    model = MODELS.build(dict(
+        type='DSImageClassifier', backbone=backbone,
+        neck=dict(type='GlobalAveragePooling'),
+        head=dict(RESNET_HEAD, in_channels=feat)))
+    # in float64, so that the bar measures the reordering, not the
+    # summation order of float32 convolutions
+    model.double()
+    randomise_norms(model, torch.randn(8, 3, 32, 32, dtype=torch.float64))
+    x = torch.randn(2, 3, 32, 32, dtype=torch.float64)
+    ref = model(x)
+    assert ref.std() > 0.1  # the activations reach the logits
+    axes = classifier_axes(model)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    g = torch.Generator().manual_seed(2)
+    perms = {group: torch.randperm(w, generator=g)
+             for group, w in model.backbone.space.max_widths.items()}
+    permute_channels(model, axes, perms)
+    assert (model(x) - ref).abs().max() < 1e-5
+    assert any(not torch.equal(state[k], v)
+               for k, v in model.state_dict().items())
+    # every listed axis matters: leaving one out changes the function
+    model.load_state_dict(state)
+    group = max(axes.axes, key=lambda k: len(axes.axes[k]))
+    axes.axes[group] = axes.axes[group][1:]
+    permute_channels(model, axes, {group: perms[group]})
+    assert (model(x) - ref).abs().max() > 1e-3
+
+
+def test_permutation_is_checked():
+    model = digits_model()
+    axes = classifier_axes(model)
+    with pytest.raises(ValueError, match='permutation'):
+        permute_channels(model, axes, {'stage5': torch.zeros(288)})
+    with pytest.raises(ValueError, match='unknown width group'):
+        permute_channels(model, axes, {'nope': torch.arange(3)})
+
+
+# --- the greedy step and fine-tuning -----------------------------------------
+class ScriptedSearch(ProgressiveSearch):
+    """Scores from a formula of the widths: removing ``cost`` per group."""
+
+    def __init__(self, model, cost, **kwargs):
+        self.cost = cost
+        self.scored = []
+        super().__init__(model, held_out=[], train_batches=lambda s: batches(
+            seed=s % 1000), **kwargs)
+
+    def evaluate(self, widths):
+        self.evaluations += 1
+        self.scored.append(dict(widths))
+        acc = 95.0 - sum(c * (self.start[g] - widths[g])
+                         for g, c in self.cost.items())
+        return dict(accuracy=acc, loss=(100 - acc) / 10)
+
+
+def scripted(cost, **kwargs):
+    model = digits_model()
+    start = dict(model.backbone.space[-1])
+    kwargs = dict(dict(groups=['stage4', 'stage5'], input_shape=(3, 32, 32),
+                       num_groups=4, threshold=None), **kwargs)
+    return ScriptedSearch(model, cost, start=start, **kwargs), start
+
+
+@pytest.mark.parametrize('criterion', ['accuracy', 'loss'])
+def test_greedy_step_commits_the_cheapest_removal(criterion):
+    # removing a stage5 channel costs 0.01 points, a stage4 one 0.1
+    search, start = scripted(dict(stage4=0.1, stage5=0.01),
+                             criterion=criterion)
+    first = search.step()
+    assert first['removed'] is None and first['widths'] == start
+    step = search.step()
+    assert step['removed'] == 'stage5'
+    assert step['widths'] == dict(start, stage5=216)  # 288 * 3/4
+    # both candidates were scored, each once
+    assert search.scored[-2:] == [dict(start, stage4=120),
+                                  dict(start, stage5=216)]
+    assert step['madds'] < first['madds']
+    # the cheaper group changes: stage4 is removed next
+    search.cost = dict(stage4=0.001, stage5=0.01)
+    assert search.step()['removed'] == 'stage4'
+
+
+def test_search_runs_to_the_minimum_of_every_group():
+    search, start = scripted(dict(stage4=0.1, stage5=0.01), min_ratio=0.25)
+    trajectory = search.run()
+    assert search.done and len(trajectory) == search.total_steps() == 7
+    assert trajectory[-1]['widths'] == dict(start, stage4=40, stage5=72)
+    madds = [r['madds'] for r in trajectory]
+    assert madds == sorted(madds, reverse=True)
+    with pytest.raises(RuntimeError, match='done'):
+        search.step()
+
+
+def test_finetuning_only_below_the_threshold_and_within_its_budget():
+    # above the threshold: no fine-tuning, weights untouched
+    search, _ = scripted(dict(stage4=0.1, stage5=0.01), threshold=50.0,
+                         finetune_iters=5, check_interval=2)
+    before = {k: v.clone() for k, v in search.model.state_dict().items()}
+    search.step()
+    step = search.step()
+    assert not step['fine_tuned'] and step['finetune_iters'] == 0
+    assert all(torch.equal(before[k], v)
+               for k, v in search.model.state_dict().items())
+    # never reaching it: exactly the budget, checked at 2, 4 and 5 steps
+    search, _ = scripted(dict(stage4=0.1, stage5=0.01), threshold=99.0,
+                         finetune_iters=5, check_interval=2)
+    search.step()
+    evaluations = search.evaluations
+    step = search.step()
+    assert step['fine_tuned'] and step['finetune_iters'] == 5
+    assert search.evaluations - evaluations == 2 + 3
+    assert any(not torch.equal(before[k], v)
+               for k, v in search.model.state_dict().items())
+
+
+def test_finetuning_stops_once_above_the_threshold():
+    # the best removal scores 94.28, below 94.5: fine-tuning starts
+    search, _ = scripted(dict(stage4=0.1, stage5=0.01), threshold=94.5,
+                         finetune_iters=50, check_interval=3)
+    search.step()
+    search.model.eval()
+    base = search.evaluate
+
+    def recovering(widths):  # the first check after training passes
+        score = base(widths)
+        if search.model.training:
+            score['accuracy'] = 95.0
+        return score
+
+    search.evaluate = recovering
+    step = search.step()
+    assert step['fine_tuned'] and step['finetune_iters'] == 3
+    assert step['score'] == 95.0
+
+
+# --- re-selection ---------------------------------------------------------
+def test_reselection_keeps_both_ends_and_only_pareto_points():
+    trajectory = [dict(madds=m, score=s) for m, s in [
+        (100, 90), (90, 91), (80, 85), (70, 86), (60, 80), (50, 70),
+        (40, 72), (30, 60), (20, 50), (10, 20)]]
+    front = pareto_front(trajectory)
+    assert front == [1, 3, 4, 6, 7, 8, 9]  # 0 (dominated by 1), 2, 5 out
+    kept = reselect(trajectory, 5)
+    assert kept[0] == 0 and kept[-1] == 9 and len(kept) == 5
+    assert set(kept[1:-1]) <= set(front)
+    assert reselect(trajectory, 2) == [0, 9]
+    assert reselect(trajectory, 50) == sorted({0, 9, *front})
+    with pytest.raises(ValueError, match='num_keep'):
+        reselect(trajectory, 1)
+    steps = [dict(widths=dict(a=w), madds=w, score=w) for w in (4, 3, 2)]
+    assert subnet_list(steps, [0, 2]) == [dict(a=2), dict(a=4)]
+
+
+# --- the whole search: resume, outputs, bad options -------------------------
+SMALL = dict(ranking='l1', base_epochs=1, groups=4, held_out=200,
+             threshold=95.0, finetune_iters=4, check_interval=2,
+             num_keep=4, search_groups=['stage4', 'stage5'])
+
+
+def small_runner(work_dir, **overrides):
+    cfg = Config.fromfile(DIGITS)
+    cfg.train_dataloader.num_workers = 0
+    cfg.train_dataloader.persistent_workers = False
+    cfg.val_dataloader.num_workers = 0
+    cfg.val_dataloader.persistent_workers = False
+    return SearchRunner(cfg, DIGITS, str(work_dir),
+                        dict(SMALL, **overrides), log=lambda line: None)
+
+
+def read(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+@pytest.fixture(scope='module')
+def finished(tmp_path_factory):
+    work_dir = tmp_path_factory.mktemp('search')
+    paths = small_runner(work_dir).run()
+    return work_dir, paths
+
+
+def test_stopped_and_resumed_search_equals_an_uninterrupted_one(
+        finished, tmp_path):
+    work_dir, paths = finished
+    runner = small_runner(tmp_path)
+    assert runner.run(max_steps=3) is None
+    state = torch.load(osp.join(tmp_path, 'search_state.pth'),
+                       weights_only=True)
+    assert len(state['search']['trajectory']) == 3
+    resumed = small_runner(tmp_path).run()
+    full = read(paths['trajectory'])
+    again = read(resumed['trajectory'])
+    assert any(s['fine_tuned'] for s in full['steps'])
+    for key in ('steps', 'kept', 'evaluations'):
+        assert again[key] == full[key]
+    assert read(resumed['subnets']) == read(paths['subnets'])
+    a = torch.load(osp.join(work_dir, 'search_state.pth'), weights_only=True)
+    b = torch.load(osp.join(tmp_path, 'search_state.pth'), weights_only=True)
+    for part in ('backbone', 'head'):
+        for k, v in a['search']['model'][part].items():
+            assert torch.equal(v, b['search']['model'][part][k]), k
+
+
+def test_outputs_train_a_step(finished):
+    work_dir, paths = finished
+    record = read(paths['trajectory'])
+    subnets = read(paths['subnets'])
+    assert len(subnets['searched']) == len(record['kept']) == 4
+    assert subnets['searched'][-1] == record['steps'][0]['widths']
+    assert osp.getsize(paths['plot']) > 1000
+    for name, sampling in (('searched', 'list'), ('uniform', 'usnet')):
+        cfg = Config.fromfile(paths[name])
+        model = build_model_from_cfg(cfg)
+        assert model.sampling == sampling
+        expected = subnets[name]
+        assert [dict(s) for s in model.backbone.space] == expected
+        optim = OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.01))
+        before = model.backbone.stem.conv.weight.clone()
+        log = model.train_step(batches(1)[0], optim)
+        assert torch.isfinite(log['loss'])
+        assert not torch.equal(before, model.backbone.stem.conv.weight)
+    # the uniform list is one ratio per sub-network, matched in MAdds
+    start = subnets['searched'][-1]
+    for widths in subnets['uniform']:
+        r4, r5 = (widths[g] / start[g] for g in ('stage4', 'stage5'))
+        assert abs(r4 - r5) < 0.02
+
+
+@pytest.mark.parametrize('overrides,match', [
+    (dict(held_out=5000), 'held_out=5000 must be smaller'),
+    (dict(groups=200), r'groups \(G=200\) is larger'),
+    (dict(min_ratio=0.0), r'min_ratio must be in \(0, 1\]'),
+    (dict(min_ratio=1.5), r'min_ratio must be in \(0, 1\]'),
+    (dict(ranking='random'), 'ranking must be one of'),
+    (dict(finetune_iters='10'), 'finetune_iters must be an int'),
+    (dict(colour='red'), r"unknown search option\(s\) \['colour'\]"),
+])
+def test_bad_options_fail_before_any_work(tmp_path, overrides, match):
+    with pytest.raises(ValueError, match=match):
+        small_runner(tmp_path / 'w', **overrides)
+    assert not osp.exists(tmp_path / 'w')
