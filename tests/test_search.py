@@ -18,10 +18,11 @@ from dsnet_mm.search import (ProgressiveSearch, SearchRunner,
                              add_channel_noise, classifier_axes,
                              noise_alphas, pareto_front, permute_channels,
                              remove_channel_noise, reselect, subnet_list)
-from dsnet_mm.search.training import logits_at, sgd
+from dsnet_mm.search.training import logits_at, madds_at, sgd
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 DIGITS = osp.join(ROOT, 'configs', 'ds_mbnet_digits.py')
+DIGITS_GATE = osp.join(ROOT, 'configs', 'ds_mbnet_digits_gate.py')
 
 
 def digits_model():
@@ -270,7 +271,8 @@ def small_runner(work_dir, **overrides):
     cfg.val_dataloader.num_workers = 0
     cfg.val_dataloader.persistent_workers = False
     return SearchRunner(cfg, DIGITS, str(work_dir),
-                        dict(SMALL, **overrides), log=lambda line: None)
+                        dict(SMALL, **overrides), gate_config=DIGITS_GATE,
+                        log=lambda line: None)
 
 
 def read(path):
@@ -325,6 +327,21 @@ def test_outputs_train_a_step(finished):
         log = model.train_step(batches(1)[0], optim)
         assert torch.isfinite(log['loss'])
         assert not torch.equal(before, model.backbone.stem.conv.weight)
+    # Stage II over the searched list: the gate config's window (all 14 of
+    # the ladder) carried over by MAdds: from the searched sub-network
+    # nearest to the ladder's narrowest up to the widest
+    cfg = Config.fromfile(paths['searched_gate'])
+    cfg.model.stage1_checkpoint = None
+    model = build_model_from_cfg(cfg)
+    window = [dict(s) for s in model.backbone.window]
+    first = subnets['searched'].index(window[0])
+    assert window == subnets['searched'][first:]
+    ladder = build_model_from_cfg(Config.fromfile(DIGITS_GATE))
+    target = madds_at(ladder, ladder.backbone.space[0], (3, 32, 32))
+    gaps = [abs(madds_at(model, w, (3, 32, 32)) - target)
+            for w in subnets['searched']]
+    assert gaps.index(min(gaps)) == first
+    assert model(torch.zeros(1, 3, 32, 32)).shape == (1, 10)
     # the uniform list is one ratio per sub-network, matched in MAdds
     start = subnets['searched'][-1]
     for widths in subnets['uniform']:

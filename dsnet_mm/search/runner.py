@@ -273,10 +273,30 @@ class SearchRunner:
         if self.gate_config:
             out['searched_gate'] = osp.join(self.work_dir, 'searched_gate.py')
             _write_config(out['searched_gate'], self.gate_config,
-                          dict(backbone=dict(subnets=searched)))
+                          dict(backbone=dict(
+                              subnets=searched,
+                              gate=dict(window=self.mapped_window(
+                                  searched)))))
         from dsnet_mm.analysis.search_report import plot_trajectory
         plot_trajectory(record, out['plot'])
         return out
+
+    def mapped_window(self, searched: Sequence[Mapping[str, int]]) -> tuple:
+        """The gate config's routing window carried over to the searched
+        list: from the searched sub-network nearest in MAdds to the first of
+        the window, to the one nearest to its last."""
+        gate_cfg = Config.fromfile(self.gate_config).model.backbone
+        start, size = gate_cfg.gate.window
+        space = SubnetSpace(self.model.backbone.space.max_widths,
+                            gate_cfg.subnets)
+        madds = [madds_at(self.model, w, self.input_shape) for w in searched]
+
+        def nearest(widths: Mapping[str, int]) -> int:
+            target = madds_at(self.model, widths, self.input_shape)
+            return min(range(len(madds)), key=lambda i: abs(madds[i] - target))
+
+        first, last = nearest(space[start]), nearest(space[start + size - 1])
+        return (first, max(1, last - first + 1))
 
     def matched_uniform(self, targets: Sequence[int],
                         min_widths: Mapping[str, int]
