@@ -2,6 +2,7 @@
 """The progressive sub-network search: noise, reordering, greedy steps,
 fine-tuning, re-selection, resume, outputs and bad options."""
 import json
+import math
 import os.path as osp
 
 import pytest
@@ -15,7 +16,8 @@ import dsnet_mm  # noqa: F401 (registers)
 from dsnet_mm.engine import build_model_from_cfg
 from dsnet_mm.ops import DSBatchNorm2d, cumulative_bn_stats
 from dsnet_mm.search import (ProgressiveSearch, SearchRunner,
-                             add_channel_noise, classifier_axes,
+                             add_channel_noise, check_search_args,
+                             classifier_axes, search_options,
                              noise_alphas, pareto_front, permute_channels,
                              remove_channel_noise, reselect, subnet_list)
 from dsnet_mm.search.training import logits_at, madds_at, sgd
@@ -362,3 +364,22 @@ def test_bad_options_fail_before_any_work(tmp_path, overrides, match):
     with pytest.raises(ValueError, match=match):
         small_runner(tmp_path / 'w', **overrides)
     assert not osp.exists(tmp_path / 'w')
+
+
+@pytest.mark.parametrize('name,groups', [
+    ('ds_mbnet_graded_digits_search.py',
+     ['stage2', 'stage3', 'stage4', 'stage5']),
+    ('ds_mbnet_imagenet_search.py', ['stage4', 'stage5']),
+    ('ds_resnet18_imagenet_search.py', None),
+])
+def test_search_configs_are_valid(name, groups):
+    cfg = Config.fromfile(osp.join(ROOT, 'configs', 'search', name))
+    options = search_options(cfg.search, {})
+    space = build_model_from_cfg(cfg).backbone.space
+    varying = [g for g in space.groups if space[0][g] != space[-1][g]]
+    assert varying == (groups or space.groups)
+    check_search_args(dict(space[-1]), varying, options['groups'],
+                      options['min_ratio'])
+    if name.startswith('ds_mbnet_graded'):  # as its comment says
+        assert [math.ceil(options['min_ratio'] * space[-1][g])
+                for g in varying] == [6, 9, 20, 36]

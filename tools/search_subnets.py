@@ -54,6 +54,8 @@ def parse_args():
                         help='what picks the removal of a step')
     parser.add_argument('--base-epochs', type=int,
                         help='epochs of base (noise) training')
+    parser.add_argument('--load-from',
+                        help='start base training from this checkpoint')
     parser.add_argument('--seed', type=int, help='seed of the search')
     parser.add_argument('--max-steps', type=int,
                         help='stop after this many search steps (resume '
@@ -91,7 +93,8 @@ def main():
         threshold=args.threshold, finetune_iters=args.finetune_iters,
         num_keep=args.num_keep, ranking=args.ranking,
         noise_order=args.noise_order, criterion=args.criterion,
-        base_epochs=args.base_epochs, seed=args.seed)
+        base_epochs=args.base_epochs, load_from=args.load_from,
+        seed=args.seed)
     begin = time.time()
     runner = SearchRunner(cfg, args.config, args.work_dir, overrides,
                           gate_config=args.gate_config,

@@ -4,7 +4,8 @@
 Phases, each saved atomically into ``search_state.pth`` (weights-only
 loadable) so that a killed search resumes where it stopped:
 
-1. **base**: the widest sub-network trained with plain supervision, with
+1. **base**: the widest sub-network (from scratch, or from ``load_from``)
+   trained with plain supervision, with
    trainable ranking noise on every producing conv (``ranking='noise'``) or
    without (``'l1'``); a state per epoch.
 2. **rank**: channels ranked per width group (``|alpha|`` or L1 norm) and
@@ -26,6 +27,7 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence
 
 import torch
 from mmengine.config import Config
+from mmengine.runner import load_checkpoint
 
 from dsnet_mm.engine import build_model_from_cfg
 from dsnet_mm.models.subnet import SubnetSpace
@@ -56,6 +58,7 @@ DEFAULTS = dict(
     num_keep=8,
     search_groups=None,
     divisor=1,
+    load_from=None,
     seed=0)
 STATE = 'search_state.pth'
 
@@ -133,6 +136,11 @@ class SearchRunner:
         torch.manual_seed(opts['seed'])
         # every DS op initialises itself when built
         self.model = build_model_from_cfg(cfg)
+        if opts['load_from']:
+            # e.g. a converted ImageNet ResNet-18: base training then only
+            # has to learn the noise scales
+            load_checkpoint(self.model, opts['load_from'], map_location='cpu',
+                            strict=False)
         space = self.model.backbone.space
         self.start = dict(space[-1])
         groups = opts['search_groups'] or [
