@@ -288,6 +288,21 @@ def honest_ylim(ax, values: Sequence[float]) -> None:
     ax.set_ylim(low - pad, high + pad)
 
 
+def save_madds_plot(fig, ax, path: str, values: Sequence[float], title: str,
+                    num_images: Optional[int]) -> None:
+    """Finish a top-1 against MAdds plot (honest y range over ``values``,
+    labels, the error bars' note in the title, grid, legend) and save it."""
+    honest_ylim(ax, values)
+    ax.set_xlabel('MAdds per image (M)')
+    ax.set_ylabel('Top-1 accuracy (%)')
+    ax.set_title(title if not num_images else
+                 f'{title}\n(error bars: +-1 s.e., {num_images} images)')
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc='lower right')
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
 def plot_accuracy_vs_madds(rows: Sequence[Dict], path: str,
                            dynamic: Optional[Dict] = None,
                            title: str = 'DS-Net results',
@@ -341,15 +356,7 @@ def plot_accuracy_vs_madds(rows: Sequence[Dict], path: str,
                     va='center', color='tab:orange',
                     bbox=dict(facecolor='white', alpha=0.8,
                               edgecolor='none'))
-    honest_ylim(ax, points)
-    ax.set_xlabel('MAdds per image (M)')
-    ax.set_ylabel('Top-1 accuracy (%)')
-    ax.set_title(title if not num_images else
-                 f'{title}\n(error bars: +-1 s.e., {num_images} images)')
-    ax.grid(True, alpha=0.3)
-    ax.legend(loc='lower right')
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_madds_plot(fig, ax, path, points, title, num_images)
 
 
 def plot_routing_by_level(rows: Sequence[Dict], dynamic: Dict,

@@ -37,7 +37,8 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from .report import (LARGEST, TOP1, _figure, check_rows, curve_rows,
-                     honest_ylim, standard_error, static_curve_at)
+                     honest_ylim, save_madds_plot, standard_error,
+                     static_curve_at)
 
 LABELS = ('searched', 'uniform')
 TITLE = 'Searched vs uniform sub-networks'
@@ -200,15 +201,7 @@ def plot_comparison(searched_rows: Sequence[Dict],
                     ha='left', va='center', fontsize=6.5, zorder=5,
                     bbox=dict(facecolor='white', alpha=0.8, edgecolor='none',
                               pad=1))
-    honest_ylim(ax, values)
-    ax.set_xlabel('MAdds per image (M)')
-    ax.set_ylabel('Top-1 accuracy (%)')
-    ax.set_title(title if not num_images else
-                 f'{title}\n(error bars: +-1 s.e., {num_images} images)')
-    ax.grid(True, alpha=0.3)
-    ax.legend(loc='lower right')
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_madds_plot(fig, ax, path, values, title, num_images)
     return fig
 
 

@@ -35,13 +35,6 @@ def _results_file(path: str) -> str:
     return path
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f'must be >= 1, got {value}')
-    return value
-
-
 def parse_args():
     parser = argparse.ArgumentParser(
         description='Searched sub-networks against a uniform baseline at '
@@ -61,10 +54,13 @@ def parse_args():
                         'uniform)')
     parser.add_argument('--title', default='Searched vs uniform '
                         'sub-networks', help='title of the report and plot')
-    parser.add_argument('--num-images', type=_positive,
+    parser.add_argument('--num-images', type=int,
                         help='test images behind each top-1, for +-1 s.e. '
                         'error bars')
-    return parser.parse_args()
+    args = parser.parse_args()
+    if args.num_images is not None and args.num_images < 1:
+        parser.error(f'--num-images must be >= 1, got {args.num_images}')
+    return args
 
 
 def main():
