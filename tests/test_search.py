@@ -383,3 +383,36 @@ def test_search_configs_are_valid(name, groups):
     if name.startswith('ds_mbnet_graded'):  # as its comment says
         assert [math.ceil(options['min_ratio'] * space[-1][g])
                 for g in varying] == [6, 9, 20, 36]
+
+
+# --- the US-Net baseline's sampling ---------------------------------------
+def test_usnet_sampling_draws_one_ratio_for_every_group():
+    cfg = Config.fromfile(DIGITS)
+    cfg.model.update(sampling='usnet', usnet_divisor=4, num_random=3)
+    model = build_model_from_cfg(cfg)
+    space = model.backbone.space
+    lo, hi = space.smallest, space[-1]
+    specs = model.sample_random_subnets()
+    assert [dict(s) for s in specs] == [
+        dict(s) for s in model.sample_random_subnets()]  # same iteration
+    for spec in specs:
+        assert spec.adhoc and dict(space.get(spec)) == dict(spec)
+        t = [(spec[g] - lo[g]) / (hi[g] - lo[g])
+             for g in ('stage4', 'stage5')]
+        assert abs(t[0] - t[1]) < 0.05  # one ratio, up to the rounding
+        assert all(spec[g] % 4 == 0 for g in ('stage4', 'stage5'))
+        # statistics row: the narrowest listed sub-network as wide
+        row = space[spec.index]
+        assert all(row[g] >= spec[g] for g in space.groups)
+        assert spec.index == 0 or any(
+            space[spec.index - 1][g] < spec[g] for g in space.groups)
+    model.sandwich_iter += 1
+    assert [dict(s) for s in model.sample_random_subnets()] != [
+        dict(s) for s in specs]
+    assert space.interpolate(0.0) == dict(lo)
+    assert space.interpolate(1.0) == dict(hi)
+    with pytest.raises(ValueError, match=r't must be in \[0, 1\]'):
+        space.interpolate(1.5)
+    with pytest.raises(ValueError, match='sampling'):
+        cfg.model.sampling = 'random'
+        build_model_from_cfg(cfg)
