@@ -13,7 +13,6 @@ again and it continues from ``DIR/search_state.pth``. Writes into DIR:
 baseline at matched MAdds) and, with ``--gate-config``, ``searched_gate.py``.
 """
 import argparse
-import os.path as osp
 import time
 
 from mmengine.utils import ProgressBar
@@ -64,21 +63,14 @@ def parse_args():
     return parser.parse_args()
 
 
-class _Progress:
-    """A progress bar over the search steps, and the step lines in a log
-    file next to the state."""
+class _Bar:
+    """mmengine's progress bar over the search steps (a resumed search
+    starts it where it stopped)."""
 
-    def __init__(self, path: str) -> None:
-        self.path = path
+    def __init__(self) -> None:
         self.bar = None
 
-    def __call__(self, line: str) -> None:
-        with open(self.path, 'a') as f:
-            f.write(f'{time.strftime("%H:%M:%S")} {line}\n')
-        if not line.startswith('['):
-            print(line, flush=True)
-            return
-        done, total = map(int, line[1:line.index(']')].split('/'))
+    def __call__(self, done: int, total: int) -> None:
         if self.bar is None:
             self.bar = ProgressBar(total)
             self.bar.completed = done - 1
@@ -97,9 +89,7 @@ def main():
         seed=args.seed)
     begin = time.time()
     runner = SearchRunner(cfg, args.config, args.work_dir, overrides,
-                          gate_config=args.gate_config,
-                          log=_Progress(osp.join(args.work_dir,
-                                                 'search.log')))
+                          gate_config=args.gate_config, progress=_Bar())
     paths = runner.run(args.max_steps)
     print()
     if paths is None:

@@ -117,7 +117,11 @@ class SearchRunner:
         overrides (Mapping): Options over the config's.
         gate_config (str, optional): A Stage II config; with it
             ``searched_gate.py`` is written.
-        log (Callable): Where progress lines go. Defaults to ``print``.
+        log (Callable): Where the phase lines go (every line, the steps'
+            too, is also appended to ``work_dir/search.log``). Defaults to
+            ``print``.
+        progress (Callable, optional): Called with (steps done, steps in
+            all) after each search step, e.g. to draw a progress bar.
     """
 
     def __init__(self,
@@ -126,13 +130,15 @@ class SearchRunner:
                  work_dir: str,
                  overrides: Mapping = {},
                  gate_config: Optional[str] = None,
-                 log: Callable[[str], None] = print) -> None:
+                 log: Callable[[str], None] = print,
+                 progress: Optional[Callable[[int, int], None]] = None) -> None:
         self.options = opts = search_options(cfg.get('search'), overrides)
         self.cfg = cfg
         self.config_path = osp.abspath(config_path)
         self.gate_config = gate_config and osp.abspath(gate_config)
         self.work_dir = work_dir
-        self.log = log
+        self._print = log
+        self.progress = progress
         torch.manual_seed(opts['seed'])
         # every DS op initialises itself when built
         self.model = build_model_from_cfg(cfg)
@@ -155,6 +161,14 @@ class SearchRunner:
         self.input_shape = tuple(self.model.data_preprocessor(
             self.held_out[0], False)['inputs'].shape[1:])
         self.state_path = osp.join(work_dir, STATE)
+
+    def _append(self, line: str) -> None:
+        with open(osp.join(self.work_dir, 'search.log'), 'a') as f:
+            f.write(f'{time.strftime("%Y-%m-%d %H:%M:%S")} {line}\n')
+
+    def log(self, line: str) -> None:
+        self._append(line)
+        self._print(line)
 
     # --- phase 1: base training -----------------------------------------
     def _base(self, state: Optional[dict]) -> Dict[str, torch.Tensor]:
@@ -238,12 +252,14 @@ class SearchRunner:
                        search=search.state_dict()), self.state_path)
             tuned = (f", fine-tuned {record['finetune_iters']} steps"
                      if record['fine_tuned'] else '')
-            self.log(f"[{record['step'] + 1}/{total}] "
+            self._append(f"[{record['step'] + 1}/{total}] "
                      f"-{record['removed'] or 'none'}: "
                      f"{record['madds'] / 1e6:.2f}M MAdds, top-1 "
                      f"{record['score']:.2f}{tuned}; "
                      f'{search.evaluations} evaluations, '
                      f'{time.time() - begin:.0f}s')
+            if self.progress is not None:
+                self.progress(record['step'] + 1, total)
 
         search.run(max_steps, on_step)
         if not search.done:
