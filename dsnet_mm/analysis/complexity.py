@@ -6,28 +6,48 @@ sliced sub-network is counted at its true widths and a plain torch network by
 the very same rules (which is what makes the two comparable). Rules, per image:
 
 - convolution: ``out_h * out_w * c_out * (c_in / groups) * k_h * k_w``;
-- linear: ``in_features * out_features``;
+- linear: ``in_features * out_features`` per token (the sliced q/k/v
+  projection: ``d * 3 * h * head_dims``);
+- attention: ``2 * h * N_q * N_k * head_dims`` (``q k^T`` and the weighted
+  sum of ``v``), counted on :class:`~dsnet_mm.ops.AttentionCore` and, by the
+  same rule, on mmpretrain's ``MultiheadAttention`` (whose qkv and proj are
+  linear layers counted on their own); the softmax and scaling are free;
 - average pooling: one add per input element;
-- biases, batch norms and activations: no MAdds.
+- biases, batch norms, layer norms and activations: no MAdds.
 
 Parameters are the elements of the weight slices a layer used (a layer run
-twice counts once).
+twice counts once). Parameters that no counted layer holds (a ViT's class
+token and position embedding) are not counted.
 """
-from typing import Callable, Dict, Tuple
+from typing import Callable, Dict, Sequence, Tuple
 
 import torch
 import torch.nn as nn
+from mmpretrain.models.utils.attention import MultiheadAttention
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from dsnet_mm.ops import DSConv2d, DSLinear, unfolded_bn
+from dsnet_mm.ops import (AttentionCore, DSConv2d, DSLinear, DSQKVLinear,
+                          unfolded_bn)
 
 _POOLS = (nn.AdaptiveAvgPool2d, nn.AvgPool2d)
 
 
-def _layer_cost(module: nn.Module, x: torch.Tensor,
-                out: torch.Tensor) -> Tuple[int, int]:
-    """(MAdds per image, parameters used) of one call of a leaf layer."""
+def _layer_cost(module: nn.Module, args: Sequence,
+                out) -> Tuple[int, int]:
+    """(MAdds per image, parameters used) of one call of a leaf layer (or
+    of an attention module, for its two matmuls)."""
+    x = args[0]
     batch = x.shape[0]
+    if isinstance(module, AttentionCore):
+        q, k = args[0], args[1]
+        return 2 * q.numel() // batch * k.shape[-2], 0
+    if isinstance(module, MultiheadAttention):
+        tokens = x.shape[1]
+        return 2 * tokens * tokens * module.num_heads * module.head_dims, 0
+    if isinstance(module, DSQKVLinear):
+        c_in, c_out = x.shape[-1], sum(o.shape[1] * o.shape[-1] for o in out)
+        bias = c_out if module.bias is not None else 0
+        return x.numel() // batch * c_out, c_in * c_out + bias
     if isinstance(module, (DSConv2d, nn.Conv2d)):
         c_in, c_out = x.shape[1], out.shape[1]
         if isinstance(module, DSConv2d):
@@ -53,7 +73,8 @@ def _layer_cost(module: nn.Module, x: torch.Tensor,
 
 
 _COUNTED = (DSConv2d, nn.Conv2d, DSLinear, nn.Linear, _BatchNorm,
-            nn.LayerNorm, nn.GroupNorm) + _POOLS
+            nn.LayerNorm, nn.GroupNorm, DSQKVLinear, AttentionCore,
+            MultiheadAttention) + _POOLS
 
 
 def count_complexity(model: nn.Module, run: Callable[[], object]) -> Dict:
@@ -71,7 +92,7 @@ def count_complexity(model: nn.Module, run: Callable[[], object]) -> Dict:
     seen = set()
 
     def hook(module, args, out):
-        madds, params = _layer_cost(module, args[0], out)
+        madds, params = _layer_cost(module, args, out)
         totals['madds'] += madds
         if id(module) not in seen:
             seen.add(id(module))

@@ -73,14 +73,18 @@ class SubnetSpace:
             whole). DS-MobileNetV1's 14 sub-networks are such a ladder.
         field (str): Config field name used in error messages.
             Defaults to ``'subnets'``.
+        skippable (Sequence[str]): Groups that may also be 0 wide (a
+            transformer branch that is then an identity). Defaults to ().
     """
 
     def __init__(self,
                  max_widths: Mapping[str, int],
                  subnets: SubnetsCfg,
-                 field: str = 'subnets') -> None:
+                 field: str = 'subnets',
+                 skippable: Sequence[str] = ()) -> None:
         self.max_widths = dict(max_widths)
         self.field = field
+        self.skippable = frozenset(skippable)
         for group, width in self.max_widths.items():
             if not isinstance(width, int) or width < 1:
                 raise ValueError(f'max width of group {group!r} must be a '
@@ -218,9 +222,12 @@ class SubnetSpace:
                              f'every sub-network sets all of {self.groups}')
         for group, width in widths.items():
             top = self.max_widths[group]
-            if not isinstance(width, int) or not 1 <= width <= top:
+            low = 0 if group in self.skippable else 1
+            if not isinstance(width, int) or not low <= width <= top:
                 raise ValueError(f'{field}.{group}={width!r} is outside the '
-                                 f'stored widths 1..{top}')
+                                 f'stored widths {low}..{top}' +
+                                 (' (0: the branch is an identity)'
+                                  if low == 0 else ''))
 
     def _check_order(self, prev: Mapping[str, int], cur: Mapping[str, int],
                      k: int) -> None:

@@ -4,16 +4,20 @@
 Every op runs on a dense prefix of its stored weights. The input width comes
 from the input tensor, the output width and the statistics row from explicit
 arguments, so an op keeps no state that a second forward could trip on.
-Pooling needs no slicing: ``nn.AdaptiveAvgPool2d`` runs at any width.
+Pooling needs no slicing: ``nn.AdaptiveAvgPool2d`` runs at any width. The
+ViT ops (:mod:`.vit`) read channels from the last dimension.
 """
 from .conv import DSConv2d
 from .linear import DSLinear
 from .norm import DSBatchNorm2d, cumulative_bn_stats, unfolded_bn
 from .se import DSSqueezeExcite
+from .vit import (DSMLP, AttentionCore, DSLayerNorm, DSMultiheadAttention,
+                  DSQKVLinear)
 from .weight_cache import InferenceCacheBlock, inference_cache
 
 __all__ = [
     'DSConv2d', 'DSLinear', 'DSBatchNorm2d', 'DSSqueezeExcite',
     'cumulative_bn_stats', 'unfolded_bn', 'inference_cache',
-    'InferenceCacheBlock'
+    'InferenceCacheBlock', 'DSLayerNorm', 'DSQKVLinear', 'AttentionCore',
+    'DSMultiheadAttention', 'DSMLP'
 ]
