@@ -92,8 +92,9 @@ def classifier_axes(model: nn.Module) -> ChannelAxes:
     """
     backbone = model.backbone
     if not hasattr(backbone, 'describe_channels'):
-        raise TypeError(f'{type(backbone).__name__} cannot describe its '
-                        'channel axes: it is not a DS backbone')
+        raise TypeError(
+            f'{type(backbone).__name__} has no describe_channels: the search '
+            'can reorder the channels of DSMobileNetV1 and DSResNet only')
     if getattr(model, 'with_neck', False) and \
             any(True for _ in model.neck.parameters()):
         raise NotImplementedError(
