@@ -14,12 +14,12 @@ model = dict(
             # the gate sits where the ladder starts: every group from stage2
             # on is routed (see the ladder's comment)
             stage='stage2',
-            # subnet_6..subnet_13 (1.76-5.55 M MAdds): SGS targets only the
+            # subnet_6..subnet_13 (1.59-5.55 M MAdds): SGS targets only the
             # window's two ends, so its narrowest is what the easy images
-            # get. subnet_6 is within a point of the widest on the clean
-            # levels; from subnet_3 (0.81 M) or subnet_5 the dynamic model
-            # lost 2.4 or 1.5 points to the widest, from subnet_7 it needed
-            # 60.5 % of its MAdds
+            # get. subnet_6 is within 1-2 points of the widest on the clean
+            # levels; on the earlier ladder (from 5/16/17/28), from subnet_3
+            # or subnet_5 the dynamic model lost 2.4 or 1.5 points to the
+            # widest, from subnet_7 it needed 60.5 % of its MAdds
             window=(6, 8),
             # the slimming head reads the pooled gate input, not the SE's
             # squeeze: that squeeze has 6 channels here (0.25 of stage1's
@@ -27,7 +27,7 @@ model = dict(
             # routed the clean and the heaviest images alike (29 % and 56 %
             # to the widest), on the pooled input 2 % and 84 % (both on an
             # earlier version of the levels; the three seeds of the final
-            # one: 0-4 % and 79-93 %)
+            # levels and ladder: 0-8 % and 77-94 %)
             features='pooled')),
     # images that even the widest gets wrong (a quarter of level 3) are
     # ignored instead of pulling the gate wide: at the same mean MAdds
