@@ -38,9 +38,12 @@ echo "== 4. Stage II over the searched list =="
 $PY tools/calibrate_bn.py "$WORK_DIR/search/searched.py" \
     "$(cat "$WORK_DIR/searched/last_checkpoint")" \
     --out "$WORK_DIR/searched/calibrated.pth" --num-batches 10
+# half the main job's Stage II schedule (3 epochs), to finish in 20 minutes
 $PY tools/train.py "$WORK_DIR/search/searched_gate.py" \
     --work-dir "$WORK_DIR/searched_gate" --cfg-options "$SEED_OPT" \
-    "model.stage1_checkpoint=$WORK_DIR/searched/calibrated.pth"
+    "model.stage1_checkpoint=$WORK_DIR/searched/calibrated.pth" \
+    train_cfg.max_epochs=3 train_cfg.val_interval=3 \
+    param_scheduler.0.T_max=3 param_scheduler.0.end=3
 echo "Search: $WORK_DIR/search/trajectory.png;" \
     "comparison: $WORK_DIR/comparison/comparison.md;" \
     "gate: $WORK_DIR/searched_gate/report.md"
