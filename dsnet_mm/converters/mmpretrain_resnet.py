@@ -10,7 +10,7 @@ largest *is* the static ResNet); the narrower rows are a starting point for
 ``tools/calibrate_bn.py``. The SE / gate of a stage's first block, which a
 static ResNet has no weights for, keeps its initialisation.
 """
-from typing import Dict, List
+from typing import Callable, Dict, List, Optional
 
 import torch
 
@@ -36,6 +36,54 @@ def split_classifier_state(state: Dict[str, torch.Tensor]
             if key.startswith(part + '.'):
                 parts[part][key[len(part) + 1:]] = value
     return parts
+
+
+def copy_matching(source: Dict[str, torch.Tensor],
+                  own: Dict[str, torch.Tensor], name: str, layout: str,
+                  prefix: str,
+                  adapt: Optional[Callable[[str, torch.Tensor, torch.Tensor],
+                                           torch.Tensor]] = None
+                  ) -> Dict[str, torch.Tensor]:
+    """Copy a source state dict onto a target's keys, one to one.
+
+    Args:
+        source (dict): The (renamed) source tensors.
+        own (dict): The target's state dict (keys and shapes to fill).
+        name (str): The target's name in the errors, e.g. ``'DSResNet'``.
+        layout (str): The source layout that converts, for the errors.
+        prefix (str): Key prefix of the output.
+        adapt (Callable, optional): ``(key, value, target) -> value`` run
+            before the shape check (e.g. to broadcast statistics).
+
+    Raises:
+        KeyError: naming the target keys the source lacks.
+        ValueError: naming source keys the target has no place for, or
+            shapes that differ.
+    """
+    missing = sorted(set(own) - set(source))
+    if missing:
+        raise KeyError(f'the state dict lacks {len(missing)} {name} '
+                       f'key(s): {missing[:10]}')
+    unexpected = sorted(set(source) - set(own))
+    if unexpected:
+        raise ValueError(f'{len(unexpected)} key(s) have no place in {name} '
+                         f'(only {layout} layout converts): '
+                         f'{unexpected[:10]}')
+    out: Dict[str, torch.Tensor] = {}
+    shapes: List[str] = []
+    for key, target in own.items():
+        value = source[key]
+        if adapt is not None:
+            value = adapt(key, value, target)
+        if value.shape != target.shape:
+            shapes.append(f'{key}: source {tuple(source[key].shape)} vs '
+                          f'{name} {tuple(target.shape)}')
+            continue
+        out[prefix + key] = value.clone().to(target.dtype)
+    if shapes:
+        raise ValueError(f'the source differs in shape from the {name}: '
+                         + '; '.join(shapes[:10]))
+    return out
 
 
 def convert_mmpretrain_resnet(state: Dict[str, torch.Tensor],
@@ -67,33 +115,18 @@ def convert_mmpretrain_resnet(state: Dict[str, torch.Tensor],
     source = parts['backbone']
     own = {k: v for k, v in backbone.state_dict().items()
            if '.se.' not in k}
-    missing = sorted(set(own) - set(source))
-    if missing:
-        raise KeyError(f'the state dict lacks {len(missing)} DSResNet '
-                       f'key(s): {missing[:10]}')
-    unexpected = sorted(set(source) - set(own))
-    if unexpected:
-        raise ValueError(
-            f'{len(unexpected)} key(s) have no place in DSResNet (only '
-            "mmpretrain's ResNet / ResNet_CIFAR layout converts): "
-            f'{unexpected[:10]}')
-    out: Dict[str, torch.Tensor] = {}
-    shapes: List[str] = []
-    for key, target in own.items():
-        value = source[key]
-        if key.endswith(_STATS):
-            # one statistics row per sub-network: the same stats in each
-            if value.shape == target.shape[1:]:
-                value = value.unsqueeze(0).repeat(target.shape[0],
-                                                  *[1] * value.dim())
-        if value.shape != target.shape:
-            shapes.append(f'{key}: source {tuple(source[key].shape)} vs '
-                          f'DSResNet {tuple(target.shape)}')
-            continue
-        out[prefix + key] = value.clone().to(target.dtype)
-    if shapes:
-        raise ValueError('the source differs in shape from the DSResNet: '
-                         + '; '.join(shapes[:10]))
+
+    def one_row_per_subnet(key: str, value: torch.Tensor,
+                           target: torch.Tensor) -> torch.Tensor:
+        # one statistics row per sub-network: the same stats in each
+        if key.endswith(_STATS) and value.shape == target.shape[1:]:
+            return value.unsqueeze(0).repeat(target.shape[0],
+                                             *[1] * value.dim())
+        return value
+
+    out = copy_matching(source, own, 'DSResNet',
+                        "mmpretrain's ResNet / ResNet_CIFAR", prefix,
+                        one_row_per_subnet)
     for key, value in parts['head'].items():
         out[head_prefix + key] = value.clone()
     return out

@@ -11,12 +11,12 @@ inside its Sequential with the activation) and ``ffn.layers.1`` (fc2) are
 DSViT's ``ffn.fc1`` and ``ffn.fc2``. A ``VisionTransformerClsHead``'s
 ``layers.head`` is a ``DSLinearClsHead``'s ``fc``.
 """
-from typing import Dict, List, Tuple
+from typing import Dict, Tuple
 
 import torch
 
 from dsnet_mm.models.backbones import DSViT
-from .mmpretrain_resnet import split_classifier_state
+from .mmpretrain_resnet import copy_matching, split_classifier_state
 
 # mmpretrain key part -> DSViT key part
 _RENAMES = (('.ffn.layers.0.0.', '.ffn.fc1.'), ('.ffn.layers.1.', '.ffn.fc2.'))
@@ -59,29 +59,8 @@ def convert_mmpretrain_vit(state: Dict[str, torch.Tensor],
     """
     parts = split_classifier_state(state)
     source = {_rename(k, _RENAMES): v for k, v in parts['backbone'].items()}
-    own = backbone.state_dict()
-    missing = sorted(set(own) - set(source))
-    if missing:
-        raise KeyError(f'the state dict lacks {len(missing)} DSViT key(s): '
-                       f'{missing[:10]}')
-    unexpected = sorted(set(source) - set(own))
-    if unexpected:
-        raise ValueError(
-            f'{len(unexpected)} key(s) have no place in DSViT (only '
-            "mmpretrain's VisionTransformer layout converts): "
-            f'{unexpected[:10]}')
-    out: Dict[str, torch.Tensor] = {}
-    shapes: List[str] = []
-    for key, target in own.items():
-        value = source[key]
-        if value.shape != target.shape:
-            shapes.append(f'{key}: source {tuple(value.shape)} vs DSViT '
-                          f'{tuple(target.shape)}')
-            continue
-        out[prefix + key] = value.clone().to(target.dtype)
-    if shapes:
-        raise ValueError('the source differs in shape from the DSViT: '
-                         + '; '.join(shapes[:10]))
+    out = copy_matching(source, backbone.state_dict(), 'DSViT',
+                        "mmpretrain's VisionTransformer", prefix)
     for key, value in parts['head'].items():
         out[head_prefix + _rename(key, _HEAD_RENAMES)] = value.clone()
     return out
