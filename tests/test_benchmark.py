@@ -245,9 +245,11 @@ def test_short_calls_are_averaged_into_samples():
                     Timer(torch.device('cpu')), warmup=1, repeats=3,
                     min_sample_ms=20)
     # one warm-up call each; then about 20 ms of 2 ms calls per sample
-    assert 1 + 3 * 5 <= calls['fast'] <= 1 + 3 * 10
+    # (bounds loose enough for a loaded machine, where a busy-wait call is
+    # pre-empted; without averaging a sample would be one call)
+    assert 1 + 3 * 2 <= calls['fast'] <= 1 + 3 * 10
     assert calls['slow'] == 1 + 3
-    assert all(2 <= t < 4 for t in times['fast']), times
+    assert all(2 <= t < 10 for t in times['fast']), times
     assert all(30 <= t < 45 for t in times['slow']), times
 
 
