@@ -135,7 +135,7 @@ def permute_channels(model: nn.Module, axes: ChannelAxes,
             tensor.copy_(tensor.index_select(dim, perm.to(tensor.device)))
 
 
-def channel_scores(model: nn.Module, axes: ChannelAxes,
+def channel_scores(axes: ChannelAxes,
                    per_layer: Mapping[str, torch.Tensor]
                    ) -> Dict[str, torch.Tensor]:
     """The score of each channel of each group: the mean, over the convs
@@ -143,8 +143,7 @@ def channel_scores(model: nn.Module, axes: ChannelAxes,
     mean (so a wide or strongly scaled layer does not outweigh the others).
 
     Args:
-        model (nn.Module): The classifier the names resolve in.
-        axes (ChannelAxes): Its channel axes.
+        axes (ChannelAxes): The classifier's channel axes.
         per_layer (Mapping[str, Tensor]): A score per output row of every
             producing conv weight (by name).
     """
@@ -164,4 +163,4 @@ def l1_scores(model: nn.Module, axes: ChannelAxes) -> Dict[str, torch.Tensor]:
         name: _tensor(model, name).detach().abs().flatten(1).sum(1)
         for names in axes.producers.values() for name in names
     }
-    return channel_scores(model, axes, per_layer)
+    return channel_scores(axes, per_layer)

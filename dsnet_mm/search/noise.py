@@ -89,14 +89,14 @@ def remove_channel_noise(model: nn.Module, axes: ChannelAxes
     return alphas
 
 
-def noise_scores(model: nn.Module, axes: ChannelAxes,
+def noise_scores(axes: ChannelAxes,
                  alphas: Dict[str, torch.Tensor],
                  order: str = 'descending') -> Dict[str, torch.Tensor]:
     """Channel importance from the noise scales (higher: kept longer)."""
     if order not in NOISE_ORDERS:
         raise ValueError(f'noise order must be one of {NOISE_ORDERS}, got '
                          f'{order!r}')
-    scores = channel_scores(model, axes, alphas)
+    scores = channel_scores(axes, alphas)
     sign = -1.0 if order == 'descending' else 1.0
     return {g: sign * s for g, s in scores.items()}
 

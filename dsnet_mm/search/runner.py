@@ -207,7 +207,7 @@ class SearchRunner:
                      f'{epoch}/{epochs} in {time.time() - begin:.1f}s')
         if noisy:
             alphas = remove_channel_noise(self.model, self.axes)
-            return noise_scores(self.model, self.axes, alphas,
+            return noise_scores(self.axes, alphas,
                                 opts['noise_order'])
         return l1_scores(self.model, self.axes)
 
