@@ -216,7 +216,7 @@ def test_zero_init_residual_starts_blocks_as_their_shortcut():
      r"'layer3', 'layer4'\]"),
     (dict(gate=dict(stage='layer3', window=(0, 4))),
      r"gate.window=\(0, 4\) mixes widths \[16, 32, 48, 64\] of group "
-     r"'stem', which runs before the gate in 'layer3'"),
+     r"'stem', which runs before the gate \(stage='layer3'\)"),
     (dict(gate=dict(stage='layer3', window=(2, 4)), fixed_ratios=GATE_FIXED),
      r'gate.window=\(2, 4\) must lie in the sub-network list 0..3'),
     (dict(gate=dict(stage='layer3', window=4)),

@@ -12,7 +12,8 @@ the very same rules (which is what makes the two comparable). Rules, per image:
   sum of ``v``), counted on :class:`~dsnet_mm.ops.AttentionCore` and, by the
   same rule, on mmpretrain's ``MultiheadAttention`` (whose qkv and proj are
   linear layers counted on their own); the softmax and scaling are free;
-- average pooling: one add per input element;
+- average pooling: one add per input element (a token pool's mean: per
+  patch token element; its class token: none);
 - biases, batch norms, layer norms and activations: no MAdds.
 
 Parameters are the elements of the weight slices a layer used (a layer run
@@ -27,7 +28,7 @@ from mmpretrain.models.utils.attention import MultiheadAttention
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from dsnet_mm.ops import (AttentionCore, DSConv2d, DSLinear, DSQKVLinear,
-                          unfolded_bn)
+                          TokenPool, unfolded_bn)
 
 _POOLS = (nn.AdaptiveAvgPool2d, nn.AvgPool2d)
 
@@ -65,6 +66,8 @@ def _layer_cost(module: nn.Module, args: Sequence,
         return out.numel() // batch * c_in, c_in * c_out + bias
     if isinstance(module, _POOLS):
         return x.numel() // batch, 0
+    if isinstance(module, TokenPool):
+        return (x[:, 1:].numel() // batch if module.mode == 'mean' else 0), 0
     if isinstance(module, (_BatchNorm, nn.LayerNorm, nn.GroupNorm)):
         channels = x.shape[1] if not isinstance(module, nn.LayerNorm) \
             else x.shape[-1]
@@ -74,7 +77,7 @@ def _layer_cost(module: nn.Module, args: Sequence,
 
 _COUNTED = (DSConv2d, nn.Conv2d, DSLinear, nn.Linear, _BatchNorm,
             nn.LayerNorm, nn.GroupNorm, DSQKVLinear, AttentionCore,
-            MultiheadAttention) + _POOLS
+            MultiheadAttention, TokenPool) + _POOLS
 
 
 def count_complexity(model: nn.Module, run: Callable[[], object]) -> Dict:

@@ -1,5 +1,6 @@
 # Copyright (c) dsnet_mm contributors. All rights reserved.
 from . import backbones, classifiers, gates, heads, losses  # noqa: F401
+from .data_preprocessor import MultiViewClsDataPreprocessor
 from .subnet import SubnetSpace, SubnetSpec
 
-__all__ = ['SubnetSpace', 'SubnetSpec']
+__all__ = ['SubnetSpace', 'SubnetSpec', 'MultiViewClsDataPreprocessor']

@@ -10,7 +10,7 @@ ViT ops (:mod:`.vit`) read channels from the last dimension.
 from .conv import DSConv2d
 from .linear import DSLinear
 from .norm import DSBatchNorm2d, cumulative_bn_stats, unfolded_bn
-from .se import DSSqueezeExcite
+from .se import DSSqueezeExcite, TokenPool
 from .vit import (DSMLP, AttentionCore, DSLayerNorm, DSMultiheadAttention,
                   DSQKVLinear)
 from .weight_cache import InferenceCacheBlock, inference_cache
@@ -19,5 +19,5 @@ __all__ = [
     'DSConv2d', 'DSLinear', 'DSBatchNorm2d', 'DSSqueezeExcite',
     'cumulative_bn_stats', 'unfolded_bn', 'inference_cache',
     'InferenceCacheBlock', 'DSLayerNorm', 'DSQKVLinear', 'AttentionCore',
-    'DSMultiheadAttention', 'DSMLP'
+    'DSMultiheadAttention', 'DSMLP', 'TokenPool'
 ]

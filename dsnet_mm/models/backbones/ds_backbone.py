@@ -112,34 +112,41 @@ class DSBackboneMixin:
         return outs
 
     # --- checks ---------------------------------------------------------
-    def _check_gate(self, gate: Optional[dict], stages: Sequence[str],
-                    groups_before: Sequence[Sequence[str]]
+    def _check_gate(self, gate: Optional[dict], positions: Sequence,
+                    groups_before: Sequence[Sequence[str]],
+                    key: str = 'stage', extra: Sequence[str] = ()
                     ) -> Tuple[Optional[int], List[SubnetSpec], Optional[dict]]:
-        """(index of the gated stage, routing window, ``DSGate`` keyword
+        """(index of the gate's position, routing window, ``DSGate`` keyword
         arguments) from the gate config.
 
         Args:
-            gate (dict, optional): ``dict(stage=..., window=(start, size))``
+            gate (dict, optional): ``dict(<key>=..., window=(start, size))``
                 and optionally ``features`` (``'squeeze'`` or ``'pooled'``,
-                see :class:`~dsnet_mm.models.gates.DSGate`).
-            stages (Sequence[str]): The stage names a gate may name.
-            groups_before (Sequence[Sequence[str]]): For each stage, the
-                width groups of every layer that runs before its first block:
-                the window's sub-networks must agree on all of them.
+                see :class:`~dsnet_mm.models.gates.DSGate`) and the
+                ``extra`` keys.
+            positions (Sequence): Where a gate may sit (the values its
+                ``key`` may take), e.g. stage names.
+            groups_before (Sequence[Sequence[str]]): For each position, the
+                width groups of every layer that runs before the gate: the
+                window's sub-networks must agree on all of them.
+            key (str): The key naming the position. Defaults to ``'stage'``.
+            extra (Sequence[str]): Further optional keys, passed on to
+                ``DSGate`` as they are. Defaults to ().
         """
         if gate is None:
             return None, [], None
-        unknown = set(gate) - {'stage', 'window', 'features'}
-        if unknown or 'stage' not in gate or 'window' not in gate:
-            raise ValueError("gate needs the keys 'stage' and 'window' (and "
-                             f"optionally 'features'), got {sorted(gate)}")
+        optional = ['features', *extra]
+        unknown = set(gate) - {key, 'window', *optional}
+        if unknown or key not in gate or 'window' not in gate:
+            raise ValueError(f"gate needs the keys {key!r} and 'window' (and "
+                             f'optionally {optional}), got {sorted(gate)}')
         features = gate.get('features', 'squeeze')
         check_choice('gate.features', features, GATE_FEATURES)
-        stages = list(stages)
-        if gate['stage'] not in stages:
-            raise ValueError(f"gate.stage={gate['stage']!r} is not a stage; "
-                             f'allowed: {stages}')
-        stage = stages.index(gate['stage'])
+        positions = list(positions)
+        if gate[key] not in positions:
+            raise ValueError(f'gate.{key}={gate[key]!r} is not a {key}; '
+                             f'allowed: {positions}')
+        position = positions.index(gate[key])
         window = gate['window']
         if not isinstance(window, (tuple, list)) or len(window) != 2:
             raise ValueError('gate.window must be a pair (start, size), got '
@@ -151,15 +158,22 @@ class DSBackboneMixin:
                 f'gate.window=({start}, {size}) must lie in the '
                 f'sub-network list 0..{n - 1} (start >= 0, size >= 1)')
         specs = self.space.subnets[start:start + size]
-        for group in groups_before[stage]:
+        for group in groups_before[position]:
             widths = sorted({s[group] for s in specs})
             if len(widths) > 1:
                 raise ValueError(
                     f'gate.window=({start}, {size}) mixes widths {widths} of '
-                    f'group {group!r}, which runs before the gate in '
-                    f"{gate['stage']!r}: the window's sub-networks must "
+                    f'group {group!r}, which runs before the gate '
+                    f'({key}={gate[key]!r}): the window\'s sub-networks must '
                     'share every group before the gate')
-        return stage, specs, dict(num_choices=size, features=features)
+        kwargs = dict(num_choices=size, features=features)
+        kwargs.update((k, gate[k]) for k in extra if k in gate)
+        return position, specs, kwargs
+
+    def gate_input_width(self, h: torch.Tensor) -> int:
+        """The channel width the gate reads, from the features
+        ``forward_pre_gate`` returns (its slimming head's MAdds follow it)."""
+        return h.shape[1]
 
     @staticmethod
     def _check_stage_args(num_stages: int, out_indices: Sequence[int],

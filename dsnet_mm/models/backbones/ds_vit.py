@@ -19,8 +19,10 @@ from mmpretrain.registry import MODELS
 
 from dsnet_mm.ops import (DSMLP, DSLayerNorm, DSLinear, DSMultiheadAttention,
                           DSQKVLinear)
+from dsnet_mm.ops.se import TOKEN_POOLS
 from dsnet_mm.ops.utils import check_choice
 from dsnet_mm.ops.vit import channel_mask
+from ..gates import DSGate
 from ..routing import MaskedRouting
 from ..subnet import SubnetSpace, SubnetSpec, SubnetsCfg
 from .ds_backbone import DSBackboneMixin
@@ -147,8 +149,19 @@ class DSViT(DSBackboneMixin, BaseBackbone):
     :class:`~dsnet_mm.models.subnet.SubnetSpace`, whose entries are either
     full group maps or per-dimension widths ``dict(embed=..., heads=...,
     mlp=...)`` applied to every block from ``fixed_blocks`` on; the first
-    ``fixed_blocks`` blocks always run at full width (the blocks before a
-    gate). The gate is not supported yet (``gate_stage`` is None).
+    ``fixed_blocks`` blocks always run at full width (e.g. the blocks before
+    a gate).
+
+    **Gate.** ``gate=dict(block=k, window=(start, size))`` puts DS-Net's
+    double-headed gate (:class:`~dsnet_mm.models.gates.DSGate` on tokens)
+    after block ``k``: it reads the class token (``tokens='cls_token'``) or
+    the mean patch token (``tokens='mean'``) of the first
+    ``blocks.{k}.embed`` channels, its attention head scales those channels
+    of every token (in Stage I too, as an SE), and its slimming head picks
+    one sub-network of the window per image for blocks ``k+1`` on. The
+    window's sub-networks must share every group of blocks ``0..k``
+    (reading of ``dsnet_pp_spec.md`` §5, [UNVERIFIED]: the CNN gate moved
+    onto the token sequence).
 
     ``describe_channels`` (the progressive search's channel reordering) is
     not implemented: every block's embedding group indexes one shared
@@ -180,6 +193,10 @@ class DSViT(DSBackboneMixin, BaseBackbone):
             Defaults to True.
         idle_head (bool): Reading (B), see above. Defaults to False.
         idle_branches (bool): Reading (C), see above. Defaults to False.
+        gate (dict, optional): ``dict(block=k, window=(start, size))`` and
+            optionally ``features`` (``'squeeze'`` or ``'pooled'``, see
+            ``DSGate``) and ``tokens`` (``'cls_token'`` or ``'mean'``).
+            Defaults to None (no gate, e.g. Stage I).
         qkv_bias (bool): Whether q, k and v have a bias. Defaults to True.
         drop_path_rate (float): Stochastic depth, rising linearly to this
             over the blocks. Defaults to 0.
@@ -240,6 +257,7 @@ class DSViT(DSBackboneMixin, BaseBackbone):
                  final_norm: bool = True,
                  idle_head: bool = False,
                  idle_branches: bool = False,
+                 gate: Optional[dict] = None,
                  qkv_bias: bool = True,
                  drop_path_rate: float = 0.,
                  norm_cfg: dict = dict(type='LN', eps=1e-6),
@@ -284,9 +302,6 @@ class DSViT(DSBackboneMixin, BaseBackbone):
         self.interpolate_mode = interpolate_mode
         self.in_channels = in_channels
         self.norm_eval = False  # no batch norm
-        # no gate yet; the mixin's gate hooks read these
-        self.gate_stage = None
-        self.window: List[SubnetSpec] = []
 
         groups = [block_groups(i) for i in range(self.num_layers)]
         max_widths = {g: tops[dim] for gs in groups
@@ -298,6 +313,12 @@ class DSViT(DSBackboneMixin, BaseBackbone):
             skippable=skippable)
         self._check_fixed(groups, tops)
         self._active = self.space.largest
+        # the gate sits after block k < num_layers - 1 (``gate_stage``: k)
+        self.gate_stage, self.window, gate_kwargs = self._check_gate(
+            gate, range(self.num_layers - 1),
+            [[g for gs in groups[:k + 1] for g in gs]
+             for k in range(self.num_layers - 1)],
+            key='block', extra=('tokens', ))
 
         self.patch_embed = PatchEmbed(
             in_channels=in_channels,
@@ -323,6 +344,11 @@ class DSViT(DSBackboneMixin, BaseBackbone):
             self.ln1 = DSLayerNorm(self.embed_dims, norm_eps)
         if out_type == 'avg_featmap':
             self.ln2 = DSLayerNorm(self.embed_dims, norm_eps)
+        if gate_kwargs is not None:
+            tokens = gate_kwargs.pop('tokens', 'cls_token')
+            check_choice('gate.tokens', tokens, TOKEN_POOLS)
+            self.gate = DSGate(self.embed_dims, tokens=tokens, **gate_kwargs)
+        self._hw = self.patch_resolution  # the grid of the last input
         self._freeze_stages()
 
     # --- the sub-network list -------------------------------------------
@@ -370,30 +396,69 @@ class DSViT(DSBackboneMixin, BaseBackbone):
         routing's widest, channels, heads and hidden units masked per
         sample)."""
         self._check_input(x)
-        x, hw = self._embed(x)
-        outs = []
-        for i, layer in enumerate(self.layers):
-            x = layer(x, spec)
-            if i in self.out_indices:
-                outs.append(self._format_output(x, hw, spec, i))
-        return tuple(outs)
+        return tuple(self._run_blocks(self._embed(x), spec,
+                                      range(self.num_layers))[1])
 
-    def _embed(self, x: torch.Tensor
-               ) -> Tuple[torch.Tensor, Tuple[int, int]]:
-        """Patch tokens with the class token and position embedding, and
-        the patch grid."""
-        tokens, hw = self.patch_embed(x)
+    def forward_pre_gate(
+        self, x: torch.Tensor
+    ) -> Tuple[torch.Tensor, torch.Tensor, List[torch.Tensor]]:
+        """Run blocks ``0..k`` (shared by the window) and the gate: (tokens
+        after the gate's attention, slimming logits ``[B, len(window)]``,
+        outputs of those blocks in ``out_indices``)."""
+        if self.gate_stage is None:
+            raise RuntimeError('this backbone has no gate: set gate=dict('
+                               'block=..., window=(start, size))')
+        self._check_input(x)
+        x, outs, logits = self._run_blocks(
+            self._embed(x), self.window[0], range(self.gate_stage + 1),
+            gate_logits=True)
+        return x, logits, outs
+
+    def forward_post_gate(self, x: torch.Tensor,
+                          spec: Spec) -> List[torch.Tensor]:
+        """Run blocks ``k+1`` on at ``spec`` (a sub-network or a routing)."""
+        return self._run_blocks(
+            x, spec, range(self.gate_stage + 1, self.num_layers))[1]
+
+    def gate_input_width(self, h: torch.Tensor) -> int:
+        return self.window[0][block_groups(self.gate_stage)[0]]
+
+    def _run_blocks(self, x: torch.Tensor, spec: Spec, indices: range,
+                    gate_logits: bool = False
+                    ) -> Tuple[torch.Tensor, List[torch.Tensor],
+                               Optional[torch.Tensor]]:
+        """Run blocks ``indices`` and the gate after its block: (tokens,
+        outputs in ``out_indices``, slimming logits if ``gate_logits``,
+        else None: the gate then runs as a plain SE)."""
+        outs, logits = [], None
+        for i in indices:
+            x = self.layers[i](x, spec)
+            if i == self.gate_stage:
+                d = spec[block_groups(i)[0]]
+                if gate_logits:
+                    a, logits = self.gate.forward_gate(x[..., :d])
+                else:
+                    a = self.gate(x[..., :d])
+                x = a if d == x.shape[-1] else torch.cat([a, x[..., d:]], -1)
+            if i in self.out_indices:
+                outs.append(self._format_output(x, spec, i))
+        return x, outs, logits
+
+    def _embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Patch tokens with the class token and position embedding; the
+        patch grid is kept for ``'featmap'`` outputs (``self._hw``)."""
+        tokens, self._hw = self.patch_embed(x)
         cls_token = self.cls_token.expand(tokens.shape[0], -1, -1)
         tokens = torch.cat([cls_token, tokens], dim=1)
         return tokens + resize_pos_embed(
             self.pos_embed,
             self.patch_resolution,
-            hw,
+            self._hw,
             mode=self.interpolate_mode,
-            num_extra_tokens=self.num_extra_tokens), hw
+            num_extra_tokens=self.num_extra_tokens)
 
-    def _format_output(self, x: torch.Tensor, hw: Tuple[int, int],
-                       spec: Spec, index: int) -> torch.Tensor:
+    def _format_output(self, x: torch.Tensor, spec: Spec,
+                       index: int) -> torch.Tensor:
         mask = None
         if self.idle_head:
             group = block_groups(index)[0]
@@ -408,7 +473,8 @@ class DSViT(DSBackboneMixin, BaseBackbone):
             return x[:, 0]
         patches = x[:, self.num_extra_tokens:]
         if self.out_type == 'featmap':
-            return patches.reshape(x.shape[0], *hw, -1).permute(0, 3, 1, 2)
+            return patches.reshape(x.shape[0], *self._hw,
+                                   -1).permute(0, 3, 1, 2)
         return self.ln2(patches.mean(dim=1), mask)
 
     # --- mmpretrain conventions ----------------------------------------

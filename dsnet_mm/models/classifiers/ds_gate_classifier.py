@@ -150,7 +150,8 @@ class DSGateClassifier(ImageClassifier):
             with torch.no_grad():
                 h = self.backbone.forward_pre_gate(
                     param.new_zeros(1, *shape))[0]
-            gate_cost = self.gate.head_madds(h.shape[1])
+            gate_cost = self.gate.head_madds(
+                self.backbone.gate_input_width(h))
             self._window_madds[shape] = [r['madds'] + gate_cost for r in rows]
         return self._window_madds[shape]
 

@@ -12,6 +12,8 @@ from mmpretrain.models.classifiers import ImageClassifier
 from mmpretrain.registry import MODELS
 
 from dsnet_mm.ops.utils import check_choice
+from ..mvco import (MVCO_MODES, cross_view_target, view_mean_target,
+                    views_symmetric_kl)
 from ..subnet import SubnetSpec
 
 BOOTSTRAP_MODES = ('ib', 'ieb', 'inplace')
@@ -47,6 +49,14 @@ class DSImageClassifier(ImageClassifier):
     BN statistics row of the narrowest listed sub-network as wide; every
     row is recalibrated before evaluation anyway.
 
+    **Multi-view consistency** (``mvco``, DS-Net++'s Stage I for DS-ViT;
+    see :mod:`dsnet_mm.models.mvco` for its options): the batch holds ``V``
+    augmented views of each image (mmpretrain's ``MultiView`` transform and
+    :class:`~dsnet_mm.models.MultiViewClsDataPreprocessor`), the largest
+    learns from the labels on every view and the other widths from a
+    view-consistent soft target, built from the bootstrap mode's teacher
+    (so IB, IEB and in-place combine with it).
+
     The EMA teacher is kept for every mode (it is what the reference evaluates
     and it costs one parameter copy) and updated after each optimizer step.
     The sampled indices come from a generator seeded by ``seed`` and the
@@ -70,6 +80,9 @@ class DSImageClassifier(ImageClassifier):
         sampling (str): ``'list'`` or ``'usnet'``. Defaults to ``'list'``.
         usnet_divisor (int): Width multiple of the ``'usnet'`` widths.
             Defaults to 1.
+        mvco (dict, optional): ``dict(mode='view_mean' | 'cross_view' |
+            'largest_consistency', consistency_weight=1.0)`` (the weight of
+            the last mode's sym-KL). Defaults to None (one view).
         **kwargs: Passed to ``ImageClassifier``.
     """
 
@@ -85,6 +98,7 @@ class DSImageClassifier(ImageClassifier):
                  seed: int = 0,
                  sampling: str = 'list',
                  usnet_divisor: int = 1,
+                 mvco: Optional[dict] = None,
                  **kwargs) -> None:
         super().__init__(backbone, neck=neck, head=head, **kwargs)
         check_choice('bootstrap', bootstrap, BOOTSTRAP_MODES)
@@ -103,6 +117,7 @@ class DSImageClassifier(ImageClassifier):
                 f'{type(self.backbone).__name__} is not a DS backbone: '
                 'DSImageClassifier needs a backbone with a sub-network space '
                 '(e.g. DSMobileNetV1)')
+        self.mvco = self._check_mvco(mvco)
         self.bootstrap = bootstrap
         self.num_random = num_random
         self.seed = seed
@@ -117,6 +132,51 @@ class DSImageClassifier(ImageClassifier):
     @property
     def space(self):
         return self.backbone.space
+
+    @staticmethod
+    def _check_mvco(mvco: Optional[dict]) -> Optional[dict]:
+        if mvco is None:
+            return None
+        if not isinstance(mvco, dict) or \
+                set(mvco) - {'mode', 'consistency_weight'}:
+            raise ValueError("mvco takes the keys 'mode' and "
+                             f"'consistency_weight', got {mvco!r}")
+        cfg = dict(dict(mode='view_mean', consistency_weight=1.0), **mvco)
+        check_choice('mvco.mode', cfg['mode'], MVCO_MODES)
+        if cfg['consistency_weight'] < 0:
+            raise ValueError('mvco.consistency_weight must be >= 0, got '
+                             f"{cfg['consistency_weight']}")
+        return cfg
+
+    def _views(self, inputs) -> List[torch.Tensor]:
+        """The batch's views: one tensor, or ``V >= 2`` with ``mvco``."""
+        views = list(inputs) if isinstance(inputs, (list, tuple)) \
+            else [inputs]
+        if self.mvco is None and len(views) > 1:
+            raise ValueError(
+                f'the batch holds {len(views)} views of each image but '
+                'mvco is not set: set model.mvco=dict(mode=...) or drop '
+                'the MultiView transform')
+        if self.mvco is not None and len(views) < 2:
+            raise ValueError(
+                'mvco needs at least 2 views of each image: wrap the train '
+                "pipeline's augmentations in dict(type='MultiView', "
+                "num_views=2, transforms=[[...]]) and use "
+                "data_preprocessor=dict(type='MultiViewClsDataPreprocessor')")
+        return views
+
+    def _student_input(self, member: int, views: List[torch.Tensor],
+                       probs: torch.Tensor
+                       ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """(input, soft target) of sandwich member ``member`` (0-based,
+        after the largest) from the teacher's probabilities on all views."""
+        num_views = len(views)
+        if num_views == 1:
+            return views[0], probs
+        if self.mvco['mode'] == 'cross_view':
+            view = member % num_views
+            return views[view], cross_view_target(probs, num_views, view)
+        return torch.cat(views), view_mean_target(probs, num_views)
 
     def _student(self) -> nn.ModuleDict:
         """The parts the teacher averages, under the names it stores."""
@@ -177,7 +237,8 @@ class DSImageClassifier(ImageClassifier):
     def _soft_targets(self, inputs: torch.Tensor,
                       largest_logits: torch.Tensor,
                       randoms: List[SubnetSpec]) -> Tuple[torch.Tensor, ...]:
-        """(target of the random widths, target of the smallest)."""
+        """(target of the random widths, target of the smallest): the
+        teacher's probabilities on every image of ``inputs``."""
         if self.bootstrap == 'inplace':
             target = F.softmax(largest_logits.detach().float(), dim=-1)
             return target, target
@@ -222,24 +283,32 @@ class DSImageClassifier(ImageClassifier):
         if int(self.teacher.steps) == 0:
             self.teacher.update_parameters(self._student())  # exact copy
         data = self.data_preprocessor(data, True)
-        inputs, data_samples = data['inputs'], data['data_samples']
+        views = self._views(data['inputs'])
+        inputs = torch.cat(views) if len(views) > 1 else views[0]
+        data_samples = list(data['data_samples']) * len(views)
         randoms = self.sample_random_subnets()
         losses = {}
         with optim_wrapper.optim_context(self):
             largest = forward(inputs, mode='subnet', spec=self.space.largest,
                               dropout=True)
             loss = self.head._get_loss(largest, data_samples)['loss']
+            if self.mvco and self.mvco['mode'] == 'largest_consistency':
+                consistency = self.mvco['consistency_weight'] * \
+                    views_symmetric_kl(largest, len(views))
+                losses['loss_consistency'] = consistency.detach()
+                loss = loss + consistency
             self._check_finite(loss, self.space.largest)
             optim_wrapper.backward(loss)
             losses['loss_largest'] = loss.detach()
-            random_target, smallest_target = self._soft_targets(
+            random_probs, smallest_probs = self._soft_targets(
                 inputs, largest, randoms)
-            students = [(f'random{i}', s, random_target)
+            students = [(f'random{i}', s, random_probs)
                         for i, s in enumerate(randoms)]
             students.append(('smallest', self.space.smallest,
-                             smallest_target))
-            for kind, spec, target in students:
-                logits = forward(inputs, mode='subnet', spec=spec)
+                             smallest_probs))
+            for member, (kind, spec, probs) in enumerate(students):
+                x, target = self._student_input(member, views, probs)
+                logits = forward(x, mode='subnet', spec=spec)
                 loss = self.distill_loss(logits, target)
                 self._check_finite(loss, spec)
                 optim_wrapper.backward(loss)

@@ -1,6 +1,6 @@
 # Copyright (c) dsnet_mm contributors. All rights reserved.
 """The double-headed dynamic gate of DS-Net."""
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -30,7 +30,10 @@ class DSGate(DSSqueezeExcite):
       input (see ``configs/_base_/graded_digits.py``).
 
     Used as a plain SE (``forward``) when a fixed sub-network runs, e.g. in
-    Stage I, where the slimming head gets no gradient.
+    Stage I, where the slimming head gets no gradient. With ``tokens`` the
+    gate reads a ViT's token sequence (see
+    :class:`~dsnet_mm.ops.DSSqueezeExcite`): the class token or the mean
+    patch token is what both heads see.
 
     Args:
         in_channels (int): Widest input width.
@@ -38,11 +41,14 @@ class DSGate(DSSqueezeExcite):
         se_ratio (float): Squeeze ratio of the widest input. Defaults to 0.25.
         features (str): What the slimming head reads, ``'squeeze'`` or
             ``'pooled'``. Defaults to ``'squeeze'``.
+        tokens (str, optional): ``None`` (feature maps), ``'cls_token'`` or
+            ``'mean'`` (token sequences). Defaults to None.
     """
 
     def __init__(self, in_channels: int, num_choices: int,
-                 se_ratio: float = 0.25, features: str = 'squeeze') -> None:
-        super().__init__(in_channels, se_ratio)
+                 se_ratio: float = 0.25, features: str = 'squeeze',
+                 tokens: Optional[str] = None) -> None:
+        super().__init__(in_channels, se_ratio, tokens)
         check_choice('gate.features', features, GATE_FEATURES)
         self.num_choices = num_choices
         self.features = features
@@ -62,10 +68,10 @@ class DSGate(DSSqueezeExcite):
         """(``x`` scaled by attention, slimming logits ``[B, num_choices]``)."""
         pooled = self.pool(x)
         r = self.act(self.conv_reduce(pooled))
-        scale = self.conv_expand(r, out_channels=x.shape[1]).sigmoid()
+        scale = self.conv_expand(r, out_channels=self.width(x)).sigmoid()
         logits = self._slim_logits(r if self.features == 'squeeze'
                                    else pooled)
-        return x * scale, logits.flatten(1)
+        return self.rescale(x, scale), logits.flatten(1)
 
     def _slim_logits(self, v: torch.Tensor) -> torch.Tensor:
         """The slimming head on ``v``, its input columns sliced to ``v``'s
