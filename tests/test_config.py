@@ -6,12 +6,20 @@ import sys
 
 import pytest
 
-CONFIGS = ['ds_mbnet_digits.py', 'ds_mbnet_graded_digits.py', 'ds_mbnet_cifar10.py',
-           'ds_mbnet_imagenet.py']
+MBNET = ['DSImageClassifier', 'DSMobileNetV1', '14']
+VIT = ['DSImageClassifier', 'DSViT', '4']
+CONFIGS = [('ds_mbnet_digits.py', MBNET), ('ds_mbnet_graded_digits.py', MBNET),
+           ('ds_mbnet_cifar10.py', MBNET), ('ds_mbnet_imagenet.py', MBNET),
+           ('ds_vit_graded_digits.py', VIT),
+           ('ds_vit_graded_digits_mvco.py', VIT),
+           ('ds_vit_graded_digits_gate.py', ['DSGateClassifier', *VIT[1:]]),
+           ('ds_vit_small_imagenet.py', VIT),
+           ('ds_vit_small_imagenet_gate.py', ['DSGateClassifier', *VIT[1:]])]
 
 
-@pytest.mark.parametrize('name', CONFIGS)
-def test_config_with_custom_imports_builds_the_model(repo_root, name):
+@pytest.mark.parametrize('name,expected', CONFIGS)
+def test_config_with_custom_imports_builds_the_model(repo_root, name,
+                                                     expected):
     # a fresh interpreter: only custom_imports may register dsnet_mm
     code = (
         'import sys\n'
@@ -27,4 +35,4 @@ def test_config_with_custom_imports_builds_the_model(repo_root, name):
     proc = subprocess.run([sys.executable, '-c', code], cwd=repo_root,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.split() == ['DSImageClassifier', 'DSMobileNetV1', '14']
+    assert proc.stdout.split()[-3:] == expected

@@ -5,7 +5,8 @@ Counting hooks read the shapes of each layer's actual input and output, so a
 sliced sub-network is counted at its true widths and a plain torch network by
 the very same rules (which is what makes the two comparable). Rules, per image:
 
-- convolution: ``out_h * out_w * c_out * (c_in / groups) * k_h * k_w``;
+- convolution: ``out_h * out_w * c_out * (c_in / groups) * k_h * k_w`` (a
+  sliced kernel counted at the size the call ran);
 - linear: ``in_features * out_features`` per token (the sliced q/k/v
   projection: ``d * 3 * h * head_dims``);
 - attention: ``2 * h * N_q * N_k * head_dims`` (``q k^T`` and the weighted
@@ -33,7 +34,7 @@ from dsnet_mm.ops import (AttentionCore, DSConv2d, DSLinear, DSQKVLinear,
 _POOLS = (nn.AdaptiveAvgPool2d, nn.AvgPool2d)
 
 
-def _layer_cost(module: nn.Module, args: Sequence,
+def _layer_cost(module: nn.Module, args: Sequence, kwargs: Dict,
                 out) -> Tuple[int, int]:
     """(MAdds per image, parameters used) of one call of a leaf layer (or
     of an attention module, for its two matmuls)."""
@@ -53,7 +54,9 @@ def _layer_cost(module: nn.Module, args: Sequence,
         c_in, c_out = x.shape[1], out.shape[1]
         if isinstance(module, DSConv2d):
             groups = module.groups_for(c_in)
-            kh = kw = module.kernel_size
+            kernel = kwargs.get('kernel_size', args[2] if len(args) > 2
+                                else None)
+            kh = kw = module.check_kernel(kernel)
         else:
             groups = module.groups
             kh, kw = module.kernel_size
@@ -94,15 +97,16 @@ def count_complexity(model: nn.Module, run: Callable[[], object]) -> Dict:
     totals = dict(madds=0, params=0)
     seen = set()
 
-    def hook(module, args, out):
-        madds, params = _layer_cost(module, args, out)
+    def hook(module, args, kwargs, out):
+        madds, params = _layer_cost(module, args, kwargs, out)
         totals['madds'] += madds
         if id(module) not in seen:
             seen.add(id(module))
             totals['params'] += params
 
     handles = [
-        m.register_forward_hook(hook) for m in model.modules()
+        m.register_forward_hook(hook, with_kwargs=True)
+        for m in model.modules()
         if isinstance(m, _COUNTED)
     ]
     try:

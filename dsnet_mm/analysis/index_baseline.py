@@ -8,13 +8,16 @@ weight, BN parameter and statistic per call. These layers do exactly that,
 holding the DS model's own parameters (nothing is copied at build time), so
 the benchmark can set that cost against prefix slicing.
 """
+from typing import Optional
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from dsnet_mm.deploy import build_subnet
 from dsnet_mm.models.subnet import SubnetSpec
-from dsnet_mm.ops import DSBatchNorm2d, DSConv2d
+from dsnet_mm.ops import (DSBatchNorm2d, DSConv2d, DSLayerNorm, DSLinear,
+                          DSQKVLinear)
 
 
 def _index(n: int, device: torch.device) -> torch.Tensor:
@@ -22,13 +25,19 @@ def _index(n: int, device: torch.device) -> torch.Tensor:
 
 
 class IndexedConv2d(nn.Module):
-    """A DS conv run at ``(c_in, c_out)`` by gathering its weight rows."""
+    """A DS conv run at ``(c_in, c_out)`` (and a centre ``kernel``) by
+    gathering its weight rows (and kernel taps)."""
 
-    def __init__(self, conv: DSConv2d, c_in: int, c_out: int) -> None:
+    def __init__(self, conv: DSConv2d, c_in: int, c_out: int,
+                 kernel: Optional[int] = None) -> None:
         super().__init__()
         self.weight = conv.weight
         self.bias = conv.bias
-        self.stride, self.padding = conv.stride, conv.padding
+        k = conv.check_kernel(kernel)
+        self.stride, self.padding = conv.stride, conv.padding_for(k)
+        self.register_buffer(
+            'tap_index', None if k == conv.kernel_size else
+            _index(k, conv.weight.device) + (conv.kernel_size - k) // 2)
         self.dilation = conv.dilation
         self.groups = conv.groups_for(c_in)
         device = conv.weight.device
@@ -38,6 +47,9 @@ class IndexedConv2d(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         weight = self.weight.index_select(0, self.out_index).index_select(
             1, self.in_index)
+        if self.tap_index is not None:
+            weight = weight.index_select(2, self.tap_index).index_select(
+                3, self.tap_index)
         bias = None if self.bias is None else self.bias.index_select(
             0, self.out_index)
         return F.conv2d(x, weight, bias, self.stride, self.padding,
@@ -62,26 +74,49 @@ class IndexedBatchNorm2d(nn.Module):
 
 
 class IndexedLinear(nn.Module):
-    """A DS classifier run on ``c_in`` inputs by gathering weight columns."""
+    """A linear layer run on ``c_in`` inputs by gathering weight columns
+    (and, given ``out_index``, the rows and bias entries of those outputs;
+    else all outputs, as a classifier)."""
 
-    def __init__(self, fc: nn.Module, c_in: int) -> None:
+    def __init__(self, fc: nn.Module, c_in: int,
+                 out_index: Optional[torch.Tensor] = None) -> None:
         super().__init__()
         self.weight = fc.weight
         self.bias = fc.bias
         self.register_buffer('in_index', _index(c_in, fc.weight.device))
+        self.register_buffer('out_index', out_index)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, self.weight.index_select(1, self.in_index),
-                        self.bias)
+        weight, bias = self.weight, self.bias
+        if self.out_index is not None:
+            weight = weight.index_select(0, self.out_index)
+            bias = None if bias is None else bias.index_select(
+                0, self.out_index)
+        return F.linear(x, weight.index_select(1, self.in_index), bias)
+
+
+class IndexedLayerNorm(nn.Module):
+    """A DS layer norm on ``d`` channels gathering its affine parameters."""
+
+    def __init__(self, ln: DSLayerNorm, d: int) -> None:
+        super().__init__()
+        self.ln = ln
+        self.register_buffer('index', _index(d, ln.weight.device))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        ln, i = self.ln, self.index
+        return F.layer_norm(x, (i.numel(), ), ln.weight.index_select(0, i),
+                            ln.bias.index_select(0, i), ln.eps)
 
 
 class IndexedLayers:
     """Layer builder (see :func:`~dsnet_mm.deploy.build_subnet`)."""
 
     def conv_bn(self, conv: DSConv2d, bn: DSBatchNorm2d, c_in: int,
-                c_out: int, row: int) -> nn.Module:
+                c_out: int, row: int,
+                kernel: Optional[int] = None) -> nn.Module:
         return nn.Sequential(
-            IndexedConv2d(conv, c_in, c_out), IndexedBatchNorm2d(
+            IndexedConv2d(conv, c_in, c_out, kernel), IndexedBatchNorm2d(
                 bn, c_out, row))
 
     def conv(self, conv: DSConv2d, c_in: int, c_out: int) -> nn.Module:
@@ -89,6 +124,20 @@ class IndexedLayers:
 
     def linear(self, fc: nn.Module, c_in: int) -> nn.Module:
         return IndexedLinear(fc, c_in)
+
+    def sliced_linear(self, fc: DSLinear, c_in: int,
+                      c_out: int) -> nn.Module:
+        return IndexedLinear(fc, c_in, _index(c_out, fc.weight.device))
+
+    def qkv(self, qkv: DSQKVLinear, d: int, heads: int) -> nn.Module:
+        """The rows of ``heads`` heads of each of q, k and v."""
+        rows = _index(heads * qkv.head_dims, qkv.weight.device)
+        stride = qkv.num_heads * qkv.head_dims
+        return IndexedLinear(qkv, d, torch.cat([rows + k * stride
+                                                for k in range(3)]))
+
+    def layer_norm(self, ln: DSLayerNorm, d: int) -> nn.Module:
+        return IndexedLayerNorm(ln, d)
 
 
 def indexed_subnet(model: nn.Module, spec: SubnetSpec) -> nn.Module:

@@ -2,12 +2,14 @@
 """A sub-network of any DS classifier as a plain torch network."""
 import torch.nn as nn
 
-from dsnet_mm.models.backbones import DSMobileNetV1, DSResNet
+from dsnet_mm.models.backbones import DSMobileNetV1, DSResNet, DSViT
 from dsnet_mm.models.subnet import SubnetSpec
 from .static_mbnet import StaticLayers, build_mobilenet_v1
 from .static_resnet import build_resnet
+from .static_vit import build_vit
 
-_BUILDERS = ((DSMobileNetV1, build_mobilenet_v1), (DSResNet, build_resnet))
+_BUILDERS = ((DSMobileNetV1, build_mobilenet_v1), (DSResNet, build_resnet),
+             (DSViT, build_vit))
 
 
 def build_subnet(model: nn.Module, spec: SubnetSpec, layers) -> nn.Module:
@@ -25,6 +27,7 @@ def build_subnet(model: nn.Module, spec: SubnetSpec, layers) -> nn.Module:
 def static_subnet(model: nn.Module,
                   spec: SubnetSpec,
                   fold_bn: bool = True) -> nn.Module:
-    """Sub-network ``spec`` of a DS-MobileNetV1 or DS-ResNet classifier as a
-    plain torch network (BN folded unless ``fold_bn=False``), in eval mode."""
+    """Sub-network ``spec`` of a DS-MobileNetV1, DS-ResNet or DS-ViT
+    classifier as a plain torch network (BN folded unless
+    ``fold_bn=False``), in eval mode."""
     return build_subnet(model, spec, StaticLayers(fold_bn))

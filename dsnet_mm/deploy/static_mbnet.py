@@ -14,15 +14,17 @@ import torch
 import torch.nn as nn
 
 from dsnet_mm.models.subnet import SubnetSpec
-from dsnet_mm.ops import DSBatchNorm2d, DSConv2d
+from dsnet_mm.ops import (DSBatchNorm2d, DSConv2d, DSLayerNorm, DSLinear,
+                          DSQKVLinear)
 
 
 def _static_conv(conv: DSConv2d, c_in: int, weight: torch.Tensor,
                  bias: Optional[torch.Tensor], groups: int) -> nn.Conv2d:
     """``nn.Conv2d`` with ``conv``'s geometry holding copies of ``weight``
     and ``bias``."""
-    static = nn.Conv2d(c_in, weight.shape[0], conv.kernel_size, conv.stride,
-                       conv.padding, conv.dilation, groups,
+    k = weight.shape[-1]
+    static = nn.Conv2d(c_in, weight.shape[0], k, conv.stride,
+                       conv.padding_for(k), conv.dilation, groups,
                        bias=bias is not None)
     with torch.no_grad():
         static.weight.copy_(weight)
@@ -32,14 +34,19 @@ def _static_conv(conv: DSConv2d, c_in: int, weight: torch.Tensor,
 
 
 def fold_conv_bn(conv: DSConv2d, bn: DSBatchNorm2d, c_in: int, c_out: int,
-                 row: int) -> nn.Conv2d:
-    """``nn.Conv2d`` at ``(c_in, c_out)`` with BN row ``row`` folded in."""
-    return _static_conv(conv, c_in, *conv.folded(c_in, c_out, bn, row))
+                 row: int, kernel: Optional[int] = None) -> nn.Conv2d:
+    """``nn.Conv2d`` at ``(c_in, c_out)`` and ``kernel`` with BN row ``row``
+    folded in."""
+    return _static_conv(conv, c_in, *conv.folded(
+        c_in, c_out, bn, row, kernel_size=kernel))
 
 
-def _copied_conv(conv: DSConv2d, c_in: int, c_out: int) -> nn.Conv2d:
-    """``nn.Conv2d`` at ``(c_in, c_out)`` holding a copy of the slice."""
-    return _static_conv(conv, c_in, *conv.sliced(c_in, c_out))
+def _copied_conv(conv: DSConv2d, c_in: int, c_out: int,
+                 kernel: Optional[int] = None) -> nn.Conv2d:
+    """``nn.Conv2d`` at ``(c_in, c_out)`` and ``kernel`` holding a copy of
+    the slice."""
+    return _static_conv(conv, c_in, *conv.sliced(c_in, c_out,
+                                                 kernel_size=kernel))
 
 
 def _copied_bn(bn: DSBatchNorm2d, c: int, row: int) -> nn.BatchNorm2d:
@@ -66,22 +73,46 @@ class StaticLayers:
         self.fold_bn = fold_bn
 
     def conv_bn(self, conv: DSConv2d, bn: DSBatchNorm2d, c_in: int,
-                c_out: int, row: int) -> nn.Module:
+                c_out: int, row: int,
+                kernel: Optional[int] = None) -> nn.Module:
         if self.fold_bn:
-            return fold_conv_bn(conv, bn, c_in, c_out, row)
+            return fold_conv_bn(conv, bn, c_in, c_out, row, kernel)
         return nn.Sequential(
-            _copied_conv(conv, c_in, c_out),
+            _copied_conv(conv, c_in, c_out, kernel),
             _copied_bn(bn, c_out, row))
 
     def conv(self, conv: DSConv2d, c_in: int, c_out: int) -> nn.Module:
         return _copied_conv(conv, c_in, c_out)
 
     def linear(self, fc: nn.Module, c_in: int) -> nn.Module:
-        static = nn.Linear(c_in, fc.out_features)
+        """A classifier reading the first ``c_in`` inputs."""
+        return _copied_linear(fc.weight[:, :c_in], fc.bias)
+
+    def sliced_linear(self, fc: DSLinear, c_in: int,
+                      c_out: int) -> nn.Linear:
+        return _copied_linear(*fc._sliced(c_in, c_out))
+
+    def qkv(self, qkv: DSQKVLinear, d: int, heads: int) -> nn.Linear:
+        """q, k and v of ``heads`` heads from ``d`` inputs, one matmul."""
+        return _copied_linear(*qkv._merged(d, heads))
+
+    def layer_norm(self, ln: DSLayerNorm, d: int) -> nn.LayerNorm:
+        static = nn.LayerNorm(d, eps=ln.eps)
         with torch.no_grad():
-            static.weight.copy_(fc.weight[:, :c_in])
-            static.bias.copy_(fc.bias)
+            static.weight.copy_(ln.weight[:d])
+            static.bias.copy_(ln.bias[:d])
         return static
+
+
+def _copied_linear(weight: torch.Tensor,
+                   bias: Optional[torch.Tensor]) -> nn.Linear:
+    static = nn.Linear(weight.shape[1], weight.shape[0],
+                       bias=bias is not None)
+    with torch.no_grad():
+        static.weight.copy_(weight)
+        if bias is not None:
+            static.bias.copy_(bias)
+    return static
 
 
 class StaticSqueezeExcite(nn.Module):
@@ -136,8 +167,9 @@ def build_mobilenet_v1(model: nn.Module, spec: SubnetSpec,
         for b in blocks:
             out = spec[b.group]
             se = b.se
+            kernel = None if b.kernel_group is None else spec[b.kernel_group]
             modules += [
-                layers.conv_bn(b.conv_dw, b.bn1, width, width, row),
+                layers.conv_bn(b.conv_dw, b.bn1, width, width, row, kernel),
                 nn.SiLU(inplace=True),
                 StaticSqueezeExcite(
                     layers.conv(se.conv_reduce, width, se.reduce_channels),

@@ -11,7 +11,7 @@ ways run that choice (all give the same predictions):
   width multiplied by zero, via :class:`MaskedRouting` (differentiable with
   respect to the straight-through one-hot, for gate training).
 """
-from typing import Dict, Sequence
+from typing import Dict, List, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -61,6 +61,17 @@ class MaskedRouting:
                 table[k, :spec[group]] = 1
             self._masks[group] = self.weights @ table
         return self._masks[group]
+
+    def choice_weights(self, group: str) -> Tuple[List[int], torch.Tensor]:
+        """The values a choice group (a kernel size) takes in the window,
+        ascending, and ``[B, n]``: which one each image's sub-network uses."""
+        values = sorted({s[group] for s in self.window})
+        table = torch.zeros(len(self.window), len(values),
+                            dtype=self.weights.dtype,
+                            device=self.weights.device)
+        for k, spec in enumerate(self.window):
+            table[k, values.index(spec[group])] = 1
+        return values, self.weights @ table
 
     def mask(self, x: torch.Tensor, group: str) -> torch.Tensor:
         m = self.channel_mask(group)[:, :x.shape[1]]

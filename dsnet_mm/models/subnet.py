@@ -75,13 +75,20 @@ class SubnetSpace:
             Defaults to ``'subnets'``.
         skippable (Sequence[str]): Groups that may also be 0 wide (a
             transformer branch that is then an identity). Defaults to ().
+        choices (Mapping[str, Sequence[int]], optional): Groups whose value
+            is one of a few choices rather than any width up to the widest
+            (kernel sizes); the largest choice must be the group's max
+            width. A ladder puts such a group at the choice nearest its
+            even step (ties to the smaller). Defaults to None.
     """
 
     def __init__(self,
                  max_widths: Mapping[str, int],
                  subnets: SubnetsCfg,
                  field: str = 'subnets',
-                 skippable: Sequence[str] = ()) -> None:
+                 skippable: Sequence[str] = (),
+                 choices: Optional[Mapping[str, Sequence[int]]] = None
+                 ) -> None:
         self.max_widths = dict(max_widths)
         self.field = field
         self.skippable = frozenset(skippable)
@@ -89,6 +96,14 @@ class SubnetSpace:
             if not isinstance(width, int) or width < 1:
                 raise ValueError(f'max width of group {group!r} must be a '
                                  f'positive int, got {width!r}')
+        self.choices = {g: tuple(sorted(c)) for g, c in (choices or {}).items()}
+        for group, values in self.choices.items():
+            if group not in self.max_widths or \
+                    values[-1] != self.max_widths[group]:
+                raise ValueError(
+                    f'choices of group {group!r} ({list(values)}) must end '
+                    'at its max width '
+                    f'{self.max_widths.get(group, "(unknown group)")}')
         if isinstance(subnets, Mapping):
             widths = self._ladder(subnets)
         else:
@@ -151,9 +166,19 @@ class SubnetSpace:
         widths = {}
         for g in self.groups:
             w = lo[g] + t * (hi[g] - lo[g])
+            if g in self.choices:
+                widths[g] = self._nearest_choice(g, w, lo[g], hi[g])
+                continue
             w = int(round(w / divisor)) * divisor
             widths[g] = min(max(w, lo[g]), hi[g])
         return widths
+
+    def _nearest_choice(self, group: str, value: float, lo: int,
+                        hi: int) -> int:
+        """The choice of ``group`` within ``lo..hi`` nearest to ``value``
+        (ties to the smaller)."""
+        return min((c for c in self.choices[group] if lo <= c <= hi),
+                   key=lambda c: (abs(c - value), c))
 
     def get(self, key: Union[int, str, SubnetSpec]) -> SubnetSpec:
         """Look a sub-network up by index, name or spec (an ad-hoc spec is
@@ -202,6 +227,12 @@ class SubnetSpace:
                 raise ValueError(
                     f'{self.field}: group {group!r} must not narrow from '
                     f'smallest ({lo[group]}) to widest ({hi[group]})')
+            if group in self.choices:
+                for k in range(num):
+                    ladder[k][group] = self._nearest_choice(
+                        group, lo[group] + k * span / max(num - 1, 1),
+                        lo[group], hi[group])
+                continue
             if num > 1 and span % (num - 1):
                 raise ValueError(
                     f'{self.field}: group {group!r} cannot step from '
@@ -221,6 +252,12 @@ class SubnetSpace:
             raise ValueError(f'{field} lacks width group(s) {missing}; '
                              f'every sub-network sets all of {self.groups}')
         for group, width in widths.items():
+            if group in self.choices:
+                if width not in self.choices[group]:
+                    raise ValueError(
+                        f'{field}.{group}={width!r} is not one of the '
+                        f'choices {list(self.choices[group])}')
+                continue
             top = self.max_widths[group]
             low = 0 if group in self.skippable else 1
             if not isinstance(width, int) or not low <= width <= top:

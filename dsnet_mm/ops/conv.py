@@ -31,13 +31,21 @@ class DSConv2d(InferenceCache):
     width (``c_out = groups * out_channels // max_groups``);
     ``group_channels=1`` is a depthwise convolution.
 
+    **Kernel slicing** (DS-Net++'s DS-CNN++, ``dsnet_pp_spec.md`` §3,
+    [UNVERIFIED] reading): a forward at ``kernel_size=k`` (odd, at most the
+    stored kernel) uses the centre ``k x k`` of every stored filter
+    (``weight[..., o:o+k, o:o+k]`` with ``o = (K - k) // 2``), a view like
+    the channel prefix, with no per-size transform; the padding follows the
+    kernel (``dilation * (k - 1) // 2``) unless it was set explicitly.
+
     Args:
         in_channels (int): Widest input width.
         out_channels (int): Widest output width.
         kernel_size (int): Kernel size.
         stride (int): Stride. Defaults to 1.
         padding (int, optional): Padding; ``None`` keeps the spatial size at
-            stride 1 (``dilation * (kernel_size - 1) // 2``). Defaults to None.
+            stride 1 at every kernel size (``dilation * (k - 1) // 2``).
+            Defaults to None.
         dilation (int): Dilation. Defaults to 1.
         group_channels (int, optional): Input channels per group; ``None`` is
             a full convolution. Defaults to None.
@@ -65,6 +73,7 @@ class DSConv2d(InferenceCache):
         self.out_channels = out_channels
         self.kernel_size = kernel_size
         self.stride = stride
+        self.auto_padding = padding is None
         self.padding = (dilation * (kernel_size - 1) // 2
                         if padding is None else padding)
         self.dilation = dilation
@@ -90,53 +99,80 @@ class DSConv2d(InferenceCache):
             return 1
         return in_channels // self.group_channels
 
+    def check_kernel(self, kernel_size: Optional[int]) -> int:
+        """The kernel a forward runs (default: the stored one); raises if it
+        is not an odd size within the stored kernel."""
+        if kernel_size is None:
+            return self.kernel_size
+        allowed = list(range(self.kernel_size % 2 or 2, self.kernel_size + 1,
+                             2))
+        if kernel_size not in allowed:
+            raise ValueError(
+                f'kernel_size={kernel_size!r} must be a centre slice of the '
+                f'stored {self.kernel_size}x{self.kernel_size} kernel; '
+                f'allowed: {allowed}')
+        return kernel_size
+
+    def padding_for(self, kernel_size: int) -> int:
+        """The padding at kernel ``kernel_size`` (see the class notes)."""
+        if not self.auto_padding:
+            return self.padding
+        return self.dilation * (kernel_size - 1) // 2
+
     def forward(self,
                 x: torch.Tensor,
-                out_channels: Optional[int] = None) -> torch.Tensor:
+                out_channels: Optional[int] = None,
+                kernel_size: Optional[int] = None) -> torch.Tensor:
         if self.inference():
-            key = (x.shape[1], out_channels, memory_format(x))
+            key = (x.shape[1], out_channels, memory_format(x), kernel_size)
             weight, bias, groups = self.hit(key) or self.cached(
                 key, lambda: self.sliced(*key))
         else:
-            weight, bias, groups = self.sliced(x.shape[1], out_channels)
-        return F.conv2d(x, weight, bias, self.stride, self.padding,
-                        self.dilation, groups)
+            weight, bias, groups = self.sliced(x.shape[1], out_channels,
+                                               kernel_size=kernel_size)
+        return F.conv2d(x, weight, bias, self.stride,
+                        self.padding_for(weight.shape[-1]), self.dilation,
+                        groups)
 
     def forward_bn(self,
                    x: torch.Tensor,
                    bn: DSBatchNorm2d,
                    stats: StatsSelector,
-                   out_channels: Optional[int] = None) -> torch.Tensor:
+                   out_channels: Optional[int] = None,
+                   kernel_size: Optional[int] = None) -> torch.Tensor:
         """The conv, then ``bn`` with statistics ``stats``.
 
         In cached inference (see :func:`~dsnet_mm.ops.inference_cache`) with
         one statistics row (a static sub-network) this is a single
         convolution with the BN folded into its weight and bias, cached per
-        input width, output width, row and memory format, so a sliced
+        input width, output width, kernel, row and memory format, so a sliced
         sub-network runs the layers of a deployed static network.
         """
         if isinstance(stats, int) and bn.fold and self.inference() and \
                 bn.inference():
             c_in, fmt = x.shape[1], memory_format(x)
-            key = (c_in, out_channels, fmt, stats)
+            key = (c_in, out_channels, fmt, stats, kernel_size)
             weight, bias, groups = self.hit(key) or self.cached(
-                key, lambda: self.folded(c_in, out_channels, bn, stats, fmt),
-                bn)
-            return F.conv2d(x, weight, bias, self.stride, self.padding,
+                key, lambda: self.folded(c_in, out_channels, bn, stats, fmt,
+                                         kernel_size), bn)
+            return F.conv2d(x, weight, bias, self.stride,
+                            self.padding_for(weight.shape[-1]),
                             self.dilation, groups)
-        return bn(self(x, out_channels), stats)
+        return bn(self(x, out_channels, kernel_size=kernel_size), stats)
 
     def folded(self,
                c_in: int,
                out_channels: Optional[int],
                bn: DSBatchNorm2d,
                row: int,
-               fmt: torch.memory_format = torch.contiguous_format) -> Tuple:
-        """(weight, bias, groups) at ``c_in`` inputs and ``out_channels``
-        outputs with BN row ``row`` folded in: detached copies, the weight
-        in memory format ``fmt`` (the inference cache and static export
-        share this)."""
-        weight, bias, groups = self.sliced(c_in, out_channels)
+               fmt: torch.memory_format = torch.contiguous_format,
+               kernel_size: Optional[int] = None) -> Tuple:
+        """(weight, bias, groups) at ``c_in`` inputs, ``out_channels``
+        outputs and ``kernel_size`` with BN row ``row`` folded in: detached
+        copies, the weight in memory format ``fmt`` (the inference cache and
+        static export share this)."""
+        weight, bias, groups = self.sliced(c_in, out_channels,
+                                           kernel_size=kernel_size)
         c_out = weight.shape[0]
         mean, var, gamma, beta = bn.sliced(4, c_out, row)
         scale = gamma * torch.rsqrt(var + bn.eps)
@@ -152,9 +188,12 @@ class DSConv2d(InferenceCache):
     def sliced(self,
                c_in: int,
                out_channels: Optional[int],
-               fmt: Optional[torch.memory_format] = None) -> Tuple:
-        """(weight, bias, groups) at ``c_in`` inputs and ``out_channels``
-        outputs; views, or detached copies in memory format ``fmt``."""
+               fmt: Optional[torch.memory_format] = None,
+               kernel_size: Optional[int] = None) -> Tuple:
+        """(weight, bias, groups) at ``c_in`` inputs, ``out_channels``
+        outputs and ``kernel_size`` (the centre of the stored kernel); views,
+        or detached copies in memory format ``fmt``."""
+        k = self.check_kernel(kernel_size)
         check_width('in_channels', c_in, self.in_channels, self.group_channels)
         groups = self.groups_for(c_in)
         if self.group_channels is None:
@@ -170,6 +209,9 @@ class DSConv2d(InferenceCache):
                     f'conv\'s output width {c_out} at {c_in} input channels')
             in_per_group = self.group_channels
         weight = self.weight[:c_out, :in_per_group]
+        if k != self.kernel_size:
+            o = (self.kernel_size - k) // 2
+            weight = weight[..., o:o + k, o:o + k]
         bias = None if self.bias is None else self.bias[:c_out]
         if fmt is not None:
             weight = weight.detach().clone(memory_format=fmt)

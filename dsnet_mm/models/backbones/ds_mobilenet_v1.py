@@ -10,6 +10,7 @@ from mmpretrain.registry import MODELS
 from dsnet_mm.ops import DSBatchNorm2d, DSConv2d, DSSqueezeExcite
 from dsnet_mm.ops.utils import check_choice
 from ..gates import DSGate
+from ..routing import MaskedRouting
 from ..subnet import SubnetSpace, SubnetSpec, SubnetsCfg
 from .ds_backbone import DSBackboneMixin
 
@@ -49,6 +50,11 @@ class DSDepthwiseSeparable(nn.Module):
         se_ratio (float): SE squeeze ratio of the widest input.
         gate (dict, optional): ``DSGate`` keyword arguments (``num_choices``,
             ``features``) if the block holds the gate. Defaults to None.
+        kernel_size (int): Stored kernel of the depthwise conv. Defaults
+            to 3.
+        kernel_group (str, optional): The group holding the depthwise
+            kernel size of the sub-network (kernel slicing), or None (always
+            the stored kernel). Defaults to None.
     """
 
     def __init__(self,
@@ -59,12 +65,15 @@ class DSDepthwiseSeparable(nn.Module):
                  group: str,
                  num_stats: int,
                  se_ratio: float,
-                 gate: Optional[dict] = None) -> None:
+                 gate: Optional[dict] = None,
+                 kernel_size: int = 3,
+                 kernel_group: Optional[str] = None) -> None:
         super().__init__()
         self.in_group = in_group
         self.group = group
+        self.kernel_group = kernel_group
         self.conv_dw = DSConv2d(
-            in_channels, in_channels, 3, stride, group_channels=1)
+            in_channels, in_channels, kernel_size, stride, group_channels=1)
         self.bn1 = DSBatchNorm2d(in_channels, num_stats)
         self.se = DSGate(in_channels, se_ratio=se_ratio, **gate) \
             if gate else DSSqueezeExcite(in_channels, se_ratio)
@@ -73,8 +82,21 @@ class DSDepthwiseSeparable(nn.Module):
         self.act = nn.SiLU(inplace=True)
 
     def forward_dw(self, x: torch.Tensor, spec: SubnetSpec) -> torch.Tensor:
-        """Depthwise conv, BN and activation, at the input width."""
-        x = self.act(self.conv_dw.forward_bn(x, self.bn1, spec.stats))
+        """Depthwise conv, BN and activation, at the input width and the
+        sub-network's kernel. Under a routing whose window mixes kernels,
+        each kernel runs and every image keeps its own's output."""
+        group = self.kernel_group
+        if group is not None and isinstance(spec, MaskedRouting) and \
+                len({s[group] for s in spec.window}) > 1:
+            kernels, weights = spec.choice_weights(group)
+            x = sum(
+                w[:, None, None, None] * self.act(self.conv_dw.forward_bn(
+                    x, self.bn1, spec.stats, kernel_size=k))
+                for k, w in zip(kernels, weights.unbind(1)))
+        else:
+            kernel = None if group is None else spec[group]
+            x = self.act(self.conv_dw.forward_bn(x, self.bn1, spec.stats,
+                                                 kernel_size=kernel))
         return spec.mask(x, self.in_group)
 
     def forward_pw(self, x: torch.Tensor, spec: SubnetSpec) -> torch.Tensor:
@@ -136,6 +158,13 @@ class DSMobileNetV1(DSBackboneMixin, BaseBackbone):
             windows); every layer it precedes takes that sub-network's widths,
             so the window's sub-networks must agree on every earlier group.
             Defaults to None (no gate, e.g. Stage I).
+        kernel_choices (dict, optional): Kernel slicing (DS-CNN++ of
+            DS-Net++): ``dict(stage4=(3, 5), ...)`` gives the depthwise convs
+            of those stages odd kernel choices, stored at the largest and
+            sliced from its centre (see :class:`~dsnet_mm.ops.DSConv2d`).
+            Each such stage gets the width group ``'<stage>.kernel'`` (a
+            choice group of the space), which every sub-network sets; MAdds
+            follow the kernel. Defaults to None (3x3 everywhere).
         init_cfg (dict, optional): Initialization config. Defaults to None.
     """
     # (group, widest width, blocks, stride of the first block): reference §2.1
@@ -166,6 +195,7 @@ class DSMobileNetV1(DSBackboneMixin, BaseBackbone):
                  frozen_stages: int = -1,
                  norm_eval: bool = False,
                  gate: Optional[dict] = None,
+                 kernel_choices: Optional[dict] = None,
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(init_cfg)
         if isinstance(arch, str):
@@ -182,16 +212,22 @@ class DSMobileNetV1(DSBackboneMixin, BaseBackbone):
         self.frozen_stages = frozen_stages
         self.norm_eval = norm_eval
 
+        stage_groups = [s[0] for s in stages]
+        kernels = self._check_kernel_choices(kernel_choices, stage_groups)
         max_widths = dict(stem=stem_width)
         max_widths.update((g, w) for g, w, _, _ in stages)
+        max_widths.update((f'{g}.kernel', max(c)) for g, c in kernels.items())
         self.space = SubnetSpace(
-            max_widths, self.default_subnets if subnets is None else subnets)
+            max_widths, self.default_subnets if subnets is None else subnets,
+            choices={f'{g}.kernel': c for g, c in kernels.items()})
         self._active = self.space.largest
         num_stats = self.space.num_stats
-        stage_groups = [s[0] for s in stages]
+        # before the gate's SE: earlier stages and the gated stage's kernel
         self.gate_stage, self.window, gate_kwargs = self._check_gate(
             gate, stage_groups,
-            [['stem'] + stage_groups[:i] for i in range(len(stage_groups))])
+            [['stem'] + stage_groups[:i] +
+             [f'{g}.kernel' for g in stage_groups[:i + 1] if g in kernels]
+             for i in range(len(stage_groups))])
 
         self.stem = DSConvBNAct(in_channels, stem_width, 3, stem_stride,
                                 'stem', num_stats)
@@ -206,10 +242,35 @@ class DSMobileNetV1(DSBackboneMixin, BaseBackbone):
                     DSDepthwiseSeparable(
                         width, out_width, stride if j == 0 else 1, in_group,
                         group, num_stats, se_ratio,
-                        gate_kwargs if gated else None))
+                        gate_kwargs if gated else None,
+                        max(kernels.get(group, (3, ))),
+                        f'{group}.kernel' if group in kernels else None))
                 width, in_group = out_width, group
             self.layers.append(blocks)
         self._freeze_stages()
+
+    @staticmethod
+    def _check_kernel_choices(kernel_choices: Optional[dict],
+                              stages: List[str]) -> dict:
+        """``{stage: sorted kernel choices}``, checked."""
+        if kernel_choices is None:
+            return {}
+        unknown = sorted(set(kernel_choices) - set(stages))
+        if unknown:
+            raise ValueError(f'kernel_choices names unknown stage(s) '
+                             f'{unknown}; allowed: {stages}')
+        checked = {}
+        for stage, values in kernel_choices.items():
+            values = tuple(values) if isinstance(values, (list, tuple)) \
+                else (values, )
+            if not values or any(not isinstance(k, int) or k < 1 or k % 2 == 0
+                                 for k in values):
+                raise ValueError(
+                    f'kernel_choices.{stage}={kernel_choices[stage]!r} must '
+                    'hold odd kernel sizes >= 1 (a centre slice of the '
+                    'largest), e.g. (3, 5)')
+            checked[stage] = tuple(sorted(set(values)))
+        return checked
 
     # --- what the mixin's forward passes walk ---------------------------
     def _forward_stem(self, x: torch.Tensor,
