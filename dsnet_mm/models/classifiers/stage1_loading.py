@@ -47,9 +47,11 @@ def load_stage1_weights(model: nn.Module, path: str,
     """Load the student of a Stage I checkpoint into ``model``.
 
     Every key of the model must be in the checkpoint with the same shape,
-    except those under ``new_prefixes`` (parts Stage II adds, such as the
-    gate's slimming head); checkpoint keys the model lacks are errors too,
-    apart from Stage I's teacher and sampler state. The checkpoint is read
+    except those under ``new_prefixes`` (parts Stage II trains from its own
+    init, such as the gate's slimming head: a Stage I supernet that already
+    holds the gate, as DS-ViT's, never trained it, and its copy is skipped);
+    checkpoint keys the model lacks are errors too, apart from Stage I's
+    teacher and sampler state. The checkpoint is read
     with ``weights_only=True``.
 
     Raises:
@@ -58,7 +60,8 @@ def load_stage1_weights(model: nn.Module, path: str,
     ckpt = torch.load(path, map_location='cpu', weights_only=True)
     state = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else ckpt
     state = strip_module_prefix(state)
-    state = {k: v for k, v in state.items() if not k.startswith(_STAGE1_ONLY)}
+    state = {k: v for k, v in state.items()
+             if not k.startswith((*_STAGE1_ONLY, *new_prefixes))}
     own = {k: v for k, v in model.state_dict().items()
            if not k.startswith(tuple(new_prefixes))}
     check_state_dict(own, state, f'Stage I checkpoint {path}')
