@@ -134,3 +134,26 @@ def test_bad_gate_configs_fail_at_build(gate, match):
     cfg.pop('type')
     with pytest.raises(ValueError, match=match):
         DSViT(**cfg)
+
+
+def test_stage1_supernet_with_the_gate_loads_into_stage2(tmp_path):
+    """DS-ViT's Stage I holds the gate (its SE trains there): every weight
+    but the never-trained slimming head comes over."""
+    torch.manual_seed(3)
+    stage1 = MODELS.build(dict(
+        type='DSImageClassifier', backbone=backbone_cfg(),
+        head=dict(type='DSLinearClsHead', num_classes=5, in_channels=32)))
+    torch.save(dict(state_dict=stage1.state_dict()), tmp_path / 's1.pth')
+    torch.manual_seed(0)
+    model = MODELS.build(dict(
+        type='DSGateClassifier', backbone=backbone_cfg(),
+        head=dict(type='DSLinearClsHead', num_classes=5, in_channels=32),
+        stage1_checkpoint=str(tmp_path / 's1.pth')))
+    head_init = model.gate.slim_head.weight.detach().clone()
+    model.init_weights()
+    assert torch.equal(model.gate.slim_head.weight, head_init)
+    assert not torch.equal(head_init, stage1.backbone.gate.slim_head.weight)
+    assert torch.equal(model.backbone.gate.conv_reduce.weight,
+                       stage1.backbone.gate.conv_reduce.weight)
+    assert torch.equal(model.backbone.layers[2].ffn.fc1.weight,
+                       stage1.backbone.layers[2].ffn.fc1.weight)
