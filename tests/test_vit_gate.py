@@ -11,6 +11,7 @@ from mmpretrain.structures import DataSample
 from dsnet_mm.analysis import subnet_complexity
 from dsnet_mm.models.backbones import DSViT
 from test_ds_vit import ARCH, LADDER, images, plain_forward
+from test_gate import route_cyclically
 
 init_default_scope('mmpretrain')
 
@@ -32,18 +33,6 @@ def build(**gate) -> torch.nn.Module:
             if 'ln' not in name:
                 p.normal_(0, 0.2)
     return model.eval()
-
-
-def route_cyclically(model, size=3):
-    """Make the slimming head send image ``b`` to window position b % size."""
-    real = model.gate.slim_head.forward
-
-    def forward(r):
-        real(r)  # keep the head in the graph
-        hot = torch.eye(size)[torch.arange(r.shape[0]) % size]
-        return (5 * hot)[:, :, None, None]
-
-    model.gate.slim_head.forward = forward
 
 
 @pytest.mark.parametrize('tokens', ['cls_token', 'mean'])
@@ -74,7 +63,7 @@ def test_gate_is_an_se_on_the_tokens_after_its_block(tokens):
 
 def test_slice_bucket_and_mask_paths_agree():
     model = build()
-    route_cyclically(model)
+    route_cyclically(model, 3)
     x = images(9)
     with torch.no_grad():
         results = {m: model.forward_dynamic(x, m)

@@ -23,9 +23,14 @@ def _static_conv(conv: DSConv2d, c_in: int, weight: torch.Tensor,
     """``nn.Conv2d`` with ``conv``'s geometry holding copies of ``weight``
     and ``bias``."""
     k = weight.shape[-1]
-    static = nn.Conv2d(c_in, weight.shape[0], k, conv.stride,
-                       conv.padding_for(k), conv.dilation, groups,
-                       bias=bias is not None)
+    return _holding(
+        nn.Conv2d(c_in, weight.shape[0], k, conv.stride, conv.padding_for(k),
+                  conv.dilation, groups, bias=bias is not None), weight, bias)
+
+
+def _holding(static: nn.Module, weight: torch.Tensor,
+             bias: Optional[torch.Tensor]) -> nn.Module:
+    """``static`` with copies of ``weight`` and ``bias`` in its own."""
     with torch.no_grad():
         static.weight.copy_(weight)
         if bias is not None:
@@ -97,22 +102,14 @@ class StaticLayers:
         return _copied_linear(*qkv._merged(d, heads))
 
     def layer_norm(self, ln: DSLayerNorm, d: int) -> nn.LayerNorm:
-        static = nn.LayerNorm(d, eps=ln.eps)
-        with torch.no_grad():
-            static.weight.copy_(ln.weight[:d])
-            static.bias.copy_(ln.bias[:d])
-        return static
+        return _holding(nn.LayerNorm(d, eps=ln.eps), ln.weight[:d],
+                        ln.bias[:d])
 
 
 def _copied_linear(weight: torch.Tensor,
                    bias: Optional[torch.Tensor]) -> nn.Linear:
-    static = nn.Linear(weight.shape[1], weight.shape[0],
-                       bias=bias is not None)
-    with torch.no_grad():
-        static.weight.copy_(weight)
-        if bias is not None:
-            static.bias.copy_(bias)
-    return static
+    return _holding(nn.Linear(weight.shape[1], weight.shape[0],
+                              bias=bias is not None), weight, bias)
 
 
 class StaticSqueezeExcite(nn.Module):
