@@ -23,6 +23,7 @@ import sys
 import torch
 from mmengine.dataset import pseudo_collate
 from mmengine.runner import load_checkpoint
+from mmengine.utils import mkdir_or_exist
 
 from dsnet_mm.analysis.benchmark import (DEVICES, MODES, benchmark,
                                          check_device, check_timing,
@@ -139,11 +140,13 @@ def main():
               f"{r['p90_ms']:>9.2f}")
     print(json.dumps(result['summary'], indent=1))
     if args.json:
+        mkdir_or_exist(osp.dirname(osp.abspath(args.json)))
         with open(args.json, 'w') as f:
             json.dump(result, f, indent=1)
     plot = args.plot or (osp.splitext(args.json)[0] + '.png'
                          if args.json else None)
     if plot:
+        mkdir_or_exist(osp.dirname(osp.abspath(plot)))
         plot_latency(rows, plot)
         print(f'wrote {args.json or ""} {plot}', file=sys.stderr)
 
