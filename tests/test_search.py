@@ -315,7 +315,9 @@ def test_outputs_train_a_step(finished):
     work_dir, paths = finished
     record = read(paths['trajectory'])
     subnets = read(paths['subnets'])
-    assert len(subnets['searched']) == len(record['kept']) == 4
+    # at most num_keep=4: re-selection keeps only Pareto points, and how
+    # many a tiny search has depends on its scores (they differ by machine)
+    assert 2 <= len(subnets['searched']) == len(record['kept']) <= 4
     assert subnets['searched'][-1] == record['steps'][0]['widths']
     assert osp.getsize(paths['plot']) > 1000
     for name, sampling in (('searched', 'list'), ('uniform', 'usnet')):
