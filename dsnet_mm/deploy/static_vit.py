@@ -5,10 +5,10 @@ Each block is built at the sub-network's embedding width, heads and MLP
 width with the sliced weights copied in (``nn.LayerNorm``, ``nn.Linear``,
 ``F.scaled_dot_product_attention``), dynamic idle slicing written out (the
 block reads and writes the first ``d`` channels of the stream, the rest pass
-through), so the result needs neither dsnet_mm nor mmpretrain to run and
-exports to ``.pt2`` and ONNX (for the stored image size). The walk is shared with the gather-indexing
-baseline of the benchmark, through the layer builder's ``layer_norm``,
-``qkv``, ``sliced_linear``, ``conv`` and ``linear``.
+through); its exported ``.pt2`` and ONNX files (for the stored image size)
+need neither dsnet_mm nor mmpretrain to run. The walk is shared with the
+gather-indexing baseline of the benchmark, through the layer builder's
+``layer_norm``, ``qkv``, ``sliced_linear``, ``conv`` and ``linear``.
 """
 import copy
 from typing import List, Optional
@@ -18,7 +18,7 @@ import torch.nn as nn
 
 from dsnet_mm.models.backbones.ds_vit import block_groups
 from dsnet_mm.models.subnet import SubnetSpec
-from dsnet_mm.ops import AttentionCore, TokenPool
+from dsnet_mm.ops import AttentionCore, TokenPool, rejoin_idle
 
 
 class StaticAttention(nn.Module):
@@ -71,9 +71,7 @@ class StaticViTBlock(nn.Module):
             a = a + self.attn(self.ln1(a))
         if self.mlp is not None:
             a = a + self.mlp(self.ln2(a))
-        if self.width == x.shape[-1]:
-            return a
-        return torch.cat([a, x[..., self.width:]], dim=-1)
+        return rejoin_idle(a, x)
 
 
 class StaticTokenSE(nn.Module):
@@ -91,10 +89,7 @@ class StaticTokenSE(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         a = x[..., :self.width]
         scale = self.conv_expand(self.act(self.conv_reduce(self.pool(a))))
-        a = a * scale.flatten(1).sigmoid().unsqueeze(1)
-        if self.width == x.shape[-1]:
-            return a
-        return torch.cat([a, x[..., self.width:]], dim=-1)
+        return rejoin_idle(a * scale.flatten(1).sigmoid().unsqueeze(1), x)
 
 
 class StaticViT(nn.Module):

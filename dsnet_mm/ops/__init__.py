@@ -12,12 +12,12 @@ from .linear import DSLinear
 from .norm import DSBatchNorm2d, cumulative_bn_stats, unfolded_bn
 from .se import DSSqueezeExcite, TokenPool
 from .vit import (DSMLP, AttentionCore, DSLayerNorm, DSMultiheadAttention,
-                  DSQKVLinear)
+                  DSQKVLinear, rejoin_idle)
 from .weight_cache import InferenceCacheBlock, inference_cache
 
 __all__ = [
     'DSConv2d', 'DSLinear', 'DSBatchNorm2d', 'DSSqueezeExcite',
     'cumulative_bn_stats', 'unfolded_bn', 'inference_cache',
     'InferenceCacheBlock', 'DSLayerNorm', 'DSQKVLinear', 'AttentionCore',
-    'DSMultiheadAttention', 'DSMLP', 'TokenPool'
+    'DSMultiheadAttention', 'DSMLP', 'TokenPool', 'rejoin_idle'
 ]

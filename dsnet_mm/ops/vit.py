@@ -33,6 +33,16 @@ from .utils import check_width
 from .weight_cache import InferenceCache
 
 
+def rejoin_idle(a: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Dynamic idle slicing's output: ``a``, what a block wrote to the
+    first ``d`` channels of the stream ``x``, followed by ``x``'s idle
+    channels ``d..D`` unchanged."""
+    d = a.shape[-1]
+    if d == x.shape[-1]:
+        return a
+    return torch.cat([a, x[..., d:]], dim=-1)
+
+
 def channel_mask(mask: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """A ``[B, C']`` per-sample mask (``C' >= C``) cut to the ``C`` channels
     of ``x`` (channels last, ``[B, ..., C]``) and shaped to broadcast."""

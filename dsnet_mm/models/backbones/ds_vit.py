@@ -18,7 +18,7 @@ from mmpretrain.models.utils import resize_pos_embed
 from mmpretrain.registry import MODELS
 
 from dsnet_mm.ops import (DSMLP, DSLayerNorm, DSLinear, DSMultiheadAttention,
-                          DSQKVLinear)
+                          DSQKVLinear, rejoin_idle)
 from dsnet_mm.ops.se import TOKEN_POOLS
 from dsnet_mm.ops.utils import check_choice
 from dsnet_mm.ops.vit import channel_mask
@@ -111,9 +111,7 @@ class DSTransformerEncoderLayer(nn.Module):
         if m:
             a = a + self.drop_path(
                 self.ffn(self.ln2(a, mask), m, _route_mask(spec, mlp), mask))
-        if d == x.shape[-1]:
-            return a
-        return torch.cat([a, x[..., d:]], dim=-1)
+        return rejoin_idle(a, x)
 
 
 @MODELS.register_module()
@@ -439,7 +437,7 @@ class DSViT(DSBackboneMixin, BaseBackbone):
                     a, logits = self.gate.forward_gate(x[..., :d])
                 else:
                     a = self.gate(x[..., :d])
-                x = a if d == x.shape[-1] else torch.cat([a, x[..., d:]], -1)
+                x = rejoin_idle(a, x)
             if i in self.out_indices:
                 outs.append(self._format_output(x, spec, i))
         return x, outs, logits

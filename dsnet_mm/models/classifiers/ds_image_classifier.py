@@ -166,17 +166,18 @@ class DSImageClassifier(ImageClassifier):
         return views
 
     def _student_input(self, member: int, views: List[torch.Tensor],
-                       probs: torch.Tensor
+                       inputs: torch.Tensor, probs: torch.Tensor
                        ) -> Tuple[torch.Tensor, torch.Tensor]:
         """(input, soft target) of sandwich member ``member`` (0-based,
-        after the largest) from the teacher's probabilities on all views."""
+        after the largest) from the teacher's probabilities on ``inputs``,
+        all the views in one batch."""
         num_views = len(views)
         if num_views == 1:
-            return views[0], probs
+            return inputs, probs
         if self.mvco['mode'] == 'cross_view':
             view = member % num_views
             return views[view], cross_view_target(probs, num_views, view)
-        return torch.cat(views), view_mean_target(probs, num_views)
+        return inputs, view_mean_target(probs, num_views)
 
     def _student(self) -> nn.ModuleDict:
         """The parts the teacher averages, under the names it stores."""
@@ -307,7 +308,8 @@ class DSImageClassifier(ImageClassifier):
             students.append(('smallest', self.space.smallest,
                              smallest_probs))
             for member, (kind, spec, probs) in enumerate(students):
-                x, target = self._student_input(member, views, probs)
+                x, target = self._student_input(member, views, inputs,
+                                                probs)
                 logits = forward(x, mode='subnet', spec=spec)
                 loss = self.distill_loss(logits, target)
                 self._check_finite(loss, spec)
