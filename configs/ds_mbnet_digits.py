@@ -71,7 +71,11 @@ param_scheduler = [
     dict(type='CosineAnnealingLR', T_max=14, eta_min=1e-4, by_epoch=True,
          begin=1, end=15, convert_to_iter_based=True),
 ]
-train_cfg = dict(by_epoch=True, max_epochs=15, val_interval=15)
+# resumes exactly from any checkpoint, mid-epoch and mid-validation included
+# (dsnet_mm/engine/train_loop.py); for iteration checkpoints set
+# default_hooks.checkpoint.by_epoch=False and .interval=N (iterations)
+train_cfg = dict(
+    type='ResumableEpochBasedTrainLoop', max_epochs=15, val_interval=15)
 val_cfg = dict(type='SubnetValLoop', subnets='all',
                calibrate=dict(num_batches=10))
 test_cfg = dict(type='SubnetTestLoop', subnets='all',

@@ -55,7 +55,7 @@ param_scheduler = [
     dict(type='CosineAnnealingLR', T_max=20, eta_min=1e-5, by_epoch=True,
          begin=0, end=20, convert_to_iter_based=True),
 ]
-train_cfg = dict(by_epoch=True, max_epochs=20, val_interval=20)
+train_cfg = dict(max_epochs=20, val_interval=20)
 # Statistics come recalibrated from Stage I and stay frozen: no calibration.
 val_cfg = dict(type='SubnetValLoop', subnets='all', calibrate=None)
 test_cfg = dict(type='SubnetTestLoop', subnets='all', calibrate=None)

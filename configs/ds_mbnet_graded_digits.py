@@ -19,5 +19,5 @@ param_scheduler = [
     dict(type='CosineAnnealingLR', T_max=3, eta_min=1e-4, by_epoch=True,
          begin=1, end=4, convert_to_iter_based=True),
 ]
-train_cfg = dict(by_epoch=True, max_epochs=4, val_interval=4)
+train_cfg = dict(max_epochs=4, val_interval=4)
 default_hooks = dict(checkpoint=dict(type='CheckpointHook', interval=2))

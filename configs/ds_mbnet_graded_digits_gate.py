@@ -54,4 +54,4 @@ param_scheduler = [
     dict(type='CosineAnnealingLR', T_max=6, eta_min=1e-5, by_epoch=True,
          begin=0, end=6, convert_to_iter_based=True),
 ]
-train_cfg = dict(by_epoch=True, max_epochs=6, val_interval=6)
+train_cfg = dict(max_epochs=6, val_interval=6)

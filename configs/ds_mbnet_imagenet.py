@@ -28,7 +28,7 @@ bgr_std = [57.375, 57.12, 58.395]
 # timm 'rand-m9-mstd0.5', random erasing p=0.2 in pixel mode, random
 # interpolation resize (timm turns colour jitter off when RandAugment is on)
 train_pipeline = [
-    dict(type='LoadImageFromFile'),
+    dict(type='LoadImageChecked', channels=3),
     dict(type='RandomResizedCrop', scale=224, backend='pillow',
          interpolation='bicubic'),
     dict(type='RandomFlip', prob=0.5, direction='horizontal'),
@@ -53,7 +53,7 @@ train_pipeline = [
 ]
 # timm defaults: crop 0.875 (256 -> 224), bilinear
 test_pipeline = [
-    dict(type='LoadImageFromFile'),
+    dict(type='LoadImageChecked', channels=3),
     dict(type='ResizeEdge', scale=256, edge='short', backend='pillow'),
     dict(type='CenterCrop', crop_size=224),
     dict(type='PackInputs'),

@@ -38,7 +38,7 @@ param_scheduler = [
     dict(type='CosineAnnealingLR', T_max=30, eta_min=1e-5, by_epoch=True,
          begin=0, end=30, convert_to_iter_based=True),
 ]
-train_cfg = dict(by_epoch=True, max_epochs=40, val_interval=1)
+train_cfg = dict(max_epochs=40, val_interval=1)
 val_cfg = dict(
     _delete_=True, type='SubnetValLoop', subnets=[0, 3], calibrate=None)
 test_cfg = dict(

@@ -64,7 +64,7 @@ param_scheduler = [
     dict(type='CosineAnnealingLR', T_max=5, eta_min=1e-5, by_epoch=True,
          begin=1, end=6, convert_to_iter_based=True),
 ]
-train_cfg = dict(by_epoch=True, max_epochs=6, val_interval=6)
+train_cfg = dict(max_epochs=6, val_interval=6)
 # layer norms only: nothing to recalibrate
 val_cfg = dict(type='SubnetValLoop', subnets='all', calibrate=None)
 test_cfg = dict(type='SubnetTestLoop', subnets='all', calibrate=None)

@@ -29,7 +29,7 @@ param_scheduler = [
     dict(type='CosineAnnealingLR', T_max=3, eta_min=1e-5, by_epoch=True,
          begin=0, end=3, convert_to_iter_based=True),
 ]
-train_cfg = dict(by_epoch=True, max_epochs=3, val_interval=3)
+train_cfg = dict(max_epochs=3, val_interval=3)
 val_evaluator = [*_base_.graded_evaluator, dict(type='RoutingMetric')]
 test_evaluator = val_evaluator
 default_hooks = dict(checkpoint=dict(type='CheckpointHook', interval=1))

@@ -63,7 +63,7 @@ view_transforms = [
          fill_std=bgr_std),
 ]
 train_pipeline = [
-    dict(type='LoadImageFromFile'),
+    dict(type='LoadImageChecked', channels=3),
     dict(type='MultiView', num_views=2, transforms=[view_transforms]),
     dict(type='PackInputs'),
 ]
@@ -89,7 +89,9 @@ param_scheduler = [
     dict(type='CosineAnnealingLR', eta_min=1e-5, by_epoch=True, begin=5,
          T_max=295, convert_to_iter_based=True),
 ]
-train_cfg = dict(by_epoch=True, max_epochs=300, val_interval=10)
+# epoch-based; resumes exactly from iteration checkpoints too
+train_cfg = dict(
+    type='ResumableEpochBasedTrainLoop', max_epochs=300, val_interval=10)
 # layer norms only: nothing to recalibrate
 val_cfg = dict(type='SubnetValLoop', subnets='all', calibrate=None)
 test_cfg = dict(type='SubnetTestLoop', subnets='all', calibrate=None)

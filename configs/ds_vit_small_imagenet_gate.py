@@ -18,8 +18,8 @@ data_preprocessor = dict(_delete_=True, num_classes=1000,
                          mean=[123.675, 116.28, 103.53],
                          std=[58.395, 57.12, 57.375], to_rgb=True)
 train_dataloader = dict(dataset=dict(
-    pipeline=[dict(type='LoadImageFromFile'), *_base_.view_transforms[:2],
-              dict(type='PackInputs')]))
+    pipeline=[dict(type='LoadImageChecked', channels=3),
+              *_base_.view_transforms[:2], dict(type='PackInputs')]))
 optim_wrapper = dict(
     _delete_=True,
     optimizer=dict(type='AdamW', lr=1e-3, weight_decay=0.0))
@@ -27,7 +27,7 @@ param_scheduler = [
     dict(type='CosineAnnealingLR', T_max=30, eta_min=1e-5, by_epoch=True,
          begin=0, end=30, convert_to_iter_based=True),
 ]
-train_cfg = dict(by_epoch=True, max_epochs=30, val_interval=1)
+train_cfg = dict(max_epochs=30, val_interval=1)
 val_cfg = dict(_delete_=True, type='SubnetValLoop', subnets=[0, 3],
                calibrate=None)
 val_evaluator = [dict(type='Accuracy', topk=(1, 5)), dict(type='RoutingMetric')]

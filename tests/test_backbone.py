@@ -163,11 +163,11 @@ def test_frozen_stages_and_norm_eval():
 
 @pytest.mark.parametrize('kwargs,match', [
     (dict(arch='large'), r"arch='large' is not one of \['cifar', 'imagenet'\]"),
-    (dict(out_indices=(5, )), r'out_indices entries must be in -5..4'),
-    (dict(frozen_stages=7), r'frozen_stages must be in -1..5'),
+    (dict(out_indices=(5, )), r'out_indices\[0\] must be an int in -5..4'),
+    (dict(frozen_stages=7), r'frozen_stages must be an int in -1..5'),
     (dict(subnets=[dict(stem=16, stage1=32, stage2=48, stage3=96,
                         stage4=704, stage5=736)]),
-     r'subnets\[0\].stage4=704 is outside the stored widths 1..640'),
+     r'subnets\[0\].stage4 must be an int in 1..640, got 704'),
 ])
 def test_bad_arguments_fail_at_build(kwargs, match):
     with pytest.raises(ValueError, match=match):

@@ -172,11 +172,11 @@ def test_a_branch_at_width_zero_is_an_identity():
 
 
 def test_zero_width_needs_idle_branches():
-    with pytest.raises(ValueError, match=r'blocks\.1\.heads=0 is outside '
-                       r'the stored widths 1\.\.4'):
+    with pytest.raises(ValueError, match=r'blocks\.1\.heads must be an int '
+                       r'in 1\.\.4, got 0'):
         tiny(subnets=[dict(MIXED, **{'blocks.1.heads': 0})])
-    with pytest.raises(ValueError, match=r'blocks\.1\.heads=5 is outside '
-                       r'the stored widths 0\.\.4'):
+    with pytest.raises(ValueError, match=r'blocks\.1\.heads must be an int '
+                       r'in 0\.\.4, got 5'):
         tiny(subnets=[dict(MIXED, **{'blocks.1.heads': 5})],
              idle_branches=True)
 
@@ -335,17 +335,17 @@ def test_final_norm_is_a_sliced_layer_norm():
      r'num_heads=5 must divide embed_dims=32 .*allowed: \[1, 2, 4, 8'),
     (dict(arch=dict(ARCH, depth=3)), r'arch must be one of .* keys'),
     (dict(subnets=[dict(MIXED, **{'blocks.1.mlp': 65})]),
-     r'subnets\[0\]\.blocks\.1\.mlp=65 is outside the stored widths 1\.\.64'),
+     r'subnets\[0\]\.blocks\.1\.mlp must be an int in 1\.\.64, got 65'),
     (dict(subnets=[dict(embed=40, heads=2, mlp=8)]),
-     r'blocks\.0\.embed=40 is outside the stored widths 1\.\.32'),
+     r'blocks\.0\.embed must be an int in 1\.\.32, got 40'),
     (dict(subnets=[dict(embed=8, heads=2)]),
      r"subnets\[0\] as per-dimension widths must set exactly "
      r"\['embed', 'heads', 'mlp'\]"),
     (dict(subnets=[MIXED], fixed_blocks=2),
      r'blocks\.1\.embed=12, but blocks 0\.\.1 are fixed .* must be 32'),
-    (dict(fixed_blocks=4), r'fixed_blocks must be in 0\.\.3'),
+    (dict(fixed_blocks=4), r'fixed_blocks must be an int in 0\.\.3'),
     (dict(out_type='patch'), r"out_type='patch' is not one of"),
-    (dict(out_indices=(3, )), r'out_indices entries must be in -3\.\.2'),
+    (dict(out_indices=(3, )), r'out_indices\[0\] must be an int in -3\.\.2'),
     (dict(norm_cfg=dict(type='BN')), r"norm_cfg\.type='BN' is not one of"),
 ])
 def test_bad_configs_fail_at_build_naming_the_field(kwargs, match):

@@ -218,7 +218,7 @@ def test_stage1_checkpoint_mismatch_lists_the_keys(tmp_path):
     (dict(stage='stage9', window=(0, 4)),
      r"gate.stage='stage9' is not a stage; allowed: \['stage1', 'stage2', "),
     (dict(stage='stage2', window=(5, 4)),
-     r'gate.window=\(5, 4\) must lie in the sub-network list 0..6'),
+     r'gate.window\[1\] \(size\) must be an int in 1..2, got 4'),
     (dict(stage='stage3', window=(0, 4)),
      r"mixes widths \[4, 6, 8, 10\] of group 'stage2'"),
 ])

@@ -149,7 +149,8 @@ def test_views_and_mvco_must_go_together():
         step(build(mvco=dict(mode='view_mean')), single)
     with pytest.raises(ValueError, match=r"mvco\.mode='a' is not one of"):
         build(mvco=dict(mode='a'))
-    with pytest.raises(ValueError, match="mvco takes the keys 'mode'"):
+    with pytest.raises(ValueError,
+                       match=r"mvco takes only the keys \['mode', "):
         build(mvco=dict(mode='view_mean', views=2))
 
 

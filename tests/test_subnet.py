@@ -43,8 +43,8 @@ def test_unknown_group_names_allowed_groups():
 
 def test_width_above_stored_maximum():
     with pytest.raises(ValueError,
-                       match=r'subnets\[0\].b=65 is outside the stored '
-                       r'widths 1..64'):
+                       match=r'subnets\[0\].b must be an int in 1..64, '
+                       r'got 65'):
         SubnetSpace(MAX, [dict(a=4, b=65)])
 
 

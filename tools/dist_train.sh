@@ -1,5 +1,10 @@
 #!/usr/bin/env bash
 # Usage: tools/dist_train.sh CONFIG NUM_PROCESSES [train.py args]
+# Starts NUM_PROCESSES processes on this node. On several nodes, run it on
+# every node with the same NNODES, MASTER_ADDR (node 0's address, reachable
+# from all) and PORT, and NODE_RANK 0..NNODES-1; two nodes of 8 processes:
+#   node 0: NNODES=2 NODE_RANK=0 MASTER_ADDR=10.1.1.1 PORT=29500 tools/dist_train.sh CONFIG 8
+#   node 1: NNODES=2 NODE_RANK=1 MASTER_ADDR=10.1.1.1 PORT=29500 tools/dist_train.sh CONFIG 8
 CONFIG=$1
 NPROC=$2
 NNODES=${NNODES:-1}

@@ -17,11 +17,11 @@ import time
 
 from mmengine.utils import ProgressBar
 
-from dsnet_mm.engine.cli import add_cfg_options, load_config
+from dsnet_mm.engine.cli import add_cfg_options, checked, load_config
 from dsnet_mm.search import SearchRunner
 from dsnet_mm.search.noise import NOISE_ORDERS
 from dsnet_mm.search.progressive import CRITERIA
-from dsnet_mm.search.runner import RANKINGS
+from dsnet_mm.search.runner import RANKINGS, option_type
 
 
 def parse_args():
@@ -33,17 +33,17 @@ def parse_args():
     parser.add_argument('--gate-config',
                         help='a Stage II config: also write '
                         'searched_gate.py, Stage II over the searched list')
-    parser.add_argument('--groups', type=int,
+    parser.add_argument('--groups', type=option_type('groups'),
                         help='G: channel groups per width group')
-    parser.add_argument('--min-ratio', type=float,
+    parser.add_argument('--min-ratio', type=option_type('min_ratio'),
                         help='smallest width of a group, in (0, 1]')
-    parser.add_argument('--held-out', type=int,
+    parser.add_argument('--held-out', type=option_type('held_out'),
                         help='training images held out for scoring')
-    parser.add_argument('--threshold', type=float,
+    parser.add_argument('--threshold', type=option_type('threshold'),
                         help='fine-tune when held-out top-1 (%%) is below')
-    parser.add_argument('--finetune-iters', type=int,
+    parser.add_argument('--finetune-iters', type=option_type('finetune_iters'),
                         help='fine-tuning budget (steps) per event')
-    parser.add_argument('--num-keep', type=int,
+    parser.add_argument('--num-keep', type=option_type('num_keep'),
                         help='K: sub-networks kept by re-selection')
     parser.add_argument('--ranking', choices=RANKINGS,
                         help='channel importance: trained noise or L1 norm')
@@ -51,12 +51,13 @@ def parse_args():
                         help="'descending': large noise is removed first")
     parser.add_argument('--criterion', choices=CRITERIA,
                         help='what picks the removal of a step')
-    parser.add_argument('--base-epochs', type=int,
+    parser.add_argument('--base-epochs', type=option_type('base_epochs'),
                         help='epochs of base (noise) training')
     parser.add_argument('--load-from',
                         help='start base training from this checkpoint')
-    parser.add_argument('--seed', type=int, help='seed of the search')
-    parser.add_argument('--max-steps', type=int,
+    parser.add_argument('--seed', type=option_type('seed'),
+                        help='seed of the search')
+    parser.add_argument('--max-steps', type=checked(int, low=1),
                         help='stop after this many search steps (resume '
                         'later with the same command)')
     add_cfg_options(parser)

@@ -4,6 +4,8 @@
 import argparse
 import os.path as osp
 
+import mmengine
+from mmengine.dist import is_main_process
 from mmengine.runner import Runner
 
 from dsnet_mm.engine.cli import (add_cfg_options, add_launcher,
@@ -41,9 +43,9 @@ def main():
         runner = Runner.from_cfg(cfg)
         with checkpoint_trust(args.trust_checkpoint):
             metrics = runner.test()
-    if args.out:
-        import mmengine
-        mmengine.dump(metrics, args.out)
+        # every rank holds the gathered metrics; one writes them
+        if args.out and is_main_process():
+            mmengine.dump(metrics, args.out)
 
 
 if __name__ == '__main__':

@@ -7,6 +7,7 @@ import os.path as osp
 from mmengine.config import Config
 from mmengine.runner import Runner
 
+from dsnet_mm.engine.checkpoint import latest_checkpoint
 from dsnet_mm.engine.cli import (add_cfg_options, add_launcher,
                                  add_trust_checkpoint, checkpoint_trust,
                                  distributed, export_local_rank,
@@ -23,7 +24,7 @@ def parse_args():
         type=str,
         const='auto',
         help='resume from the given checkpoint; without a path, from the '
-        'latest checkpoint in the work dir')
+        'newest complete checkpoint in the work dir')
     parser.add_argument(
         '--amp', action='store_true', help='automatic mixed precision')
     parser.add_argument(
@@ -59,7 +60,7 @@ def merge_args(cfg: Config, args) -> Config:
         cfg.val_evaluator = None
     if args.resume == 'auto':
         cfg.resume = True
-        cfg.load_from = None
+        cfg.load_from = latest_checkpoint(cfg.work_dir)
     elif args.resume is not None:
         cfg.resume = True
         cfg.load_from = args.resume

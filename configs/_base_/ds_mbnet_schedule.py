@@ -26,7 +26,9 @@ param_scheduler = [
         end=150,
         convert_to_iter_based=True),
 ]
-train_cfg = dict(by_epoch=True, max_epochs=160, val_interval=1)
+# epoch-based; resumes exactly from iteration checkpoints too
+train_cfg = dict(
+    type='ResumableEpochBasedTrainLoop', max_epochs=160, val_interval=1)
 # The reference evaluates smallest and largest every epoch, all 14 at the end;
 # statistics are recalibrated per sub-network before it is evaluated.
 val_cfg = dict(

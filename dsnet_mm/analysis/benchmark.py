@@ -38,7 +38,7 @@ from dsnet_mm.deploy import static_subnet
 from dsnet_mm.models.routing import MaskedRouting
 from dsnet_mm.models.subnet import SubnetSpec
 from dsnet_mm.ops import InferenceCacheBlock, inference_cache
-from dsnet_mm.ops.utils import check_choice
+from dsnet_mm.ops.utils import check_choice, check_float, check_int
 from .complexity import count_complexity
 from .index_baseline import indexed_subnet
 from .subnet_table import classifier_forward, subnet_complexity
@@ -81,10 +81,9 @@ def check_batch_sizes(batch_sizes: Sequence[int]) -> None:
 
 
 def check_timing(warmup: int, repeats: int, min_sample_ms: float) -> None:
-    if warmup < 0 or repeats < 1 or min_sample_ms < 0:
-        raise ValueError(f'warmup must be >= 0, repeats >= 1 and '
-                         f'min_sample_ms >= 0, got {warmup}, {repeats} and '
-                         f'{min_sample_ms}')
+    check_int('warmup', warmup, 0)
+    check_int('repeats', repeats, 1)
+    check_float('min_sample_ms', min_sample_ms, 0)
 
 
 class Timer:

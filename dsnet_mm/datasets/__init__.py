@@ -1,12 +1,14 @@
 # Copyright (c) dsnet_mm contributors. All rights reserved.
-from .digits import (DIGITS_CLASSES, DigitsCIFAR10, load_digits_split,
-                     write_digits)
+from .digits import (DIGITS_CLASSES, DigitsCIFAR10, DigitsFolder,
+                     load_digits_split, write_digits)
 from .graded_digits import (LEVELS, NUM_LEVELS, GradedDigitsCIFAR10,
                             GradedDigitsFolder, load_graded_split,
                             write_graded_digits)
+from .transforms import LoadImageChecked
 
 __all__ = [
-    'DIGITS_CLASSES', 'DigitsCIFAR10', 'load_digits_split', 'write_digits',
+    'DIGITS_CLASSES', 'DigitsCIFAR10', 'DigitsFolder', 'LoadImageChecked',
+    'load_digits_split', 'write_digits',
     'LEVELS', 'NUM_LEVELS', 'GradedDigitsCIFAR10', 'GradedDigitsFolder',
     'load_graded_split', 'write_graded_digits'
 ]

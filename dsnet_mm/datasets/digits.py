@@ -45,8 +45,10 @@ Determinism (the CIFAR files are pinned by md5 in :class:`DigitsCIFAR10`):
 The CIFAR layout is read by the registered :class:`DigitsCIFAR10`, a subclass
 of mmpretrain's ``CIFAR10`` that only declares its file list and md5s.
 
-The folder layout needs no dataset class of its own: mmpretrain's
-``CustomDataset`` reads it, either from the annotation file,
+The folder layout is read by the registered :class:`DigitsFolder`, a
+``CustomDataset`` that stops at load on an empty split or a label outside
+the classes; mmpretrain's ``CustomDataset`` reads it as well, either from
+the annotation file,
 ``dict(type='CustomDataset', data_root='data/digits/imagenet',
 ann_file='meta/train.txt', data_prefix='train',
 metainfo=dict(classes=DIGITS_CLASSES))``, or by scanning the class folders
@@ -71,8 +73,10 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 from mmengine import fileio
-from mmpretrain.datasets import CIFAR10
+from mmpretrain.datasets import CIFAR10, CustomDataset
 from mmpretrain.registry import DATASETS
+
+from dsnet_mm.ops.utils import check_int
 
 DIGITS_CLASSES: Tuple[str, ...] = tuple(str(i) for i in range(10))
 """Class names of the digits data set, index ``i`` is the digit ``i``."""
@@ -568,3 +572,41 @@ class DigitsCIFAR10(CIFAR10):
                 'root; `--out DIR` writes '
                 f'DIR/{self.layout.name}/{self.layout.cifar_subdir}).')
         return super().load_data_list()
+
+
+@DATASETS.register_module()
+class DigitsFolder(CustomDataset):
+    """The digits in the ImageNet-style folder layout, checked at load.
+
+    mmpretrain's :class:`CustomDataset` (annotation file, or the class
+    folders) with the digit classes, which stops at load, before any
+    training, on an empty split (naming the annotation file or folder) and
+    on a label outside the classes (naming the file and its ``gt_label``).
+
+    Example config::
+
+        dataset=dict(type='DigitsFolder', data_root='data/digits/imagenet',
+                     ann_file='meta/val.txt', data_prefix='val',
+                     pipeline=[dict(type='LoadImageChecked', channels=3),
+                               dict(type='PackInputs')])
+
+    Args:
+        **kwargs: Keyword arguments of :class:`CustomDataset`; ``metainfo``
+            defaults to the digit classes.
+    """
+
+    METAINFO = {'classes': DIGITS_CLASSES}
+
+    def load_data_list(self) -> List[dict]:
+        data_list = super().load_data_list()
+        if not data_list:
+            source = self.ann_file or self.img_prefix
+            raise ValueError(
+                f'{source}: the split is empty (no samples); check '
+                'ann_file and data_prefix, or rewrite the data with '
+                f'`{REGENERATE_COMMAND}`')
+        last = len(self.metainfo['classes']) - 1
+        for info in data_list:
+            check_int(f"{info['img_path']}: gt_label", info['gt_label'], 0,
+                      last)
+        return data_list

@@ -59,11 +59,10 @@ from typing import Dict, List
 
 import numpy as np
 from mmengine import fileio
-from mmpretrain.datasets import CustomDataset
 from mmpretrain.registry import DATASETS
 
 from .degrade import degrade
-from .digits import (IMAGE_SIZE, DigitsCIFAR10,
+from .digits import (IMAGE_SIZE, DigitsCIFAR10, DigitsFolder,
                      DigitsLayout, load_digits_source, resize_bilinear,
                      stratified_split, write_layout)
 
@@ -231,12 +230,13 @@ class GradedDigitsCIFAR10(DigitsCIFAR10):
 
 
 @DATASETS.register_module()
-class GradedDigitsFolder(CustomDataset):
+class GradedDigitsFolder(DigitsFolder):
     """The graded digits in the folder layout, with levels.
 
-    mmpretrain's :class:`CustomDataset` (annotation file or class folders)
-    whose data infos also carry ``level``, read from the file name
-    (``..._l<level>.png``); a file without it is an error naming the file.
+    A :class:`~dsnet_mm.datasets.digits.DigitsFolder` (mmpretrain's
+    ``CustomDataset``, checked at load) whose data infos also carry
+    ``level``, read from the file name (``..._l<level>.png``); a file
+    without it is an error naming the file.
 
     Example config::
 
@@ -248,11 +248,8 @@ class GradedDigitsFolder(CustomDataset):
                                     meta_keys=('sample_idx', 'level'))])
 
     Args:
-        **kwargs: Keyword arguments of :class:`CustomDataset`; ``metainfo``
-            defaults to the digit classes.
+        **kwargs: Keyword arguments of :class:`DigitsFolder`.
     """
-
-    METAINFO = {'classes': DigitsCIFAR10.METAINFO['classes']}
 
     def load_data_list(self) -> List[dict]:
         data_list = super().load_data_list()

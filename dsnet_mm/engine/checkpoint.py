@@ -20,13 +20,17 @@ classes those checkpoints need are allow-listed here:
 crash mid-write leaves a truncated ``latest`` one. :class:`AtomicLocalBackend`
 replaces mmengine's local file backend: it writes next to the target, syncs,
 then renames over it, so a reader sees the old file or the new one.
+
+**Resuming.** :func:`latest_checkpoint` finds the newest complete checkpoint
+of a work dir even when a kill broke mmengine's ``last_checkpoint`` pointer.
 """
+import glob
 import os
 import os.path as osp
 import pickle
 import tempfile
 from pathlib import Path
-from typing import Union
+from typing import Optional, Union
 
 import numpy as np
 import torch
@@ -88,3 +92,32 @@ def register_atomic_backend() -> None:
     # drop a local backend mmengine may have built and cached already
     for key in [k for k in io.backend_instances if k.startswith(':')]:
         del io.backend_instances[key]
+
+
+def latest_checkpoint(work_dir: str) -> Optional[str]:
+    """The checkpoint that ``--resume`` continues from; None for a work dir
+    without a ``last_checkpoint`` pointer (a fresh run).
+
+    mmengine's ``CheckpointHook`` rewrites the pointer in place after each
+    checkpoint, and with ``max_keep_ckpts`` it deletes the oldest checkpoint
+    before writing the next: a kill while the pointer is rewritten leaves it
+    empty, and with ``max_keep_ckpts=1`` a kill during the write leaves it
+    naming a deleted file. Then the newest ``epoch_*.pth`` or ``iter_*.pth``
+    of the work dir is taken, which is complete (every write is atomic).
+    """
+    pointer = osp.join(work_dir, 'last_checkpoint')
+    if not osp.exists(pointer):
+        return None
+    with open(pointer) as f:
+        named = f.read().strip()
+    if named and osp.isfile(named):
+        return named
+    found = [p for pattern in ('epoch_*.pth', 'iter_*.pth')
+             for p in glob.glob(osp.join(work_dir, pattern))]
+    if not found:
+        raise FileNotFoundError(
+            f'{pointer} names {named!r}, which does not exist, and '
+            f'{work_dir} holds no epoch_*.pth or iter_*.pth to resume from '
+            '(with max_keep_ckpts=1 a run killed while writing a checkpoint '
+            'has deleted the previous one: keep at least 2)')
+    return max(found, key=lambda p: (osp.getmtime(p), p))

@@ -3,10 +3,13 @@
 import argparse
 import os
 import pickle
+import subprocess
 from contextlib import contextmanager
-from typing import Any, Iterator, Optional, Tuple
+from typing import Any, Callable, Iterator, Optional, Tuple
 
 from mmengine.config import Config, DictAction
+
+from dsnet_mm.ops.utils import check_float, check_int
 
 
 def add_cfg_options(parser: argparse.ArgumentParser) -> None:
@@ -17,17 +20,29 @@ def add_cfg_options(parser: argparse.ArgumentParser) -> None:
         help='override config entries, xxx=yyy format')
 
 
-def _image_size(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f'must be positive, got {value}')
-    return value
+def checked(kind: type, **bounds) -> Callable[[str], Any]:
+    """An argparse ``type``: ``kind`` (int or float) within ``bounds``
+    (the keyword arguments of :func:`~dsnet_mm.ops.utils.check_int` /
+    :func:`~dsnet_mm.ops.utils.check_float`), so that argparse's error
+    names the option."""
+    check = check_int if kind is int else check_float
+
+    def parse(text: str):
+        value = kind(text)  # a ValueError: argparse's "invalid int value"
+        try:
+            check('the value', value, **bounds)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from e
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse
 
 
 def add_shape(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         '--shape',
-        type=_image_size,
+        type=checked(int, low=1),
         nargs=2,
         default=[224, 224],
         metavar=('H', 'W'),
@@ -63,23 +78,48 @@ def load_config(path: str, cfg_options: Optional[dict] = None) -> Config:
     return cfg
 
 
+def _export_slurm_env() -> None:
+    """torch.distributed's ``env://`` variables from Slurm's, as mmengine's
+    slurm initialisation sets them (which then also selects a GPU)."""
+    missing = [k for k in ('SLURM_PROCID', 'SLURM_NTASKS', 'SLURM_NODELIST')
+               if k not in os.environ]
+    if missing:
+        raise RuntimeError(f'--launcher slurm needs {", ".join(missing)} in '
+                           'the environment: start the tool with srun '
+                           '(tools/slurm_train.sh)')
+    os.environ['RANK'] = os.environ['SLURM_PROCID']
+    os.environ['WORLD_SIZE'] = os.environ['SLURM_NTASKS']
+    os.environ['LOCAL_RANK'] = os.environ.get('SLURM_LOCALID', '0')
+    os.environ.setdefault('MASTER_PORT', '29500')
+    if 'MASTER_ADDR' not in os.environ:
+        hosts = subprocess.run(
+            ['scontrol', 'show', 'hostnames', os.environ['SLURM_NODELIST']],
+            capture_output=True, text=True, check=True).stdout
+        os.environ['MASTER_ADDR'] = hosts.split()[0]
+
+
 @contextmanager
-def distributed(launcher: str) -> Iterator[None]:
-    """The block of a tool's run; with ``--launcher pytorch``, its process
-    group ends with the block.
+def distributed(launcher: str, cpu: bool = False) -> Iterator[None]:
+    """The block of a tool's run; with a launcher, its process group ends
+    with the block.
 
     mmengine 0.10.7's ``init_dist`` calls ``torch.cuda.set_device``
-    unconditionally, so without CUDA a gloo group is started here; with a
-    process group already started, the Runner skips it, and the same command
-    trains on CPU machines. mmengine never destroys the group: a process
-    that exits with it alive can abort at exit ("terminate called without an
-    active exception", gloo's threads outliving the interpreter), so the
-    block destroys whichever group is up when it ends.
+    unconditionally, so without CUDA (or for a tool that keeps its tensors on
+    the CPU, ``cpu=True``) a gloo group is started here, for the ``pytorch``
+    launcher (torchrun's variables) and the ``slurm`` one (srun's, translated
+    by :func:`_export_slurm_env`); with a process group already started, the
+    Runner skips it, and the same command trains on CPU machines. mmengine
+    never destroys the group: a process that exits with it alive can abort
+    at exit ("terminate called without an active exception", gloo's threads
+    outliving the interpreter), so the block destroys whichever group is up
+    when it ends.
     """
     import torch
     import torch.distributed as dist
-    if launcher == 'pytorch' and not torch.cuda.is_available() and \
-            not dist.is_initialized():
+    if launcher in ('pytorch', 'slurm') and not dist.is_initialized() and \
+            (cpu or not torch.cuda.is_available()):
+        if launcher == 'slurm':
+            _export_slurm_env()
         dist.init_process_group('gloo')
     try:
         yield

@@ -12,6 +12,7 @@ from mmpretrain.registry import HOOKS
 
 from dsnet_mm.models.classifiers.stage1_loading import (check_state_dict,
                                                        strip_module_prefix)
+from dsnet_mm.ops.utils import check_int
 
 
 def parameter_digest(model: torch.nn.Module) -> str:
@@ -40,8 +41,7 @@ class DDPConsistencyHook(Hook):
     priority = 'LOW'
 
     def __init__(self, interval: int = 100) -> None:
-        if interval < 1:
-            raise ValueError(f'interval must be >= 1, got {interval}')
+        check_int('interval', interval, 1)
         self.interval = interval
 
     def after_train_iter(self,

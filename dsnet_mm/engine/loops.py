@@ -6,13 +6,15 @@ import re
 from contextlib import nullcontext
 from typing import Dict, List, Optional, Sequence, Union
 
+from mmengine.dist import master_only
 from mmengine.model import is_model_wrapper
 from mmengine.runner import TestLoop, ValLoop
 from mmpretrain.registry import LOOPS
 
 from dsnet_mm.analysis import subnet_complexity, write_report
 from dsnet_mm.models.subnet import SubnetSpec
-from .bn_calibration import calibrate_bn
+from dsnet_mm.ops.utils import check_bool, check_int, check_keys, check_type
+from .bn_calibration import build_calibration_dataloader, calibrate_bn
 
 
 class SubnetEvalMixin:
@@ -37,17 +39,22 @@ class SubnetEvalMixin:
                  calibrate: Optional[dict] = dict(num_batches=100),
                  dynamic: bool = True,
                  fp16: bool = False) -> None:
+        if subnets != 'all':
+            check_type('subnets', subnets, (list, tuple),
+                       "'all' or a list of sub-network indices / names")
+            for k, key in enumerate(subnets):
+                check_type(f'subnets[{k}]', key, (int, str),
+                           'a sub-network index or name')
+        if calibrate is not None:
+            check_keys('calibrate', calibrate,
+                       optional=('num_batches', 'dataloader'))
+            check_int('calibrate.num_batches',
+                      calibrate.get('num_batches', 100), 1)
+        check_bool('dynamic', dynamic)
+        check_bool('fp16', fp16)
         super().__init__(runner, dataloader, evaluator, fp16)
         self.dynamic = dynamic
-        if isinstance(subnets, str) and subnets != 'all':
-            raise ValueError(f"subnets must be 'all' or a list of indices / "
-                             f"names, got {subnets!r}")
         self.subnets = subnets
-        if calibrate is not None:
-            unknown = set(calibrate) - {'num_batches', 'dataloader'}
-            if unknown:
-                raise ValueError(f'calibrate accepts num_batches and '
-                                 f'dataloader, got {sorted(unknown)}')
         self.calibrate = calibrate
         self._calib_loader = None
         self._complexity = None
@@ -78,7 +85,7 @@ class SubnetEvalMixin:
             if cfg is None:
                 raise ValueError('BN calibration needs a dataloader: set '
                                  'calibrate.dataloader or train_dataloader')
-            self._calib_loader = self.runner.build_dataloader(
+            self._calib_loader = build_calibration_dataloader(
                 cfg, seed=self.runner.seed)
         return self._calib_loader
 
@@ -158,7 +165,11 @@ class SubnetEvalMixin:
                     model.backbone.space.largest], inputs.shape[1:])
         self._complexity = {r['name']: r for r in rows}
 
+    @master_only
     def _report(self, rows: List[dict], dynamic: Optional[dict]) -> None:
+        """Log the table and write the work dir's files, once (rank 0):
+        every rank holds the same metrics, the evaluator having gathered
+        them."""
         keys = sorted({k for r in rows for k in r['metrics']})
         head = f"{'sub-network':<12} {'MAdds (M)':>10} {'params (M)':>10} " + \
             ' '.join(f'{k:>18}' for k in keys)

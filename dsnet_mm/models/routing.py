@@ -78,14 +78,76 @@ class MaskedRouting:
         return x * m.reshape(*m.shape, *([1] * (x.dim() - 2)))
 
 
-def route_weights(logits: torch.Tensor, training: bool,
-                  tau: float = 1.0) -> torch.Tensor:
-    """One-hot routing weights from gate logits.
+def route_weights(logits: torch.Tensor, tau: float = 1.0) -> torch.Tensor:
+    """Training's routing weights from gate logits: a straight-through
+    Gumbel-softmax sample (hard one-hot forward, soft gradient), so the task
+    loss reaches the gate. Inference routes by the argmax, without noise
+    (``DSGateClassifier.route``)."""
+    return F.gumbel_softmax(logits, tau=tau, hard=True)
 
-    In training, a straight-through Gumbel-softmax sample (hard one-hot
-    forward, soft gradient) so the task loss reaches the gate; in eval, the
-    plain argmax, without noise, so routing is deterministic.
+
+def budget_penalty(gate_logits: torch.Tensor, costs: torch.Tensor,
+                   budget: float, steps: int = 60) -> float:
+    """The cost penalty that spends ``budget`` on average over these images.
+
+    Routing by ``argmax(gate_logits - penalty * costs)`` (``costs``: each
+    window member's MAdds relative to the window's widest; see
+    :func:`penalized_choice`) spends less the larger the penalty: each
+    image's chosen cost is non-increasing in it. Bisection finds the
+    smallest penalty whose mean relative cost is at most ``budget`` (the
+    routing that spends the most within it), and the penalty returned lies
+    halfway to the next one that changes that routing, away from the ties
+    where a rounding error would flip an image. A negative penalty sends
+    images wider than the gate alone would.
+
+    Args:
+        gate_logits (torch.Tensor): ``[N, K]`` gate logits.
+        costs (torch.Tensor): ``[K]`` relative costs, ascending, last 1.
+        budget (float): Mean relative cost to spend, in
+            ``[costs[0], 1]``.
+        steps (int): Bisection steps. Defaults to 60.
+
+    Returns:
+        float: The penalty.
     """
-    if training:
-        return F.gumbel_softmax(logits, tau=tau, hard=True)
-    return F.one_hot(logits.argmax(-1), logits.shape[-1]).to(logits.dtype)
+    lo_cost = float(costs[0])
+    if not lo_cost <= budget <= 1:
+        raise ValueError(f'budget must be in [{lo_cost:.4f}, 1] (the '
+                         "window's narrowest and widest MAdds relative to "
+                         f'the widest), got {budget}')
+    costs = costs.double()
+    if len(costs) > 1 and not bool((costs[1:] > costs[:-1]).all()):
+        raise ValueError(f'costs must ascend strictly, got {costs.tolist()}')
+
+    def choice(penalty: float) -> torch.Tensor:
+        return penalized_choice(gate_logits, costs, penalty)
+
+    def bisect(lo: float, hi: float, ok) -> float:
+        """The smallest value in (lo, hi] where ``ok`` holds (it holds
+        from there on)."""
+        for _ in range(steps):
+            mid = (lo + hi) / 2
+            lo, hi = (lo, mid) if ok(mid) else (mid, hi)
+        return hi
+
+    # beyond +-bound every image is routed by cost alone: the logit gap
+    # between any two members is below `span`, their costs at least `step`
+    # apart
+    logits = gate_logits.detach().double()
+    span = float((logits.max(-1).values - logits.min(-1).values).max()) + 1
+    step = float((costs[1:] - costs[:-1]).min()) if len(costs) > 1 else 1.
+    bound = span / step
+    first = bisect(-bound, bound,
+                   lambda p: float(costs[choice(p)].mean()) <= budget)
+    routed = choice(first)
+    last = bisect(first, bound + 1,
+                  lambda p: not torch.equal(choice(p), routed))
+    return (first + last) / 2
+
+
+def penalized_choice(gate_logits: torch.Tensor, costs: torch.Tensor,
+                     penalty: float) -> torch.Tensor:
+    """``argmax(gate_logits - penalty * costs)`` per image, in float64 so
+    that fitting and routing take the same decisions."""
+    return (gate_logits.detach().double() -
+            penalty * costs.double()).argmax(-1)

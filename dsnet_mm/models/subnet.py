@@ -12,7 +12,20 @@ same :class:`SubnetSpec` objects.
 """
 from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Union
 
+from dsnet_mm.ops.utils import check_int, check_type
+
 SubnetsCfg = Union[Mapping, Sequence[Mapping]]
+
+
+def check_subnets_cfg(field: str, subnets) -> None:
+    """Raise a TypeError naming ``field`` unless ``subnets`` is a ladder
+    dict or a list of width dicts (see :class:`SubnetSpace`)."""
+    check_type(field, subnets, (Mapping, list, tuple),
+               'a ladder dict(smallest=..., widest=..., num=...) or a list '
+               'of width dicts')
+    if not isinstance(subnets, Mapping):
+        for k, widths in enumerate(subnets):
+            check_type(f'{field}[{k}]', widths, Mapping, 'a dict of widths')
 
 
 class SubnetSpec(Mapping):
@@ -93,9 +106,7 @@ class SubnetSpace:
         self.field = field
         self.skippable = frozenset(skippable)
         for group, width in self.max_widths.items():
-            if not isinstance(width, int) or width < 1:
-                raise ValueError(f'max width of group {group!r} must be a '
-                                 f'positive int, got {width!r}')
+            check_int(f'max width of group {group!r}', width, 1)
         self.choices = {g: tuple(sorted(c)) for g, c in (choices or {}).items()}
         for group, values in self.choices.items():
             if group not in self.max_widths or \
@@ -104,6 +115,7 @@ class SubnetSpace:
                     f'choices of group {group!r} ({list(values)}) must end '
                     'at its max width '
                     f'{self.max_widths.get(group, "(unknown group)")}')
+        check_subnets_cfg(field, subnets)
         if isinstance(subnets, Mapping):
             widths = self._ladder(subnets)
         else:
@@ -214,9 +226,10 @@ class SubnetSpace:
                 f'{self.field} as a ladder needs exactly the keys '
                 f"'smallest', 'widest' and 'num', got {sorted(cfg)}")
         num = cfg['num']
-        if not isinstance(num, int) or num < 1:
-            raise ValueError(f'{self.field}.num must be a positive int, '
-                             f'got {num!r}')
+        check_int(f'{self.field}.num', num, 1)
+        for key in ('smallest', 'widest'):
+            check_type(f'{self.field}.{key}', cfg[key], Mapping,
+                       'a dict of widths')
         lo, hi = dict(cfg['smallest']), dict(cfg['widest'])
         self._check(lo, f'{self.field}.smallest')
         self._check(hi, f'{self.field}.widest')
@@ -258,13 +271,10 @@ class SubnetSpace:
                         f'{field}.{group}={width!r} is not one of the '
                         f'choices {list(self.choices[group])}')
                 continue
-            top = self.max_widths[group]
-            low = 0 if group in self.skippable else 1
-            if not isinstance(width, int) or not low <= width <= top:
-                raise ValueError(f'{field}.{group}={width!r} is outside the '
-                                 f'stored widths {low}..{top}' +
-                                 (' (0: the branch is an identity)'
-                                  if low == 0 else ''))
+            # 0: a skippable branch is then an identity
+            check_int(f'{field}.{group}', width,
+                      0 if group in self.skippable else 1,
+                      self.max_widths[group])
 
     def _check_order(self, prev: Mapping[str, int], cur: Mapping[str, int],
                      k: int) -> None:

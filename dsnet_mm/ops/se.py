@@ -7,7 +7,7 @@ import torch
 import torch.nn as nn
 
 from .conv import DSConv2d
-from .utils import check_choice
+from .utils import check_choice, check_float, check_int
 
 TOKEN_POOLS = ('cls_token', 'mean')
 
@@ -53,6 +53,8 @@ class DSSqueezeExcite(nn.Module):
     def __init__(self, in_channels: int, se_ratio: float = 0.25,
                  tokens: Optional[str] = None) -> None:
         super().__init__()
+        check_int('in_channels', in_channels, 1)
+        check_float('se_ratio', se_ratio, 0, 1, low_open=True)
         self.reduce_channels = max(1, round(se_ratio * in_channels))
         self.tokens = tokens
         self.pool = nn.AdaptiveAvgPool2d(1) if tokens is None \

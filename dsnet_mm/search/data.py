@@ -18,13 +18,13 @@ from mmengine.runner import Runner
 from mmpretrain.registry import DATASETS
 from torch.utils.data import DataLoader
 
+from dsnet_mm.ops.utils import check_int
+
 
 def split_indices(num_images: int, num_held_out: int,
                   seed: int) -> Tuple[List[int], List[int]]:
     """(training indices, held-out indices), both sorted, disjoint."""
-    if not isinstance(num_held_out, int) or num_held_out < 1:
-        raise ValueError(f'held_out must be a positive int, got '
-                         f'{num_held_out!r}')
+    check_int('held_out', num_held_out, 1)
     if num_held_out >= num_images:
         raise ValueError(
             f'held_out={num_held_out} must be smaller than the training '

@@ -25,14 +25,10 @@ from typing import Callable, Dict, Iterable, Iterator, List, Optional, \
 
 import torch.nn as nn
 
+from dsnet_mm.ops.utils import check_float, check_int
 from .training import Widths, evaluate_at, madds_at, sgd, train_at
 
 CRITERIA = ('accuracy', 'loss')
-
-
-def _positive_int(name: str, value) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f'{name} must be a positive int, got {value!r}')
 
 
 class ProgressiveSearch:
@@ -85,8 +81,8 @@ class ProgressiveSearch:
                  criterion: str = 'accuracy',
                  seed: int = 0) -> None:
         check_search_args(start, groups, num_groups, min_ratio)
-        _positive_int('finetune_iters', finetune_iters)
-        _positive_int('check_interval', check_interval)
+        check_int('finetune_iters', finetune_iters, 1)
+        check_int('check_interval', check_interval, 1)
         if criterion not in CRITERIA:
             raise ValueError(f'criterion must be one of {CRITERIA}, got '
                              f'{criterion!r}')
@@ -259,10 +255,8 @@ class ProgressiveSearch:
 def check_search_args(start: Widths, groups: Sequence[str], num_groups: int,
                       min_ratio: float) -> None:
     """Fail before any work on options the search cannot run with."""
-    _positive_int('groups (G)', num_groups)
-    if not isinstance(min_ratio, (int, float)) or isinstance(
-            min_ratio, bool) or not 0 < min_ratio <= 1:
-        raise ValueError(f'min_ratio must be in (0, 1], got {min_ratio!r}')
+    check_int('groups (G)', num_groups, 1)
+    check_float('min_ratio', min_ratio, 0, 1, low_open=True)
     if not groups:
         raise ValueError('search groups must name at least one width group')
     unknown = [g for g in groups if g not in start]

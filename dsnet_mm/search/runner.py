@@ -30,7 +30,10 @@ from mmengine.config import Config
 from mmengine.runner import load_checkpoint
 
 from dsnet_mm.engine import build_model_from_cfg
+from dsnet_mm.engine.cli import checked
 from dsnet_mm.models.subnet import SubnetSpace
+from dsnet_mm.ops.utils import (check_choice, check_float, check_int,
+                                check_type)
 from .channels import classifier_axes, l1_scores, permute_channels
 from .data import search_data
 from .noise import (NOISE_ORDERS, add_channel_noise, noise_scores,
@@ -60,6 +63,14 @@ DEFAULTS = dict(
     divisor=1,
     load_from=None,
     seed=0)
+# lowest value of each int option (num_keep: both ends are always kept)
+INT_OPTIONS = dict(base_epochs=0, held_out=1, finetune_iters=1,
+                   check_interval=1, num_keep=2, divisor=1, groups=1, seed=0)
+# (low, high, low excluded) of each float option; top-1 thresholds in %
+FLOAT_OPTIONS = dict(base_lr=(0, None, True),
+                     base_weight_decay=(0, None, False),
+                     min_ratio=(0, 1, True), threshold=(0, 100, False),
+                     finetune_lr=(0, None, True))
 STATE = 'search_state.pth'
 
 
@@ -74,27 +85,28 @@ def search_options(cfg_search: Optional[Mapping],
             raise ValueError(f'unknown search option(s) {unknown}; allowed: '
                              f'{sorted(DEFAULTS)}')
         options.update({k: v for k, v in source.items() if v is not None})
-    if options['ranking'] not in RANKINGS:
-        raise ValueError(f"search ranking must be one of {RANKINGS}, got "
-                         f"{options['ranking']!r}")
-    if options['noise_order'] not in NOISE_ORDERS:
-        raise ValueError(f'search noise_order must be one of '
-                         f"{NOISE_ORDERS}, got {options['noise_order']!r}")
-    if options['criterion'] not in CRITERIA:
-        raise ValueError(f'search criterion must be one of {CRITERIA}, got '
-                         f"{options['criterion']!r}")
-    for key in ('base_epochs', 'held_out', 'finetune_iters',
-                'check_interval', 'num_keep', 'divisor', 'groups'):
-        value = options[key]
-        low = 0 if key == 'base_epochs' else 1
-        if not isinstance(value, int) or isinstance(value, bool) or \
-                value < low:
-            raise ValueError(f'search {key} must be an int >= {low}, got '
-                             f'{value!r}')
-    if options['num_keep'] < 2:
-        raise ValueError(f"search num_keep (K) must be >= 2, got "
-                         f"{options['num_keep']}")
+    for key, allowed in (('ranking', RANKINGS),
+                         ('noise_order', NOISE_ORDERS),
+                         ('criterion', CRITERIA)):
+        check_choice(f'search {key}', options[key], allowed)
+    for key, low in INT_OPTIONS.items():
+        check_int(f'search {key}', options[key], low)
+    for key, (low, high, low_open) in FLOAT_OPTIONS.items():
+        check_float(f'search {key}', options[key], low, high, low_open)
+    check_type('search search_groups', options['search_groups'],
+               (type(None), list, tuple), 'None or a list of width groups')
+    check_type('search load_from', options['load_from'], (type(None), str),
+               'None or a checkpoint path')
     return options
+
+
+def option_type(key: str) -> Callable[[str], object]:
+    """The argparse ``type`` of the numeric search option ``key``, with
+    the bounds :func:`search_options` checks."""
+    if key in INT_OPTIONS:
+        return checked(int, low=INT_OPTIONS[key])
+    low, high, low_open = FLOAT_OPTIONS[key]
+    return checked(float, low=low, high=high, low_open=low_open)
 
 
 def _save(state: dict, path: str) -> None:

@@ -26,19 +26,12 @@ from mmengine.runner import load_checkpoint
 from mmengine.utils import mkdir_or_exist
 
 from dsnet_mm.analysis.benchmark import (DEVICES, MODES, benchmark,
-                                         check_device, check_timing,
-                                         plot_latency, summarize)
+                                         check_device, plot_latency,
+                                         summarize)
 from dsnet_mm.deploy.allocator import reuse_freed_memory
 from dsnet_mm.engine import build_model_from_cfg
-from dsnet_mm.engine.cli import (add_cfg_options, add_shape, load_config,
-                                 subnet_key)
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f'must be >= 1, got {value}')
-    return value
+from dsnet_mm.engine.cli import (add_cfg_options, add_shape, checked,
+                                 load_config, subnet_key)
 
 
 def parse_args():
@@ -47,7 +40,7 @@ def parse_args():
     parser.add_argument('config', help='model config')
     parser.add_argument('--checkpoint', help='trained checkpoint (default: '
                         'random weights, which time the same)')
-    parser.add_argument('--batch-sizes', type=_positive, nargs='+',
+    parser.add_argument('--batch-sizes', type=checked(int, low=1), nargs='+',
                         default=[1, 32], help='batch sizes (default: 1 32)')
     parser.add_argument('--modes', nargs='+', choices=MODES,
                         default=['slice', 'static', 'mask', 'index'],
@@ -59,11 +52,12 @@ def parse_args():
     parser.add_argument('--json', help='write the results to this file')
     parser.add_argument('--plot', help='latency plot PNG (default: next to '
                         '--json, same name with .png)')
-    parser.add_argument('--warmup', type=int, default=3,
+    parser.add_argument('--warmup', type=checked(int, low=0), default=3,
                         help='untimed rounds (default: 3)')
-    parser.add_argument('--repeats', type=_positive, default=10,
+    parser.add_argument('--repeats', type=checked(int, low=1), default=10,
                         help='timed rounds (default: 10)')
-    parser.add_argument('--min-sample-ms', type=float, default=50.0,
+    parser.add_argument('--min-sample-ms', type=checked(float, low=0),
+                        default=50.0,
                         help='a sample averages back-to-back calls over '
                         'about this long (default: 50; 0: one call)')
     parser.add_argument('--channels-last', action='store_true',
@@ -103,7 +97,6 @@ def main():
         device = check_device(args.device)
         model = build_model_from_cfg(cfg)
         specs = _specs(model.backbone.space, args.subnets)
-        check_timing(args.warmup, args.repeats, args.min_sample_ms)
     except ValueError as e:
         sys.exit(f'benchmark.py: error: {e}')
     if args.checkpoint:

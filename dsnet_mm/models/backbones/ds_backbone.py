@@ -7,7 +7,8 @@ from typing import Iterator, List, Optional, Sequence, Tuple, Union
 import torch
 
 from dsnet_mm.ops import DSBatchNorm2d
-from dsnet_mm.ops.utils import check_choice
+from dsnet_mm.ops.utils import (check_bool, check_choice, check_int,
+                                check_ints, check_keys)
 from ..gates.ds_gate import GATE_FEATURES
 from ..subnet import SubnetSpace, SubnetSpec
 
@@ -135,11 +136,7 @@ class DSBackboneMixin:
         """
         if gate is None:
             return None, [], None
-        optional = ['features', *extra]
-        unknown = set(gate) - {key, 'window', *optional}
-        if unknown or key not in gate or 'window' not in gate:
-            raise ValueError(f"gate needs the keys {key!r} and 'window' (and "
-                             f'optionally {optional}), got {sorted(gate)}')
+        check_keys('gate', gate, (key, 'window'), ('features', *extra))
         features = gate.get('features', 'squeeze')
         check_choice('gate.features', features, GATE_FEATURES)
         positions = list(positions)
@@ -147,16 +144,12 @@ class DSBackboneMixin:
             raise ValueError(f'gate.{key}={gate[key]!r} is not a {key}; '
                              f'allowed: {positions}')
         position = positions.index(gate[key])
-        window = gate['window']
-        if not isinstance(window, (tuple, list)) or len(window) != 2:
-            raise ValueError('gate.window must be a pair (start, size), got '
-                             f'{window!r}')
-        start, size = window
+        # (start, size): the window must lie in the sub-network list
+        check_ints('gate.window', gate['window'], length=2)
+        start, size = gate['window']
         n = len(self.space)
-        if size < 1 or start < 0 or start + size > n:
-            raise ValueError(
-                f'gate.window=({start}, {size}) must lie in the '
-                f'sub-network list 0..{n - 1} (start >= 0, size >= 1)')
+        check_int('gate.window[0] (start)', start, 0, n - 1)
+        check_int('gate.window[1] (size)', size, 1, n - start)
         specs = self.space.subnets[start:start + size]
         for group in groups_before[position]:
             widths = sorted({s[group] for s in specs})
@@ -176,15 +169,22 @@ class DSBackboneMixin:
         return h.shape[1]
 
     @staticmethod
-    def _check_stage_args(num_stages: int, out_indices: Sequence[int],
-                          frozen_stages: int) -> None:
-        for i in out_indices:
-            if not -num_stages <= i < num_stages:
-                raise ValueError(f'out_indices entries must be in '
-                                 f'{-num_stages}..{num_stages - 1}, got {i}')
-        if not -1 <= frozen_stages <= num_stages:
-            raise ValueError(f'frozen_stages must be in -1..{num_stages}, '
-                             f'got {frozen_stages}')
+    def _check_stage_args(num_stages: int,
+                          out_indices: Union[int, Sequence[int]],
+                          frozen_stages: int, in_channels: int,
+                          norm_eval: bool) -> Tuple[int, ...]:
+        """Check the arguments every DS backbone shares; returns
+        ``out_indices`` (an int or a sequence) as non-negative indices."""
+        if isinstance(out_indices, int) and not isinstance(out_indices, bool):
+            out_indices = (out_indices, )
+        check_ints('out_indices', out_indices, -num_stages, num_stages - 1)
+        if not out_indices:
+            raise ValueError('out_indices must name at least one stage, got '
+                             f'{out_indices!r}')
+        check_int('frozen_stages', frozen_stages, -1, num_stages)
+        check_int('in_channels', in_channels, 1)
+        check_bool('norm_eval', norm_eval)
+        return tuple(i % num_stages for i in out_indices)
 
     def _check_input(self, x: torch.Tensor) -> None:
         if x.dim() != 4 or x.shape[1] != self.in_channels:

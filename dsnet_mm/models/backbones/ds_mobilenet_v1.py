@@ -8,7 +8,8 @@ from mmpretrain.models.backbones.base_backbone import BaseBackbone
 from mmpretrain.registry import MODELS
 
 from dsnet_mm.ops import DSBatchNorm2d, DSConv2d, DSSqueezeExcite
-from dsnet_mm.ops.utils import check_choice
+from dsnet_mm.ops.utils import (check_choice, check_int, check_ints,
+                                check_keys, check_type)
 from ..gates import DSGate
 from ..routing import MaskedRouting
 from ..subnet import SubnetSpace, SubnetSpec, SubnetsCfg
@@ -201,14 +202,13 @@ class DSMobileNetV1(DSBackboneMixin, BaseBackbone):
         if isinstance(arch, str):
             check_choice('arch', arch, sorted(self.arch_settings))
             arch = self.arch_settings[arch]
-        elif not isinstance(arch, dict) or set(arch) != {'stem', 'stages'}:
-            raise ValueError("arch must be 'imagenet', 'cifar' or a dict with "
-                             f"keys 'stem' and 'stages', got {arch!r}")
+        else:
+            self._check_arch(arch)
         stem_width, stem_stride = arch['stem']
         stages = [tuple(s) for s in arch['stages']]
         num_stages = len(stages)
-        self._check_stage_args(num_stages, out_indices, frozen_stages)
-        self.out_indices = tuple(i % num_stages for i in out_indices)
+        self.out_indices = self._check_stage_args(
+            num_stages, out_indices, frozen_stages, in_channels, norm_eval)
         self.frozen_stages = frozen_stages
         self.norm_eval = norm_eval
 
@@ -250,11 +250,34 @@ class DSMobileNetV1(DSBackboneMixin, BaseBackbone):
         self._freeze_stages()
 
     @staticmethod
+    def _check_arch(arch) -> None:
+        """A dict arch: ``stem`` (width, stride) and ``stages``, each
+        (group, widest width, blocks, stride)."""
+        check_keys('arch', arch, ('stem', 'stages'))
+        check_ints('arch.stem', arch['stem'], 1, length=2)
+        check_type('arch.stages', arch['stages'], (list, tuple),
+                   'a list of (group, width, blocks, stride)')
+        if not arch['stages']:
+            raise ValueError('arch.stages must hold at least one stage')
+        for k, stage in enumerate(arch['stages']):
+            field = f'arch.stages[{k}]'
+            check_type(field, stage, (list, tuple),
+                       'a tuple (group, width, blocks, stride)')
+            if len(stage) != 4:
+                raise ValueError(f'{field} must be (group, width, blocks, '
+                                 f'stride), got {stage!r}')
+            check_type(f'{field}[0] (group)', stage[0], str, 'a name')
+            for i, name in enumerate(('width', 'blocks', 'stride'), 1):
+                check_int(f'{field}[{i}] ({name})', stage[i], 1)
+
+    @staticmethod
     def _check_kernel_choices(kernel_choices: Optional[dict],
                               stages: List[str]) -> dict:
         """``{stage: sorted kernel choices}``, checked."""
         if kernel_choices is None:
             return {}
+        check_type('kernel_choices', kernel_choices, dict,
+                   'a dict {stage: kernel sizes}')
         unknown = sorted(set(kernel_choices) - set(stages))
         if unknown:
             raise ValueError(f'kernel_choices names unknown stage(s) '

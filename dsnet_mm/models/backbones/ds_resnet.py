@@ -8,7 +8,8 @@ from mmpretrain.models.backbones.base_backbone import BaseBackbone
 from mmpretrain.registry import MODELS
 
 from dsnet_mm.ops import DSBatchNorm2d, DSConv2d, DSSqueezeExcite
-from dsnet_mm.ops.utils import check_choice
+from dsnet_mm.ops.utils import (check_bool, check_choice, check_float,
+                                check_int, check_ints, check_type)
 from ..gates import DSGate
 from ..subnet import SubnetSpace, SubnetSpec, SubnetsCfg
 from .ds_backbone import DSBackboneMixin
@@ -255,14 +256,14 @@ class DSResNet(DSBackboneMixin, BaseBackbone):
         check_choice('stem', stem, self.stems)
         block, stage_blocks = self.arch_settings[depth]
         num_stages = len(stage_blocks)
-        if len(strides) != num_stages or any(
-                not isinstance(s, int) or s < 1 for s in strides):
-            raise ValueError(f'strides must be {num_stages} positive ints, '
-                             f'got {strides!r}')
-        self._check_stage_args(num_stages, out_indices, frozen_stages)
+        check_ints('strides', strides, 1, length=num_stages)
+        check_int('stem_channels', stem_channels, 1)
+        check_int('base_channels', base_channels, 1)
+        check_bool('zero_init_residual', zero_init_residual)
+        self.out_indices = self._check_stage_args(
+            num_stages, out_indices, frozen_stages, in_channels, norm_eval)
         self.depth = depth
         self.in_channels = in_channels
-        self.out_indices = tuple(i % num_stages for i in out_indices)
         self.frozen_stages = frozen_stages
         self.norm_eval = norm_eval
         self.res_layers = [f'layer{i + 1}' for i in range(num_stages)]
@@ -293,8 +294,9 @@ class DSResNet(DSBackboneMixin, BaseBackbone):
                     'fixed_ratios (slimming ratios), not both')
         else:
             subnets = self._ratio_subnets(
-                DEFAULT_RATIOS if ratios is None else ratios, fixed_ratios
-                or {}, max_widths, owner)
+                DEFAULT_RATIOS if ratios is None else ratios,
+                {} if fixed_ratios is None else fixed_ratios, max_widths,
+                owner)
         self.space = SubnetSpace(max_widths, subnets)
         self._active = self.space.largest
         self.gate_stage, self.window, gate_kwargs = self._check_gate(
@@ -341,22 +343,23 @@ class DSResNet(DSBackboneMixin, BaseBackbone):
                        max_widths: Dict[str, int],
                        owner: Dict[str, str]) -> List[Dict[str, int]]:
         """Explicit widths of the uniform ratio list."""
+        check_type('ratios', ratios, (list, tuple),
+                   'a list of slimming ratios')
         ratios = list(ratios)
-        if not ratios or any(not isinstance(r, (int, float)) or not 0 < r <= 1
-                             for r in ratios) or any(
-                                 a >= b for a, b in zip(ratios, ratios[1:])):
+        for k, r in enumerate(ratios):
+            check_float(f'ratios[{k}]', r, 0, 1, low_open=True)
+        if not ratios or any(a >= b for a, b in zip(ratios, ratios[1:])):
             raise ValueError('ratios must be increasing slimming ratios in '
                              f'(0, 1], got {ratios!r}')
         stages = sorted(set(owner.values()), key=list(owner.values()).index)
+        check_type('fixed_ratios', fixed, Mapping,
+                   'a dict {stage: ratio}')
         unknown = [s for s in fixed if s not in stages]
         if unknown:
             raise ValueError(f'fixed_ratios names unknown stage(s) {unknown};'
                              f' allowed: {stages}')
-        bad = {s: r for s, r in fixed.items()
-               if not isinstance(r, (int, float)) or not 0 < r <= 1}
-        if bad:
-            raise ValueError(f'fixed_ratios values must be in (0, 1], got '
-                             f'{bad}')
+        for s, r in fixed.items():
+            check_float(f'fixed_ratios.{s}', r, 0, 1, low_open=True)
         if len(ratios) > 1 and set(fixed) == set(stages):
             raise ValueError(
                 f'fixed_ratios fixes every stage {stages}: the ratios '

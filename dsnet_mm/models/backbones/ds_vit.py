@@ -20,16 +20,21 @@ from mmpretrain.registry import MODELS
 from dsnet_mm.ops import (DSMLP, DSLayerNorm, DSLinear, DSMultiheadAttention,
                           DSQKVLinear, rejoin_idle)
 from dsnet_mm.ops.se import TOKEN_POOLS
-from dsnet_mm.ops.utils import check_choice
+from dsnet_mm.ops.utils import (check_bool, check_choice, check_float,
+                                check_int, check_ints, check_keys)
 from dsnet_mm.ops.vit import channel_mask
 from ..gates import DSGate
 from ..routing import MaskedRouting
-from ..subnet import SubnetSpace, SubnetSpec, SubnetsCfg
+from ..subnet import (SubnetSpace, SubnetSpec, SubnetsCfg,
+                      check_subnets_cfg)
 from .ds_backbone import DSBackboneMixin
 
 # the sliced dimensions of a block, in the order of its width groups
 DIMS = ('embed', 'heads', 'mlp')
 ARCH_KEYS = ('embed_dims', 'num_layers', 'num_heads', 'feedforward_channels')
+# the position embedding's interpolation modes (``F.interpolate`` on 2-D)
+INTERPOLATE_MODES = ('nearest', 'nearest-exact', 'bilinear', 'bicubic',
+                     'area')
 Spec = Union[SubnetSpec, MaskedRouting]
 
 
@@ -272,25 +277,36 @@ class DSViT(DSBackboneMixin, BaseBackbone):
             raise ValueError(f'arch must be one of {sorted(self.arch_zoo)} '
                              f'or a dict with keys {list(ARCH_KEYS)}, got '
                              f'{arch!r}')
+        for key in ARCH_KEYS:
+            check_int(f'arch.{key}', arch[key], 1)
         self.embed_dims = arch['embed_dims']
         self.num_layers = arch['num_layers']
         tops = dict(embed=arch['embed_dims'], heads=arch['num_heads'],
                     mlp=arch['feedforward_channels'])
         if subnets is None:
             subnets = [tops]
+        check_subnets_cfg('subnets', subnets)
         check_choice('out_type', out_type, self.OUT_TYPES)
-        if set(norm_cfg) - {'type', 'eps'}:
-            raise ValueError("norm_cfg takes the keys 'type' and 'eps', got "
-                             f'{sorted(norm_cfg)}')
-        check_choice('norm_cfg.type', norm_cfg.get('type'), ['LN'])
+        check_keys('norm_cfg', norm_cfg, ('type', ), ('eps', ))
+        check_choice('norm_cfg.type', norm_cfg['type'], ['LN'])
         norm_eps = norm_cfg.get('eps', 1e-6)
-        if isinstance(out_indices, int):
-            out_indices = [out_indices]
-        self._check_stage_args(self.num_layers, out_indices, frozen_stages)
-        if not 0 <= fixed_blocks <= self.num_layers:
-            raise ValueError(f'fixed_blocks must be in 0..{self.num_layers}, '
-                             f'got {fixed_blocks}')
-        self.out_indices = tuple(i % self.num_layers for i in out_indices)
+        check_float('norm_cfg.eps', norm_eps, 0, low_open=True)
+        self.out_indices = self._check_stage_args(
+            self.num_layers, out_indices, frozen_stages, in_channels, False)
+        check_int('fixed_blocks', fixed_blocks, 0, self.num_layers)
+        size = (img_size, img_size) if isinstance(img_size, int) \
+            else img_size
+        check_ints('img_size', size, 1, length=2)
+        check_int(f'patch_size (img_size={img_size})', patch_size, 1,
+                  min(size))
+        for key, value in (('final_norm', final_norm),
+                           ('idle_head', idle_head),
+                           ('idle_branches', idle_branches),
+                           ('qkv_bias', qkv_bias)):
+            check_bool(key, value)
+        check_float('drop_path_rate', drop_path_rate, 0, 1, high_open=True)
+        check_choice('interpolate_mode', interpolate_mode,
+                     INTERPOLATE_MODES)
         self.out_type = out_type
         self.final_norm = final_norm
         self.idle_head = idle_head

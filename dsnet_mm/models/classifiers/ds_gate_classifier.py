@@ -5,15 +5,17 @@ from contextlib import contextmanager
 from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 from mmengine.optim import OptimWrapper
 from mmpretrain.models.classifiers import ImageClassifier
 from mmpretrain.registry import MODELS
 from mmpretrain.structures import DataSample
 
-from dsnet_mm.ops.utils import check_choice
+from dsnet_mm.ops.utils import check_choice, check_float, check_type
 from ..gates import DSGate
-from ..routing import MaskedRouting, route_weights
+from ..routing import (MaskedRouting, budget_penalty, penalized_choice,
+                       route_weights)
 from ..subnet import SubnetSpec
 from .stage1_loading import load_stage1_weights
 
@@ -48,6 +50,15 @@ class DSGateClassifier(ImageClassifier):
     ``'mask'`` (widest width with channel masks). Each data sample gets
     ``routed_subnet`` (index in the sub-network list) and ``routed_madds``.
     Within :meth:`static_predict` the active static sub-network runs instead.
+
+    **MAdds budget.** Inference routes by ``argmax(logits - cost_penalty *
+    relative MAdds)`` (:meth:`route`); ``cost_penalty`` (a buffer, 0 unless
+    fitted, saved
+    with the checkpoint) is set by :meth:`fit_budget`, e.g. by
+    :class:`~dsnet_mm.engine.RoutingBudgetHook`, so that the mean MAdds on
+    given images is a chosen share of the window's widest. The squared
+    complexity term of Stage II sets the trade-off only loosely: where it
+    lands depends on the Stage I supernet.
 
     Args:
         backbone (dict): A DS backbone config with ``gate`` set.
@@ -84,14 +95,23 @@ class DSGateClassifier(ImageClassifier):
                  routing_mode: str = 'bucket',
                  stage1_checkpoint: Optional[str] = None,
                  **kwargs) -> None:
+        check_type('backbone', backbone, (dict, nn.Module),
+                   'a backbone config dict')
+        check_choice('sgs_rule', sgs_rule, SGS_RULES)
+        check_choice('routing_mode', routing_mode, ROUTING_MODES)
+        check_choice('sgs_class_weight', sgs_class_weight, SGS_CLASS_WEIGHTS)
+        check_float('gate_label_smooth', gate_label_smooth, 0, 1,
+                    high_open=True)
+        check_float('complexity_weight', complexity_weight, 0)
+        check_float('madds_unit', madds_unit, 0, low_open=True)
+        check_float('tau', tau, 0, low_open=True)
+        check_type('stage1_checkpoint', stage1_checkpoint, (type(None), str),
+                   'None or a checkpoint path')
         super().__init__(backbone, neck=neck, head=head, **kwargs)
         if getattr(self.backbone, 'gate_stage', None) is None:
             raise ValueError(
                 'DSGateClassifier needs a DS backbone with a gate: set '
                 "backbone.gate=dict(stage=..., window=(start, size))")
-        check_choice('sgs_rule', sgs_rule, SGS_RULES)
-        check_choice('routing_mode', routing_mode, ROUTING_MODES)
-        check_choice('sgs_class_weight', sgs_class_weight, SGS_CLASS_WEIGHTS)
         gates = [n for n, m in self.backbone.named_modules()
                  if isinstance(m, DSGate)]
         if len(gates) != 1:
@@ -108,6 +128,9 @@ class DSGateClassifier(ImageClassifier):
         self.stage1_checkpoint = stage1_checkpoint
         self._static_predict = False
         self._window_madds: Dict[Tuple[int, ...], List[int]] = {}
+        # float64: the penalty is fitted to sit between two routings
+        self.register_buffer('cost_penalty',
+                             torch.zeros((), dtype=torch.float64))
         for name, p in self.named_parameters():
             p.requires_grad = name.startswith(self.gate_prefix)
 
@@ -127,7 +150,8 @@ class DSGateClassifier(ImageClassifier):
         super().init_weights()
         if self.stage1_checkpoint is not None:
             load_stage1_weights(self, self.stage1_checkpoint,
-                                new_prefixes=(self.gate_prefix, ))
+                                new_prefixes=(self.gate_prefix,
+                                              'cost_penalty'))
 
     def train(self, mode: bool = True) -> 'DSGateClassifier':
         """Only the flag changes: the frozen supernet stays in eval mode."""
@@ -155,6 +179,29 @@ class DSGateClassifier(ImageClassifier):
             self._window_madds[shape] = [r['madds'] + gate_cost for r in rows]
         return self._window_madds[shape]
 
+    def relative_costs(self, shape) -> torch.Tensor:
+        """``[window]``: each window member's MAdds over the widest's."""
+        madds = torch.tensor(self.window_madds(shape), dtype=torch.float64)
+        return madds / madds[-1]
+
+    def route(self, gate_logits: torch.Tensor, shape) -> torch.Tensor:
+        """The window position of each image at inference: the argmax of
+        the gate logits less the budget's cost penalty."""
+        if not self.cost_penalty:
+            return gate_logits.argmax(-1)
+        return penalized_choice(gate_logits, self.relative_costs(shape),
+                                float(self.cost_penalty))
+
+    def fit_budget(self, gate_logits: torch.Tensor, shape,
+                   budget: float) -> float:
+        """Set ``cost_penalty`` so that routing these gate logits (of
+        images of ``shape``) spends ``budget`` times the window's widest
+        MAdds on average (see :func:`~dsnet_mm.models.routing.
+        budget_penalty`); returns the mean relative MAdds reached."""
+        costs = self.relative_costs(shape)
+        self.cost_penalty.fill_(budget_penalty(gate_logits, costs, budget))
+        return float(costs[self.route(gate_logits, shape)].mean())
+
     def _logits(self, early: List[torch.Tensor], late: List[torch.Tensor]):
         feats = tuple(early + late)
         if self.with_neck:
@@ -178,12 +225,15 @@ class DSGateClassifier(ImageClassifier):
         mode = self.routing_mode if mode is None else mode
         check_choice('mode', mode, ROUTING_MODES)
         h, gate_logits, early = self.backbone.forward_pre_gate(inputs)
+        choice = self.route(gate_logits, inputs.shape[1:])
         if mode == 'mask':
-            weights = route_weights(gate_logits, self.training, self.tau)
+            # in training a Gumbel sample, so that gradients reach the gate
+            weights = route_weights(gate_logits, self.tau) \
+                if self.training else F.one_hot(
+                    choice, len(self.window)).to(gate_logits)
             routing = MaskedRouting(self.window, weights)
             logits = self._run_window(h, early, routing)
             return logits, gate_logits, weights.argmax(-1)
-        choice = gate_logits.argmax(-1)
         if mode == 'slice':
             logits = torch.cat([
                 self._run_window(h[b:b + 1], [e[b:b + 1] for e in early],
@@ -272,7 +322,7 @@ class DSGateClassifier(ImageClassifier):
             return super().forward(inputs, data_samples, mode)
         h, gate_logits, early = self.backbone.forward_pre_gate(inputs)
         target = self.sgs_targets(h, early, kwargs['labels'])
-        weights = route_weights(gate_logits, True, self.tau)
+        weights = route_weights(gate_logits, self.tau)
         logits = self._run_window(h, early, MaskedRouting(self.window, weights))
         return logits, gate_logits, weights, target
 

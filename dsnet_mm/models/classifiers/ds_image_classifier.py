@@ -11,7 +11,8 @@ from mmengine.optim import OptimWrapper
 from mmpretrain.models.classifiers import ImageClassifier
 from mmpretrain.registry import MODELS
 
-from dsnet_mm.ops.utils import check_choice
+from dsnet_mm.ops.utils import (check_choice, check_float, check_int,
+                                check_keys, check_type)
 from ..mvco import (MVCO_MODES, cross_view_target, view_mean_target,
                     views_symmetric_kl)
 from ..subnet import SubnetSpec
@@ -100,18 +101,18 @@ class DSImageClassifier(ImageClassifier):
                  usnet_divisor: int = 1,
                  mvco: Optional[dict] = None,
                  **kwargs) -> None:
-        super().__init__(backbone, neck=neck, head=head, **kwargs)
+        check_type('backbone', backbone, (dict, nn.Module),
+                   'a backbone config dict')
         check_choice('bootstrap', bootstrap, BOOTSTRAP_MODES)
         check_choice('sampling', sampling, SAMPLING_MODES)
-        if not isinstance(usnet_divisor, int) or usnet_divisor < 1:
-            raise ValueError(f'usnet_divisor must be an int >= 1, got '
-                             f'{usnet_divisor!r}')
-        if not isinstance(num_random, int) or num_random < 0:
-            raise ValueError(f'num_random must be an int >= 0, got '
-                             f'{num_random!r}')
-        if not 0.0 < ema_momentum <= 1.0:
-            raise ValueError(f'ema_momentum must be in (0, 1], got '
-                             f'{ema_momentum}')
+        check_int('usnet_divisor', usnet_divisor, 1)
+        check_int('num_random', num_random, 0)
+        check_int('seed', seed, 0)
+        check_float('ema_momentum', ema_momentum, 0, 1, low_open=True)
+        check_float('largest_dropout', largest_dropout, 0, 1,
+                    high_open=True)
+        check_type('distill_loss', distill_loss, dict, 'a loss config dict')
+        super().__init__(backbone, neck=neck, head=head, **kwargs)
         if not hasattr(self.backbone, 'space'):
             raise ValueError(
                 f'{type(self.backbone).__name__} is not a DS backbone: '
@@ -137,15 +138,10 @@ class DSImageClassifier(ImageClassifier):
     def _check_mvco(mvco: Optional[dict]) -> Optional[dict]:
         if mvco is None:
             return None
-        if not isinstance(mvco, dict) or \
-                set(mvco) - {'mode', 'consistency_weight'}:
-            raise ValueError("mvco takes the keys 'mode' and "
-                             f"'consistency_weight', got {mvco!r}")
+        check_keys('mvco', mvco, optional=('mode', 'consistency_weight'))
         cfg = dict(dict(mode='view_mean', consistency_weight=1.0), **mvco)
         check_choice('mvco.mode', cfg['mode'], MVCO_MODES)
-        if cfg['consistency_weight'] < 0:
-            raise ValueError('mvco.consistency_weight must be >= 0, got '
-                             f"{cfg['consistency_weight']}")
+        check_float('mvco.consistency_weight', cfg['consistency_weight'], 0)
         return cfg
 
     def _views(self, inputs) -> List[torch.Tensor]:

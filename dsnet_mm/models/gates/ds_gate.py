@@ -7,7 +7,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from dsnet_mm.ops import DSSqueezeExcite
-from dsnet_mm.ops.utils import check_choice
+from dsnet_mm.ops.utils import check_choice, check_int
 
 GATE_FEATURES = ('squeeze', 'pooled')
 
@@ -50,6 +50,7 @@ class DSGate(DSSqueezeExcite):
                  tokens: Optional[str] = None) -> None:
         super().__init__(in_channels, se_ratio, tokens)
         check_choice('gate.features', features, GATE_FEATURES)
+        check_int('num_choices', num_choices, 1)
         self.num_choices = num_choices
         self.features = features
         self.slim_head = nn.Conv2d(
