@@ -55,3 +55,14 @@ param_scheduler = [
          begin=0, end=6, convert_to_iter_based=True),
 ]
 train_cfg = dict(max_epochs=6, val_interval=6)
+
+# Route to a fixed share of the widest's MAdds: after each epoch the cost
+# penalty on the gate logits is fitted on the training images so that they
+# spend this share on average (the gate still decides which images go wide;
+# the penalty is saved with the checkpoint). The squared complexity term
+# alone landed at 55-62 % of subnet_13 depending on the Stage I supernet
+# (README, "The main job").
+custom_hooks = [
+    *_base_.custom_hooks,
+    dict(type='RoutingBudgetHook', budget=0.57)
+]

@@ -49,3 +49,12 @@ def randomize_bn(model):
                 m.running_var.uniform_(0.5, 1.5)
                 m.weight.uniform_(0.5, 1.5)
     return model
+
+
+def ddp_checks(log: str):
+    """``(iteration, digest0, sampled0, digest1, sampled1)`` of every
+    ``DDPConsistencyHook`` line of a 2-rank training log."""
+    import re
+    return re.findall(r'DDP check at iter (\d+): rank 0: params (\w+) '
+                      r'sampled (\{.*?\}); rank 1: params (\w+) sampled '
+                      r'(\{.*?\})', log)

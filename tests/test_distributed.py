@@ -1,12 +1,12 @@
 # Copyright (c) dsnet_mm contributors. All rights reserved.
 """tools/dist_train.sh: 2 CPU processes (gloo) run the real sandwich step."""
 import os
-import re
 import subprocess
 import sys
 
 import pytest
 
+from conftest import ddp_checks
 from test_train_tool import SMALL, data_opts
 
 
@@ -28,9 +28,7 @@ def test_two_ranks_train_identically(tmp_path, digits_root, repo_root):
         cwd=repo_root, env=env, capture_output=True, text=True, timeout=900)
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-4000:]
-    checks = re.findall(r'DDP check at iter (\d+): rank 0: params (\w+) '
-                        r'sampled (\{.*?\}); rank 1: params (\w+) sampled '
-                        r'(\{.*?\})', log)
+    checks = ddp_checks(log)
     # 128 images / 2 ranks / 32 per batch = 2 iterations per epoch
     assert [int(c[0]) for c in checks] == [1, 2, 3, 4]
     for _, p0, s0, p1, s1 in checks:
@@ -72,11 +70,10 @@ def test_two_ranks_train_the_gate_identically(tmp_path, digits_root,
         cwd=repo_root, env=env, capture_output=True, text=True, timeout=900)
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-4000:]
-    checks = re.findall(r'DDP check at iter (\d+): rank 0: params (\w+) '
-                        r'sampled \{\}; rank 1: params (\w+) sampled \{\}',
-                        log)
+    checks = ddp_checks(log)
     assert [int(c[0]) for c in checks] == [1, 2]
-    assert all(p0 == p1 for _, p0, p1 in checks)
+    # Stage II samples no sub-networks
+    assert all(p0 == p1 and s0 == s1 == '{}' for _, p0, s0, p1, s1 in checks)
     assert checks[0][1] != checks[1][1]  # the gate did learn
 
 

@@ -16,7 +16,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from mmengine.config import Config
 
-from conftest import ROOT, run_tool
+from conftest import ROOT, ddp_checks, run_tool
 from test_train_tool import SMALL, data_opts
 
 # calibration on 3 batches of 32 (rank 0 runs two, rank 1 one) and a test
@@ -97,9 +97,7 @@ def two_nodes(tmp_path_factory, digits_root):
 
 def test_two_node_launch_ends_with_identical_parameters(two_nodes):
     (log, _), _ = two_nodes
-    checks = re.findall(r'DDP check at iter (\d+): rank 0: params (\w+) '
-                        r'sampled (\{.*?\}); rank 1: params (\w+) sampled '
-                        r'(\{.*?\})', log)
+    checks = ddp_checks(log)
     # 128 images / 2 ranks / 32 per batch = 2 iterations per epoch
     assert [int(c[0]) for c in checks] == [1, 2, 3, 4]
     for _, p0, s0, p1, s1 in checks:
@@ -283,3 +281,28 @@ def test_slurm_launcher_starts_a_gloo_group_from_srun_variables(monkeypatch):
     with pytest.raises(RuntimeError, match='SLURM_NODELIST'):
         with distributed('slurm', cpu=True):
             pass
+
+
+@pytest.mark.parametrize('script,args,expected', [
+    ('slurm_train.sh', ['part', 'job', 'cfg.py', 'work', '--amp'],
+     ['train.py', 'cfg.py', '--work-dir=work', '--amp', '--launcher=slurm']),
+    ('slurm_test.sh', ['part', 'job', 'cfg.py', 'ckpt.pth', '--out', 'm'],
+     ['test.py', 'cfg.py', 'ckpt.pth', '--out', 'm', '--launcher=slurm']),
+])
+def test_slurm_scripts_pass_the_tool_its_arguments(tmp_path, script, args,
+                                                   expected):
+    # a stand-in srun that prints what it was asked to run
+    srun = tmp_path / 'srun'
+    srun.write_text('#!/bin/sh\nfor a in "$@"; do echo "$a"; done\n')
+    srun.chmod(0o755)
+    proc = subprocess.run(
+        ['bash', osp.join(ROOT, 'tools', script), *args],
+        env=dict(os.environ, PATH=f'{tmp_path}:{os.environ["PATH"]}',
+                 GPUS='4', GPUS_PER_NODE='2'),
+        capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    words = proc.stdout.split()
+    assert words[:2] == ['-p', 'part'] and '--ntasks=4' in words and \
+        '--ntasks-per-node=2' in words and '--gres=gpu:2' in words
+    tool = next(i for i, w in enumerate(words) if w.endswith(expected[0]))
+    assert words[tool + 1:] == expected[1:]

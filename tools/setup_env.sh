@@ -30,7 +30,7 @@ if ! have torch==2.13.0 torchvision==0.28.0 ninja wheel; then
     $PIP install -q "torch===2.13.0" torchvision==0.28.0 "setuptools>=77,<81" wheel ninja numpy
 fi
 if ! have mmcv==2.1.0; then
-    echo "[setup] building mmcv 2.1.0 with its ops (about 9 minutes on 2 cores the first time)"
+    echo "[setup] building mmcv 2.1.0 with its ops (10-40 minutes on 2 cores the first time, then cached by pip)"
     MAX_JOBS=${MAX_JOBS:-2} $PIP install -q --no-build-isolation mmcv==2.1.0
 fi
 if ! have mmengine==0.10.7 mmpretrain==1.2.0 mmdet==3.3.0 scikit-learn matplotlib onnx onnxruntime pytest; then

@@ -1,31 +1,5 @@
 #!/usr/bin/env bash
-# Train on a Slurm cluster: one task per process, srun sets the ranks.
-# Usage: [GPUS=8] [GPUS_PER_NODE=8] [CPUS_PER_TASK=5] [SRUN_ARGS=...] \
-#     tools/slurm_train.sh PARTITION JOB_NAME CONFIG WORK_DIR [train.py args]
-# GPUS is the number of processes over all nodes, GPUS_PER_NODE per node.
-# On CPU nodes set GRES=none: the tools then start a gloo group themselves.
-set -x
-
-PARTITION=$1
-JOB_NAME=$2
-CONFIG=$3
-WORK_DIR=$4
-GPUS=${GPUS:-8}
-GPUS_PER_NODE=${GPUS_PER_NODE:-8}
-CPUS_PER_TASK=${CPUS_PER_TASK:-5}
-GRES=${GRES:-gpu:${GPUS_PER_NODE}}
-PYTHON=${PYTHON:-python}
-
-# SRUN_ARGS is split into words on purpose (extra srun options)
-# shellcheck disable=SC2086
-PYTHONPATH="$(dirname "$0")/..":$PYTHONPATH \
-srun -p "$PARTITION" \
-    --job-name="$JOB_NAME" \
-    --gres="$GRES" \
-    --ntasks="$GPUS" \
-    --ntasks-per-node="$GPUS_PER_NODE" \
-    --cpus-per-task="$CPUS_PER_TASK" \
-    --kill-on-bad-exit=1 \
-    ${SRUN_ARGS} \
-    "$PYTHON" -u "$(dirname "$0")/train.py" "$CONFIG" --work-dir="$WORK_DIR" \
-    --launcher=slurm "${@:5}"
+# Train on a Slurm cluster (variables: see tools/slurm_launch.sh).
+# Usage: tools/slurm_train.sh PARTITION JOB_NAME CONFIG WORK_DIR [train.py args]
+exec bash "$(dirname "$0")/slurm_launch.sh" "$(dirname "$0")/train.py" \
+    "$1" "$2" "$3" --work-dir="$4" "${@:5}"
