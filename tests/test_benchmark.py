@@ -325,7 +325,7 @@ def test_benchmark_tool_writes_json_and_plot(tmp_path):
     (['--modes', 'slice', 'warp'], "invalid choice: 'warp'"),
     (['--subnets', '0,14'], 'outside 0..13'),
     (['--subnets', 'tiny'], "unknown sub-network 'tiny'"),
-    (['--batch-sizes', '0'], 'must be >= 1, got 0'),
+    (['--batch-sizes', '0'], '--batch-sizes: the value must be an int >= 1, got 0'),
     (['--modes', 'dynamic'], 'mode dynamic needs a gated model'),
 ])
 def test_benchmark_tool_refuses_nonsense(args, message):
