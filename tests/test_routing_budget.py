@@ -50,8 +50,10 @@ def test_penalty_routes_hand_made_logits_by_their_margin():
 def test_budget_outside_the_window_is_refused():
     with pytest.raises(ValueError, match=r'budget must be in \[0.2500, 1\]'):
         budget_penalty(torch.zeros(2, 3), COSTS, 0.2)
-    with pytest.raises(ValueError, match='budget must be a number'):
+    with pytest.raises(TypeError, match='budget must be a number'):
         RoutingBudgetHook(budget='half')
+    with pytest.raises(ValueError, match='budget must be a number'):
+        RoutingBudgetHook(budget=0)
     with pytest.raises(ValueError, match='num_batches'):
         RoutingBudgetHook(budget=0.5, num_batches=0)
 

@@ -8,6 +8,8 @@ from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 from mmpretrain.registry import HOOKS
 
+from dsnet_mm.ops.utils import check_float, check_int
+
 
 @HOOKS.register_module()
 class RoutingBudgetHook(Hook):
@@ -39,18 +41,13 @@ class RoutingBudgetHook(Hook):
                  budget: float,
                  num_batches: Optional[int] = None,
                  dataloader: Optional[dict] = None) -> None:
-        if isinstance(budget, bool) or not isinstance(budget, (int, float)) \
-                or not 0 < budget <= 1:
-            raise ValueError(f'budget must be a number in (0, 1], got '
-                             f'{budget!r}')
-        if num_batches is not None and (
-                isinstance(num_batches, bool)
-                or not isinstance(num_batches, int) or num_batches < 1):
-            raise ValueError(f'num_batches must be None or an int >= 1, got '
-                             f'{num_batches!r}')
+        check_float('budget', budget, 0, 1, low_open=True)
+        if num_batches is not None:
+            check_int('num_batches', num_batches, 1)
         self.budget = float(budget)
         self.num_batches = num_batches
         self.dataloader = dataloader
+        self._loader = None
 
     @torch.no_grad()
     def after_train_epoch(self, runner) -> None:
@@ -59,13 +56,15 @@ class RoutingBudgetHook(Hook):
         if not hasattr(model, 'fit_budget'):
             raise TypeError('RoutingBudgetHook needs a model with a gate '
                             f'(DSGateClassifier), got {type(model).__name__}')
-        loader = runner.train_dataloader if self.dataloader is None else \
-            runner.build_dataloader(self.dataloader, seed=runner.seed)
+        if self._loader is None:  # built once, iterated every epoch
+            self._loader = runner.train_dataloader \
+                if self.dataloader is None else runner.build_dataloader(
+                    self.dataloader, seed=runner.seed)
         was_training = model.training
         model.eval()
         logits, shape = [], None
         try:
-            for k, data in enumerate(loader):
+            for k, data in enumerate(self._loader):
                 if self.num_batches is not None and k >= self.num_batches:
                     break
                 inputs = model.data_preprocessor(data, False)['inputs']
