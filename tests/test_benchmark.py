@@ -12,9 +12,12 @@ from mmengine.config import Config
 
 from conftest import randomize_bn, run_tool
 from dsnet_mm.analysis import count_complexity, subnet_complexity
-from dsnet_mm.analysis.benchmark import (Timer, benchmark, equal_madds_spec,
-                                         measure, subnet_runners, summarize)
+from dsnet_mm.analysis.benchmark import (Timer, benchmark, check_routing_mix,
+                                         equal_madds_spec, measure,
+                                         mix_counts, mix_routes,
+                                         subnet_runners, summarize)
 from dsnet_mm.analysis.subnet_table import classifier_forward
+from dsnet_mm.deploy.plain import PlainSubnet
 from dsnet_mm.engine import build_model_from_cfg
 from dsnet_mm.ops import DSBatchNorm2d, DSConv2d, DSLinear, inference_cache
 from dsnet_mm.ops import weight_cache
@@ -27,6 +30,16 @@ GATE_CONFIG = 'configs/ds_mbnet_digits_gate.py'
 def model():
     torch.manual_seed(0)
     cfg = Config.fromfile(CONFIG)
+    return randomize_bn(build_model_from_cfg(cfg)).eval()
+
+
+@pytest.fixture(scope='module')
+def gate_model():
+    """The digits gate model on a window of four (subnet_10..13)."""
+    torch.manual_seed(0)
+    cfg = Config.fromfile(GATE_CONFIG)
+    cfg.model.stage1_checkpoint = None
+    cfg.model.backbone.gate.window = (10, 4)
     return randomize_bn(build_model_from_cfg(cfg)).eval()
 
 
@@ -157,13 +170,13 @@ def test_checked_spans_check_once_and_see_changes_between_calls(monkeypatch):
         # spans nest: a call of the model inside an explicit span
         with cache.checked():
             net(x)
-            assert net.conv._checked
-        assert not net.conv._checked
+            assert cache.in_span
+        assert not cache.in_span
         # a failed forward still closes its span
         net.fail = True
         with pytest.raises(RuntimeError, match='failed forward'):
             net(x)
-        assert not net.conv._checked
+        assert not cache.in_span
     assert not net._forward_hooks and not net._forward_pre_hooks
     assert not net.conv._cache and not net.conv.caching
 
@@ -178,7 +191,7 @@ def test_checked_span_leaves_training_and_gradients_uncached():
         assert net.conv.weight.grad[3:].abs().sum() == 0
         net.eval()
         net(x)  # eval but gradients wanted for the weight: still views
-        assert not net.conv._cache and not net.conv._checked
+        assert not net.conv._cache and not net.conv.inference()
 
 
 def test_writes_through_data_are_seen_outside_the_cache():
@@ -210,7 +223,151 @@ def test_cached_bn_and_linear_follow_changes():
         torch.testing.assert_close(fc(v), fc.bias.expand(3, 4))
 
 
+def _uncached(model, x, spec):
+    with torch.no_grad(), model.backbone.subnet(spec):
+        return classifier_forward(model, x)
+
+
+@pytest.mark.parametrize('channels_last', [False, True])
+def test_cached_subnet_runs_its_static_network_and_equals_uncached(
+        model, channels_last):
+    spec = model.backbone.space[3]
+    x = torch.randn(1, 3, 32, 32)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    expected = _uncached(model, x, spec)
+    with torch.no_grad(), inference_cache(model) as cache, \
+            model.backbone.subnet(spec):
+        for _ in range(2):  # built once, then reused
+            torch.testing.assert_close(model(x), expected)
+        plain, = cache._plain.values()
+        assert isinstance(plain, PlainSubnet)
+        conv = plain.features[0][0]  # the stem conv, in the input's format
+        assert conv.weight.is_contiguous(
+            memory_format=torch.channels_last if channels_last
+            else torch.contiguous_format)
+        # outside a span (a call of the backbone alone) the ops run
+        assert model.backbone.plain_subnet(x, spec) is None
+    assert model.backbone.plain_subnet(x, spec) is None
+
+
+def test_cached_static_network_follows_every_weight_change(model):
+    spec = model.backbone.space[3]
+    x = torch.randn(2, 3, 32, 32)
+    pw = model.backbone.layers[-1][-1].conv_pw
+    bn = model.backbone.layers[-1][-1].bn2
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    try:
+        with torch.no_grad(), inference_cache(model) as cache, \
+                model.backbone.subnet(spec):
+            model(x)
+            pw.weight.mul_(-1)  # an in-place step between calls
+            torch.testing.assert_close(model(x), _uncached(model, x, spec))
+            bn.running_var[spec.index].mul_(3)  # recalibrated statistics
+            torch.testing.assert_close(model(x), _uncached(model, x, spec))
+            model.load_state_dict(state)
+            torch.testing.assert_close(model(x), _uncached(model, x, spec))
+            built = next(iter(cache._plain.values()))
+            model.float()  # a conversion: rebuilt from the converted tensors
+            model(x)
+            assert next(iter(cache._plain.values())) is not built
+            model.train()  # training: the ops run, sliced views
+            with cache.checked():
+                assert model.backbone.plain_subnet(x, spec) is None
+            model.eval()
+    finally:
+        model.load_state_dict(state)
+        model.eval()
+
+
+def test_complexity_counted_in_a_span_sees_the_ops(model):
+    """Counting inside a call of the model (``window_madds`` on a first
+    ``predict``) must watch the DS layers, not the static network."""
+    spec = model.backbone.space[3]
+    expected = subnet_complexity(model, [spec], (3, 32, 32))[0]['madds']
+    with torch.no_grad(), inference_cache(model) as cache, cache.checked():
+        model(torch.randn(1, 3, 32, 32))
+        assert subnet_complexity(model, [spec],
+                                 (3, 32, 32))[0]['madds'] == expected
+
+
+def test_cached_buckets_run_static_parts_and_equal_uncached(gate_model):
+    model = gate_model
+    x = torch.randn(6, 3, 32, 32)
+    routes = torch.tensor([3, 0, 3, 1, 0, 3])
+    with torch.no_grad():
+        expected, gate_logits, _ = model.forward_dynamic(x, 'bucket', routes)
+        with inference_cache(model) as cache, cache.checked():
+            logits, cached_gate, choice = model.forward_dynamic(
+                x, 'bucket', routes)
+            assert torch.equal(choice, routes)
+            torch.testing.assert_close(logits, expected)
+            torch.testing.assert_close(cached_gate, gate_logits)
+            # members 0, 1 and 3 ran (member 0 also before the gate)
+            assert len(cache._plain) == 3
+        post = model.backbone.layers[-1][-1].conv_pw
+        with inference_cache(model) as cache:
+            with cache.checked():
+                model.forward_dynamic(x, 'bucket', routes)
+            post.weight.mul_(-1)
+            try:
+                with cache.checked():
+                    logits = model.forward_dynamic(x, 'bucket', routes)[0]
+                torch.testing.assert_close(
+                    logits, model.forward_dynamic(x, 'bucket', routes)[0])
+            finally:
+                post.weight.mul_(-1)
+
+
+def test_routes_override_the_gate_and_are_checked(gate_model):
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        for mode in ('bucket', 'slice', 'mask'):
+            _, _, choice = gate_model.forward_dynamic(
+                x, mode, torch.tensor([2, 0, 2]))
+            assert choice.tolist() == [2, 0, 2]
+        for bad in (torch.tensor([0, 4, 1]), torch.tensor([0, 1]),
+                    torch.tensor([0., 1., 2.]), [0, 1, 2]):
+            with pytest.raises(ValueError, match='routes must be a long '
+                               'tensor of 3 window positions in 0..3'):
+                gate_model.forward_dynamic(x, 'bucket', bad)
+
+
 # --- the benchmark ---------------------------------------------------------
+@pytest.mark.parametrize('mix, n, counts', [
+    ([0.5, 0, 0, 0.5], 1, [1, 0, 0, 0]),
+    ([0.5, 0, 0, 0.5], 7, [4, 0, 0, 3]),
+    ([0.5, 0, 0, 0.5], 64, [32, 0, 0, 32]),
+    ([0.1, 0.2, 0.3, 0.4], 8, [1, 2, 2, 3]),
+    ([1 / 3, 1 / 3, 1 / 3], 32, [11, 11, 10]),
+    ([0.25, 0.25, 0.25, 0.25], 3, [1, 1, 1, 0]),
+])
+def test_routing_mix_assigns_exactly_the_requested_counts(mix, n, counts):
+    assert mix_counts(mix, n) == counts
+    routes = mix_routes(mix, n)
+    assert torch.bincount(routes, minlength=len(mix)).tolist() == counts
+    assert torch.equal(routes, mix_routes(mix, n))  # deterministic
+    if n == 64:  # spread over the batch, not in blocks
+        assert 0 < routes[:32].sum() < 32 * 3
+
+
+@pytest.mark.parametrize('mix, message', [
+    ([0.5, 0, 0, 0.4], 'window size 4: subnet_10, subnet_11, subnet_12, '
+     r'subnet_13\), summing to 1 within 1e-6; got 4 fractions .* summing '
+     'to 0.9'),
+    ([0.5, 0.5], 'window size 4.*got 2 fractions .* summing to 1'),
+    ([1.5, -0.5, 0, 0], 'one fraction >= 0'),
+])
+def test_benchmark_refuses_a_routing_mix_that_does_not_fit_the_window(
+        gate_model, mix, message):
+    with pytest.raises(ValueError, match=r'routing_mix \(--routing-mix\) '
+                       'must give one fraction'):
+        check_routing_mix(mix, gate_model.window)
+    with pytest.raises(ValueError, match=message):
+        benchmark(gate_model, [], ['dynamic'], [1], (3, 32, 32),
+                  torch.device('cpu'), routing_mix=mix)
+
+
 @pytest.mark.parametrize('key', [0, 9])
 def test_every_mode_computes_the_same_logits(model, key):
     spec = model.backbone.space[key]
@@ -223,7 +380,7 @@ def test_every_mode_computes_the_same_logits(model, key):
             runners = subnet_runners(
                 model, spec, ['slice', 'static', 'mask', 'index'],
                 x.contiguous(memory_format=torch.channels_last)
-                if channels_last else x, channels_last)
+                if channels_last else x)
             assert sorted(runners) == ['index', 'mask', 'slice', 'static']
             for mode, run in runners.items():
                 torch.testing.assert_close(
@@ -277,33 +434,81 @@ def test_benchmark_rows_and_summary(model):
     assert len(rows) == 2 * (2 * 4 + 3)
     for r in rows:
         assert set(r) == {'mode', 'subnet', 'batch_size', 'madds',
-                          'median_ms', 'p90_ms'}
+                          'median_ms', 'p90_ms', 'backend'}
+        assert r['backend'] == 'torch'
         assert 0 < r['median_ms'] <= r['p90_ms']
     s = summarize(rows)['2']
     assert set(s) == {'slice_over_static', 'index_over_slice',
-                      'mask_speedup', 'scaling'}
+                      'mask_speedup', 'scaling', 'static_scaling',
+                      'scaling_over_static'}
     assert s['scaling']['narrowest'] == 'subnet_0'
     assert s['scaling']['madds_ratio'] > 3
 
 
-def test_dynamic_rows_route_real_images():
-    torch.manual_seed(0)
-    cfg = Config.fromfile(GATE_CONFIG)
-    cfg.model.stage1_checkpoint = None
-    model = randomize_bn(build_model_from_cfg(cfg)).eval()
+def test_dynamic_rows_route_real_images(gate_model):
     images = torch.randn(5, 3, 32, 32)
-    rows = benchmark(model, [], ['dynamic'], [8], (3, 32, 32),
+    rows = benchmark(gate_model, [], ['dynamic'], [8], (3, 32, 32),
                      torch.device('cpu'), warmup=0, repeats=1, images=images)
     by = {(r['mode'], r['subnet']): r for r in rows}
-    assert set(by) == {('dynamic', 'routed'), ('static', 'equal_madds')}
+    assert set(by) == {('dynamic', 'routed'), ('static', 'equal_madds'),
+                       ('static', 'routed_limit')}
     routed = by[('dynamic', 'routed')]
     assert sum(routed['routing'].values()) == 8
+    assert by[('static', 'routed_limit')]['routing'] == routed['routing']
     assert abs(by[('static', 'equal_madds')]['madds'] - routed['madds']) \
         / routed['madds'] < 0.02
-    assert 'dynamic_throughput_ratio' in summarize(rows)['8']
+    assert {'dynamic_throughput_ratio', 'dynamic_over_routed_limit'} <= \
+        set(summarize(rows)['8'])
     with pytest.raises(ValueError, match='mode dynamic needs a gated'):
         benchmark(build_model_from_cfg(Config.fromfile(CONFIG)), [],
                   ['dynamic'], [1], (3, 32, 32), torch.device('cpu'))
+
+
+def test_dynamic_rows_with_a_routing_mix_on_torch_and_ort(gate_model):
+    rows = benchmark(gate_model, [], ['dynamic'], [1, 6], (3, 32, 32),
+                     torch.device('cpu'), warmup=0, repeats=1,
+                     min_sample_ms=0, backends=('torch', 'ort'),
+                     routing_mix=[0.5, 0, 0, 0.5])
+    by = {(r['mode'], r['subnet'], r['batch_size'], r['backend']): r
+          for r in rows}
+    assert len(by) == len(rows) == 2 * 3 * 2
+    for bs, counts in ((1, [1, 0, 0, 0]), (6, [3, 0, 0, 3])):
+        for backend in ('torch', 'ort'):
+            routed = by[('dynamic', 'routed', bs, backend)]
+            assert list(routed['routing'].values()) == counts
+            assert routed['routing_mix'] == [0.5, 0, 0, 0.5]
+        for name in ('routed', 'equal_madds'):
+            assert by[('dynamic' if name == 'routed' else 'static', name, bs,
+                       'ort')]['max_rel_diff'] < 1e-5
+    s = summarize(rows)['6']
+    assert {'dynamic_throughput_ratio', 'dynamic_over_routed_limit'} <= \
+        set(s) and set(s['ort']) == {'dynamic_throughput_ratio',
+                                     'dynamic_over_routed_limit',
+                                     'speedup_over_torch'}
+
+
+def test_compiled_rows_run_the_compiled_networks(model, monkeypatch):
+    """``compile=True`` times the torch.compile'd static networks, and the
+    cache's (here torch.compile is a spy: compiling takes minutes)."""
+    compiled = []
+
+    def spy(module, **kwargs):
+        compiled.append(type(module).__name__)
+        return module
+
+    monkeypatch.setattr(torch, 'compile', spy)
+    rows = benchmark(model, [model.backbone.space[0]], ['slice', 'static'],
+                     [2], (3, 32, 32), torch.device('cpu'), warmup=0,
+                     repeats=1, min_sample_ms=0, compile=True)
+    by = {(r['mode'], r['backend']): r for r in rows}
+    assert set(by) == {(m, b) for m in ('slice', 'static')
+                       for b in ('torch', 'inductor')}
+    for mode in ('slice', 'static'):
+        assert by[(mode, 'inductor')]['compile_s'] > 0
+        assert by[(mode, 'inductor')]['max_rel_diff'] < 1e-6
+    # the static network, and the cache's (its stem and body)
+    assert sorted(compiled) == ['Sequential', 'StaticNet']
+    assert 'speedup_over_torch' in summarize(rows)['2']['inductor']
 
 
 def test_benchmark_tool_writes_json_and_plot(tmp_path):

@@ -30,7 +30,7 @@ def test_static_network_equals_the_sliced_subnet(model, key):
         torch.testing.assert_close(static(x), model(x), atol=1e-5, rtol=1e-5)
     # plain layers at the sub-network's widths, BN folded away
     assert not any(isinstance(m, DSBatchNorm2d) for m in static.modules())
-    assert static.fc.in_features == spec['stage5']
+    assert static.head.fc.in_features == spec['stage5']
 
 
 def test_export_tool_writes_pt2_and_onnx_that_match(model, tmp_path):

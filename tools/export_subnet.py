@@ -20,7 +20,7 @@ import os.path as osp
 import torch
 from mmengine.runner import load_checkpoint
 
-from dsnet_mm.deploy import static_subnet
+from dsnet_mm.deploy import export_onnx, input_normalisation, static_subnet
 from dsnet_mm.engine import build_model_from_cfg
 from dsnet_mm.engine.cli import (add_cfg_options, add_shape, load_config,
                                  subnet_key)
@@ -67,10 +67,7 @@ def main():
     report = dict(subnet=spec.name, widths=dict(spec), pt2_max_diff=diff)
     if args.onnx:
         import onnxruntime
-        torch.onnx.export(
-            static, (x, ), stem + '.onnx', dynamo=False,
-            input_names=['input'], output_names=['logits'],
-            dynamic_axes=dict(input={0: 'batch'}, logits={0: 'batch'}))
+        export_onnx(static, x, stem + '.onnx', 'input', ('logits', ))
         session = onnxruntime.InferenceSession(
             stem + '.onnx', providers=['CPUExecutionProvider'])
         out = session.run(None, {'input': x.numpy()})[0]
@@ -78,10 +75,7 @@ def main():
             (torch.from_numpy(out) - expected).abs().max())
         print(f"{stem}.onnx: max |difference| to the DS model "
               f"{report['onnx_max_diff']:.2e}")
-    pre = model.data_preprocessor
-    report['normalisation'] = dict(
-        mean=pre.mean.flatten().tolist() if pre._enable_normalize else None,
-        std=pre.std.flatten().tolist() if pre._enable_normalize else None)
+    report['normalisation'] = input_normalisation(model)
     with open(stem + '.json', 'w') as f:
         json.dump(report, f, indent=2)
     worst = max(report['pt2_max_diff'], report.get('onnx_max_diff', 0.0))

@@ -33,17 +33,18 @@ if ! have mmcv==2.1.0; then
     echo "[setup] building mmcv 2.1.0 with its ops (10-40 minutes on 2 cores the first time, then cached by pip)"
     MAX_JOBS=${MAX_JOBS:-2} $PIP install -q --no-build-isolation mmcv==2.1.0
 fi
-if ! have mmengine==0.10.7 mmpretrain==1.2.0 mmdet==3.3.0 scikit-learn matplotlib onnx onnxruntime pytest; then
+if ! have mmengine==0.10.7 mmpretrain==1.2.0 mmdet==3.3.0 scikit-learn matplotlib onnx onnxruntime pytest pytest-xdist==3.8.0; then
     echo "[setup] installing mmengine, mmpretrain, mmdet and tools"
     $PIP install -q mmengine==0.10.7 mmpretrain==1.2.0 mmdet==3.3.0 scikit-learn matplotlib \
-        onnx onnxruntime pytest
+        onnx onnxruntime pytest pytest-xdist==3.8.0
 fi
 if ! have dsnet_mm; then
     echo "[setup] installing dsnet_mm in editable mode"
     $PIP install -q --no-build-isolation --no-deps -e .
 fi
-if [ ! -f data/digits/.complete ] || [ ! -f data/graded_digits/.complete ]; then
-    echo "[setup] writing the embedded digits data (plain and graded) under data/"
+if [ ! -f data/digits/.complete ] || [ ! -f data/graded_digits/.complete ] \
+        || [ ! -f data/digits_voc/.complete ]; then
+    echo "[setup] writing the embedded digits data (plain, graded, detection) under data/"
     "$VENV/bin/python" tools/dataset_converters/write_digits.py --out data
 fi
 echo "[setup] environment ready: $VENV"

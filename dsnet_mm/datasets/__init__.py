@@ -12,3 +12,12 @@ __all__ = [
     'LEVELS', 'NUM_LEVELS', 'GradedDigitsCIFAR10', 'GradedDigitsFolder',
     'load_graded_split', 'write_graded_digits'
 ]
+
+try:  # mmdet is the optional 'det' extra (tools/setup_env.sh installs it)
+    from .digits_voc import (DigitsVOCDataset, build_digits_voc,
+                             write_digits_voc)
+except ModuleNotFoundError as e:
+    if e.name != 'mmdet':
+        raise
+else:
+    __all__ += ['DigitsVOCDataset', 'build_digits_voc', 'write_digits_voc']

@@ -1,10 +1,13 @@
 # Copyright (c) dsnet_mm contributors. All rights reserved.
 """A sub-network of any DS classifier as a plain torch network."""
+from typing import List, Tuple
+
 import torch.nn as nn
 
 from dsnet_mm.models.backbones import DSMobileNetV1, DSResNet, DSViT
 from dsnet_mm.models.subnet import SubnetSpec
-from .static_mbnet import StaticLayers, build_mobilenet_v1
+from .static_layers import StaticLayers, StaticNet, StaticPreGate
+from .static_mbnet import build_mobilenet_v1
 from .static_resnet import build_resnet
 from .static_vit import build_vit
 
@@ -12,7 +15,7 @@ _BUILDERS = ((DSMobileNetV1, build_mobilenet_v1), (DSResNet, build_resnet),
              (DSViT, build_vit))
 
 
-def build_subnet(model: nn.Module, spec: SubnetSpec, layers) -> nn.Module:
+def build_subnet(model: nn.Module, spec: SubnetSpec, layers) -> StaticNet:
     """Walk the classifier's DS backbone at ``spec`` with the layer builder
     ``layers`` (see :class:`StaticLayers`)."""
     for backbone, build in _BUILDERS:
@@ -26,8 +29,43 @@ def build_subnet(model: nn.Module, spec: SubnetSpec, layers) -> nn.Module:
 
 def static_subnet(model: nn.Module,
                   spec: SubnetSpec,
-                  fold_bn: bool = True) -> nn.Module:
+                  fold_bn: bool = True) -> StaticNet:
     """Sub-network ``spec`` of a DS-MobileNetV1, DS-ResNet or DS-ViT
     classifier as a plain torch network (BN folded unless
     ``fold_bn=False``), in eval mode."""
     return build_subnet(model, spec, StaticLayers(fold_bn))
+
+
+def static_gate_parts(model: nn.Module, fold_bn: bool = True
+                      ) -> Tuple[StaticPreGate, List[StaticNet]]:
+    """A gated classifier cut at its gate, as plain torch networks.
+
+    The window's members share every layer before the gate, which
+    ``DSGateClassifier.forward_pre_gate`` runs with the BN statistics of the
+    window's first member; each member runs its own widths and statistics
+    from the gate on. The widths at the cut are the shared ones, so every
+    member's part reads the same features.
+
+    Args:
+        model (nn.Module): A ``DSGateClassifier``.
+        fold_bn (bool): Fold BN into the convolutions. Defaults to True.
+
+    Returns:
+        tuple: the part before the gate (images to the features after the
+        gate's attention and the slimming logits), and the part after it of
+        each window member in window order (those features to class logits).
+    """
+    layers = StaticLayers(fold_bn)
+    pre = build_subnet(model, model.window[0], layers).split_at_gate()[0]
+    return pre, [build_subnet(model, spec, layers).split_at_gate()[1]
+                 for spec in model.window]
+
+
+def input_normalisation(model: nn.Module) -> dict:
+    """What an exported network expects of its input: images normalised as
+    ``(x - mean) / std`` by the model's data preprocessor (``mean`` and
+    ``std`` per channel, None where it does not normalise)."""
+    pre = model.data_preprocessor
+    return dict(
+        mean=pre.mean.flatten().tolist() if pre._enable_normalize else None,
+        std=pre.std.flatten().tolist() if pre._enable_normalize else None)

@@ -5,9 +5,9 @@ Every conv is built at the sub-network's widths with the sliced weights
 copied in and the sub-network's BN statistics folded in (residual and
 projection branches alike; or kept as ``nn.BatchNorm2d``), so the result
 needs neither dsnet_mm nor mmpretrain to run. A block with an SE (a gate's
-attention head) keeps it as a plain SE on the block input. The walk over the
-architecture takes any layer builder with the methods of
-:class:`~dsnet_mm.deploy.static_mbnet.StaticLayers`.
+attention head) is preceded by it as a plain SE on the block input. The walk
+over the architecture takes any layer builder with the methods of
+:class:`~dsnet_mm.deploy.StaticLayers`.
 """
 from typing import List, Optional
 
@@ -16,7 +16,7 @@ import torch.nn as nn
 
 from dsnet_mm.models.backbones.ds_resnet import DSResBlock
 from dsnet_mm.models.subnet import SubnetSpec
-from .static_mbnet import StaticLayers, StaticSqueezeExcite
+from .static_layers import StaticLayers, StaticNet, StaticPoolHead, build_se
 
 
 class StaticResBlock(nn.Module):
@@ -27,23 +27,16 @@ class StaticResBlock(nn.Module):
             between them).
         shortcut (nn.Module, optional): The projection; None is the
             identity.
-        attention (nn.Module, optional): SE applied to the block input
-            first. Defaults to None.
     """
 
-    def __init__(self,
-                 convs: List[nn.Module],
-                 shortcut: Optional[nn.Module],
-                 attention: Optional[nn.Module] = None) -> None:
+    def __init__(self, convs: List[nn.Module],
+                 shortcut: Optional[nn.Module]) -> None:
         super().__init__()
-        self.attention = attention
         self.convs = nn.ModuleList(convs)
         self.shortcut = shortcut
         self.relu = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.attention is not None:
-            x = self.attention(x)
         out = x
         for conv in self.convs[:-1]:
             out = self.relu(conv(out))
@@ -52,31 +45,11 @@ class StaticResBlock(nn.Module):
         return self.relu(out + identity)
 
 
-class StaticResNet(nn.Module):
-    """Stem, residual blocks, global pooling and the linear classifier."""
-
-    def __init__(self, stem: nn.Sequential, blocks: nn.Sequential,
-                 fc: nn.Linear) -> None:
-        super().__init__()
-        self.stem = stem
-        self.blocks = blocks
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.fc = fc
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.pool(self.blocks(self.stem(x))).flatten(1))
-
-
 def _build_block(block: DSResBlock, spec: SubnetSpec, width: int,
-                 layers) -> StaticResBlock:
-    """``block`` at ``spec``'s widths, its input ``width`` channels wide."""
+                 layers) -> List[nn.Module]:
+    """``block`` at ``spec``'s widths, its input ``width`` channels wide:
+    its SE (if any) and the :class:`StaticResBlock`."""
     row = spec.index
-    attention = None
-    if block.se is not None:
-        se = block.se
-        attention = StaticSqueezeExcite(
-            layers.conv(se.conv_reduce, width, se.reduce_channels),
-            layers.conv(se.conv_expand, se.reduce_channels, width))
     convs = []
     c_in, last = width, len(block.kernels)
     for k in range(1, last + 1):
@@ -89,12 +62,13 @@ def _build_block(block: DSResBlock, spec: SubnetSpec, width: int,
     if block.downsample is not None:
         conv, bn = block.downsample
         shortcut = layers.conv_bn(conv, bn, width, spec[block.group], row)
-    return StaticResBlock(convs, shortcut, attention)
+    se = [] if block.se is None else [build_se(block.se, width, layers)]
+    return se + [StaticResBlock(convs, shortcut)]
 
 
-def build_resnet(model: nn.Module, spec: SubnetSpec, layers) -> StaticResNet:
+def build_resnet(model: nn.Module, spec: SubnetSpec, layers) -> StaticNet:
     """Walk a DS-ResNet classifier at ``spec``, building every layer with
-    ``layers`` (a :class:`~dsnet_mm.deploy.static_mbnet.StaticLayers`, or
+    ``layers`` (a :class:`~dsnet_mm.deploy.StaticLayers`, or
     another builder with the same ``conv_bn``/``conv``/``linear`` methods).
 
     Args:
@@ -105,25 +79,25 @@ def build_resnet(model: nn.Module, spec: SubnetSpec, layers) -> StaticResNet:
         layers: The layer builder.
 
     Returns:
-        StaticResNet: the network, in eval mode.
+        StaticNet: the network, in eval mode.
     """
     bb = model.backbone
     width = spec['stem']
     stem = nn.Sequential(
         layers.conv_bn(bb.conv1, bb.bn1, bb.in_channels, width, spec.index),
         nn.ReLU(inplace=True), bb.maxpool)
-    blocks = []
+    body = []
     for name in bb.res_layers:
         for block in getattr(bb, name):
-            blocks.append(_build_block(block, spec, width, layers))
+            body += _build_block(block, spec, width, layers)
             width = spec[block.group]
-    fc = layers.linear(model.head.fc, width)
-    return StaticResNet(stem, nn.Sequential(*blocks), fc).eval()
+    return StaticNet(stem, body,
+                     StaticPoolHead(layers.linear(model.head.fc, width)))
 
 
 def static_resnet(model: nn.Module,
                   spec: SubnetSpec,
-                  fold_bn: bool = True) -> StaticResNet:
+                  fold_bn: bool = True) -> StaticNet:
     """Build sub-network ``spec`` of a DS-ResNet classifier statically.
 
     Args:
@@ -134,6 +108,6 @@ def static_resnet(model: nn.Module,
         fold_bn (bool): Fold BN into the convolutions. Defaults to True.
 
     Returns:
-        StaticResNet: a plain torch network in eval mode.
+        StaticNet: a plain torch network in eval mode.
     """
     return build_resnet(model, spec, StaticLayers(fold_bn))

@@ -11,14 +11,15 @@ gather-indexing baseline of the benchmark, through the layer builder's
 ``layer_norm``, ``qkv``, ``sliced_linear``, ``conv`` and ``linear``.
 """
 import copy
-from typing import List, Optional
+from typing import Optional
 
 import torch
 import torch.nn as nn
 
 from dsnet_mm.models.backbones.ds_vit import block_groups
 from dsnet_mm.models.subnet import SubnetSpec
-from dsnet_mm.ops import AttentionCore, TokenPool, rejoin_idle
+from dsnet_mm.ops import AttentionCore, rejoin_idle
+from .static_layers import StaticNet, build_se
 
 
 class StaticAttention(nn.Module):
@@ -74,41 +75,16 @@ class StaticViTBlock(nn.Module):
         return rejoin_idle(a, x)
 
 
-class StaticTokenSE(nn.Module):
-    """The gate's attention head on tokens: the class token's (or mean patch
-    token's) SE scales the first ``width`` channels of every token."""
-
-    def __init__(self, width: int, mode: str, reduce: nn.Module,
-                 expand: nn.Module) -> None:
-        super().__init__()
-        self.width = width
-        self.pool = TokenPool(mode)  # plain torch (where MAdds are counted)
-        self.conv_reduce, self.conv_expand = reduce, expand
-        self.act = nn.ReLU(inplace=True)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        a = x[..., :self.width]
-        scale = self.conv_expand(self.act(self.conv_reduce(self.pool(a))))
-        return rejoin_idle(a * scale.flatten(1).sigmoid().unsqueeze(1), x)
-
-
-class StaticViT(nn.Module):
-    """Patch embedding, class token and position embedding (for the stored
-    image size), the blocks, the final norm on the class token's first
-    ``out_width`` channels, and the linear classifier."""
+class StaticViTEmbed(nn.Module):
+    """Patch embedding, class token and position embedding, for the stored
+    image size."""
 
     def __init__(self, patch_embed: nn.Module, cls_token: torch.Tensor,
-                 pos_embed: torch.Tensor, blocks: List[nn.Module],
-                 norm: Optional[nn.Module], out_width: int,
-                 fc: nn.Module) -> None:
+                 pos_embed: torch.Tensor) -> None:
         super().__init__()
         self.patch_embed = patch_embed
         self.cls_token = nn.Parameter(cls_token.detach().clone())
         self.pos_embed = nn.Parameter(pos_embed.detach().clone())
-        self.blocks = nn.Sequential(*blocks)
-        self.norm = nn.Identity() if norm is None else norm
-        self.out_width = out_width
-        self.fc = fc
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         tokens = self.patch_embed(x).flatten(2).transpose(1, 2)
@@ -117,12 +93,25 @@ class StaticViT(nn.Module):
                 f'the static ViT is built for {self.pos_embed.shape[1] - 1} '
                 f'patches, got {tokens.shape[1]} (input {tuple(x.shape)})')
         cls = self.cls_token.expand(x.shape[0], -1, -1)
-        tokens = torch.cat([cls, tokens], dim=1) + self.pos_embed
-        tokens = self.blocks(tokens)
-        return self.fc(self.norm(tokens[:, 0, :self.out_width]))
+        return torch.cat([cls, tokens], dim=1) + self.pos_embed
 
 
-def build_vit(model: nn.Module, spec: SubnetSpec, layers) -> StaticViT:
+class StaticClsTokenHead(nn.Module):
+    """The final norm on the class token's first ``width`` channels, and the
+    linear classifier."""
+
+    def __init__(self, norm: Optional[nn.Module], width: int,
+                 fc: nn.Module) -> None:
+        super().__init__()
+        self.norm = nn.Identity() if norm is None else norm
+        self.width = width
+        self.fc = fc
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.norm(x[:, 0, :self.width]))
+
+
+def build_vit(model: nn.Module, spec: SubnetSpec, layers) -> StaticNet:
     """Walk a DS-ViT classifier at ``spec``, building every layer with
     ``layers`` (a :class:`~dsnet_mm.deploy.StaticLayers` or the indexing
     baseline's builder).
@@ -134,7 +123,8 @@ def build_vit(model: nn.Module, spec: SubnetSpec, layers) -> StaticViT:
         layers: The layer builder.
 
     Returns:
-        StaticViT: the network, in eval mode.
+        StaticNet: the network (embedding; blocks and the gate's SE; the
+        class token's norm and the classifier), in eval mode.
     """
     bb = model.backbone
     if bb.out_type != 'cls_token' or model.with_neck or \
@@ -158,15 +148,12 @@ def build_vit(model: nn.Module, spec: SubnetSpec, layers) -> StaticViT:
             StaticMLP(layers.sliced_linear(ffn.fc1, d, m),
                       layers.sliced_linear(ffn.fc2, m, d)) if m else None))
         if i == bb.gate_stage:
-            se = bb.gate
-            blocks.append(StaticTokenSE(
-                d, se.tokens,
-                layers.conv(se.conv_reduce, d, se.reduce_channels),
-                layers.conv(se.conv_expand, se.reduce_channels, d)))
+            blocks.append(build_se(bb.gate, d, layers))
     width = spec[block_groups(bb.num_layers - 1)[0]] if bb.idle_head \
         else bb.embed_dims
     norm = layers.layer_norm(bb.ln1, width) if bb.final_norm else None
     # the patch embedding is never sliced: a copy for every builder
     patch_embed = copy.deepcopy(bb.patch_embed.projection)
-    return StaticViT(patch_embed, bb.cls_token, bb.pos_embed, blocks, norm,
-                     width, layers.linear(model.head.fc, width)).eval()
+    return StaticNet(
+        StaticViTEmbed(patch_embed, bb.cls_token, bb.pos_embed), blocks,
+        StaticClsTokenHead(norm, width, layers.linear(model.head.fc, width)))

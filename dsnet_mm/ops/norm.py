@@ -1,7 +1,7 @@
 # Copyright (c) dsnet_mm contributors. All rights reserved.
 """Batch norm with shared affine parameters and per-sub-network statistics."""
 from contextlib import contextmanager
-from typing import Iterator, Optional, Sequence, Tuple, Union
+from typing import Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -59,6 +59,13 @@ class DSBatchNorm2d(InferenceCache, _BatchNorm):
 
     def _check_input_dim(self, input: torch.Tensor) -> None:
         self._check(input.dim(), self.num_features, 0)
+
+    @property
+    def sources(self) -> List[torch.Tensor]:
+        """The affine parameters and running statistics (not the batch
+        counts, which inference never reads)."""
+        p, b = self._parameters, self._buffers
+        return [p['weight'], p['bias'], b['running_mean'], b['running_var']]
 
     def reset_subnet_stats(self, subnet: Optional[int] = None) -> None:
         """Reset the statistics of one sub-network, or of all of them."""
@@ -147,10 +154,18 @@ def cumulative_bn_stats(model: nn.Module):
     return _set_on_norms(model, 'momentum', None)
 
 
-def unfolded_bn(model: nn.Module):
-    """Within the block, no DSBatchNorm2d is folded into its conv.
+@contextmanager
+def unfolded_bn(model: nn.Module) -> Iterator[None]:
+    """Within the block, no DSBatchNorm2d is folded into its conv, and no
+    static network runs in place of the ops
+    (:meth:`~dsnet_mm.ops.InferenceCacheBlock.plain`).
 
     Folding (:meth:`DSConv2d.forward_bn`) skips the BN module in inference;
     layer-by-layer tools such as complexity counting need every BN called.
     """
-    return _set_on_norms(model, 'fold', False)
+    InferenceCache.layerwise += 1
+    try:
+        with _set_on_norms(model, 'fold', False):
+            yield
+    finally:
+        InferenceCache.layerwise -= 1

@@ -1,9 +1,10 @@
 # Copyright (c) dsnet_mm contributors. All rights reserved.
-"""Sliced arguments of an op, cached for inference."""
+"""Sliced arguments of an op, and plain modules built from them, cached for
+inference."""
 from collections import OrderedDict
 from contextlib import contextmanager
-from typing import (Callable, Hashable, Iterator, List, Optional, Sequence,
-                    Tuple, TypeVar)
+from typing import (Any, Callable, Hashable, Iterator, List, Optional,
+                    Sequence, Tuple, TypeVar)
 
 import torch
 import torch.nn as nn
@@ -22,6 +23,14 @@ def memory_format(x: torch.Tensor) -> torch.memory_format:
         if c > 1 and sc == 1 and sw == c and sh == w * c:
             return torch.channels_last
     return torch.contiguous_format
+
+
+def _may_cache(state: dict, weight: torch.Tensor, grad: bool) -> bool:
+    """Whether an op (its ``__dict__`` and weight) may use its cache:
+    caching on, eval mode, and no gradient wanted for the weight (``grad``:
+    whether gradients are enabled)."""
+    return state['caching'] and not state['training'] and not (
+        grad and weight.requires_grad)
 
 
 def _stamp(ops: Sequence['InferenceCache']) -> List[Tuple[int, int]]:
@@ -59,14 +68,22 @@ class InferenceCache(nn.Module):
     """
 
     max_cached = 4
+    # counters that let a span skip what did not change: bumped by every
+    # move or conversion (``.to()``, ``.half()``) of any op (the span then
+    # drops its block's entries and re-reads the tensors, which ``.to()``
+    # may have replaced), by every train/eval switch of any op, and held
+    # above 0 while a layer-by-layer tool watches the ops (unfolded_bn)
+    applied = 0
+    switched = 0
+    layerwise = 0
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self._cache: 'OrderedDict[Hashable, Tuple]' = OrderedDict()
         self.caching = False
-        # set by InferenceCacheBlock for the length of a checked span in
-        # which this op caches: entries need no check of their own
-        self._checked = False
+        # the InferenceCacheBlock caching this op: within its checked
+        # spans entries need no check of their own
+        self._block: Optional['InferenceCacheBlock'] = None
 
     @property
     def sources(self) -> List[torch.Tensor]:
@@ -78,15 +95,16 @@ class InferenceCache(nn.Module):
     def inference(self) -> bool:
         """Whether this call may use the cache: caching on, eval mode, and no
         gradient wanted for the weight."""
-        return self._checked or self.caching and not self.training and not (
-            torch.is_grad_enabled()
-            and self._parameters['weight'].requires_grad)
+        return _may_cache(self.__dict__, self._parameters['weight'],
+                          torch.is_grad_enabled())
 
     def hit(self, key: Hashable) -> Optional[Tuple]:
         """The entry for ``key`` if a checked span vouches for it, else None
-        (the fast path of :meth:`cached`: one dict lookup; the span checked
-        every op of its block, also a BN folded into this conv)."""
-        if self._checked:
+        (the fast path of :meth:`cached` where :meth:`inference` allows the
+        cache: one dict lookup; the span checked every op of its block, also
+        a BN folded into this conv)."""
+        block = self._block
+        if block is not None and block._depth:
             hit = self._cache.get(key)
             if hit is not None:
                 return hit[1]
@@ -113,53 +131,105 @@ class InferenceCache(nn.Module):
     def train(self, mode: bool = True) -> 'InferenceCache':
         if mode:
             self.clear_cache()
+        InferenceCache.switched += 1
         return super().train(mode)
 
     def _apply(self, fn, *args, **kwargs):
         self.clear_cache()
+        InferenceCache.applied += 1
         return super()._apply(fn, *args, **kwargs)
 
 
 class InferenceCacheBlock:
-    """The caching ops of one :func:`inference_cache` block.
+    """The caching ops of one :func:`inference_cache` block, and the plain
+    modules built from them.
 
     A checked span (:meth:`checked`, or a call of the block's model) checks
     the version counters of every op's tensors once at its start, drops
-    every entry when any of them changed since the last span, and lets the
-    ops that cache return their entries without checks of their own until
-    it ends (:meth:`InferenceCache.hit`): at batch size 1 those checks cost
-    more Python time than the whole span's. Weights must not change within
-    a span, and a parameter replaced by assignment inside the block is not
-    seen by spans (``.to()`` and ``load_state_dict`` are).
+    every entry when any of them changed since the last span (or an op was
+    moved or converted), and lets the ops that cache return their entries
+    without checks of their own until it ends (:meth:`InferenceCache.hit`):
+    at batch size 1 those checks cost more Python time than the whole
+    span's. Weights must not change within a span, and a parameter replaced
+    by assignment inside the block is not seen by spans (``.to()`` and
+    ``load_state_dict`` are). Opening and closing a span costs one pass over
+    the tensors' version counters (DS-MobileNetV1: 378 tensors, 0.05 ms,
+    about 0.2 ms after a forward has evicted them from the CPU caches);
+    nothing else is read per op.
+
+    Even with every op's arguments cached, a forward through the DS module
+    structure costs Python time a static network does not (0.2-0.6 ms per
+    forward of DS-MobileNetV1 at 224, up to 15 % at batch size 1). Within a
+    span the model may therefore run a plain module in place of its ops
+    (:meth:`plain`), e.g. a sub-network as the static network built from
+    the same folded weights; the block keeps the last ``max_plain`` of them
+    (a routing window's sub-networks) and drops them with the ops' entries.
+
+    Args:
+        ops (Sequence[InferenceCache]): The caching ops of the model.
+        max_plain (int): Plain modules kept. Defaults to
+            :attr:`InferenceCache.max_cached`.
+        compile (bool): Whether spans get the ``torch.compile``d forms of
+            the plain modules (inductor; each compiles on its first call).
+            An attribute that may change between spans. Defaults to False.
     """
 
-    def __init__(self, ops: Sequence[InferenceCache]) -> None:
+    def __init__(self,
+                 ops: Sequence[InferenceCache],
+                 max_plain: int = InferenceCache.max_cached,
+                 compile: bool = False) -> None:
         self.ops = list(ops)
-        self._tensors = [t for m in self.ops for t in m.sources]
+        self.max_plain = max_plain
+        self.compile = compile
+        self._tensors: List[torch.Tensor] = []
+        self._plain: 'OrderedDict[Hashable, Any]' = OrderedDict()
+        self._plain_ok = False
         self._depth = 0
         self._stamp = None
+        self._applied = None
+        # whether every op is in eval mode, as of InferenceCache.switched
+        self._eval: Tuple[Optional[int], bool] = (None, False)
 
     def enter(self, *args) -> None:
         """Open a span (spans nest; the outermost one checks)."""
         self._depth += 1
         if self._depth > 1:
             return
+        if self._applied != InferenceCache.applied:
+            self._tensors = [t for m in self.ops for t in m.sources]
+            self._applied = InferenceCache.applied
+            self._stamp = None
         stamp = [t._version for t in self._tensors]
         if stamp != self._stamp:
             for m in self.ops:
                 m.clear_cache()
+            self._plain.clear()
             self._stamp = stamp
-        for m in self.ops:
-            # through __dict__: nn.Module.__setattr__ costs microseconds
-            m.__dict__['_checked'] = False
-            m.__dict__['_checked'] = m.inference()
+        self._plain_ok = self._all_cache()
+
+    def _all_cache(self) -> bool:
+        """Whether every op may cache (:meth:`InferenceCache.inference`):
+        without gradients, whether every op is in eval mode, looked at again
+        only after a train/eval switch."""
+        if torch.is_grad_enabled():
+            return bool(self.ops) and all(
+                m.inference() for m in self.ops)
+        if self._eval[0] != InferenceCache.switched:
+            self._eval = (InferenceCache.switched, bool(self.ops) and all(
+                _may_cache(m.__dict__, m._parameters['weight'], False)
+                for m in self.ops))
+        return self._eval[1]
 
     def exit(self, *args) -> None:
         """Close a span."""
         self._depth -= 1
         if self._depth == 0:
-            for m in self.ops:
-                m.__dict__['_checked'] = False
+            self._plain_ok = False
+
+    @property
+    def in_span(self) -> bool:
+        """Whether a checked span is open."""
+        return self._depth > 0
 
     @contextmanager
     def checked(self) -> Iterator[None]:
@@ -171,31 +241,76 @@ class InferenceCacheBlock:
         finally:
             self.exit()
 
+    def plain(self, key: Hashable, build: Callable[[], T]) -> Optional[T]:
+        """The plain module (or any object holding some) that ``build()``
+        makes for ``key``, built once and kept while the ops' tensors are
+        unchanged; None where the ops must run themselves: outside a span,
+        when an op may not cache (training, gradients wanted) and while a
+        layer-by-layer tool watches them (:func:`~dsnet_mm.ops.unfolded_bn`:
+        complexity counting)."""
+        if not self._plain_ok or InferenceCache.layerwise:
+            return None
+        entry = self._plain.get(key)
+        if entry is None:
+            entry = build()
+            self._plain[key] = entry
+            if len(self._plain) > self.max_plain:
+                self._plain.popitem(last=False)
+        else:
+            self._plain.move_to_end(key)
+        return entry
+
 
 @contextmanager
-def inference_cache(model: nn.Module) -> Iterator[InferenceCacheBlock]:
+def inference_cache(model: nn.Module,
+                    compile: bool = False) -> Iterator[InferenceCacheBlock]:
     """Within the block, the sliced ops of ``model`` cache their inference
-    arguments (see :class:`InferenceCache`); the caches start and end empty.
+    arguments (see :class:`InferenceCache`), and a DS classifier runs its
+    sub-networks as static networks built once from them (see
+    :meth:`InferenceCacheBlock.plain`); the caches start and end empty.
 
     Every call of ``model`` is a checked span (see
     :class:`InferenceCacheBlock`); the block's object opens spans around
     other calls. Change weights inside the block only through in-place
     tensor operations (optimizer steps, ``load_state_dict``), not through
     ``.data``, and not during a span.
+
+    A module of ``model`` with a method ``attach_inference_cache(block,
+    model)`` gets the block on entry and None on exit (a DS backbone builds
+    its static networks through it, see
+    :meth:`~dsnet_mm.models.backbones.ds_backbone.DSBackboneMixin.
+    plain_subnet`). The block
+    keeps as many plain modules as the model's routing window
+    (``model.window``) has members, at least
+    :attr:`InferenceCache.max_cached`.
+
+    Args:
+        model (nn.Module): The model.
+        compile (bool): Run the plain modules ``torch.compile``d (see
+            :class:`InferenceCacheBlock`). Defaults to False.
     """
     ops = [m for m in model.modules() if isinstance(m, InferenceCache)]
-    block = InferenceCacheBlock(ops)
+    window = len(getattr(model, 'window', ()))
+    block = InferenceCacheBlock(ops, max(InferenceCache.max_cached, window),
+                                compile)
+    users = [m for m in model.modules()
+             if hasattr(m, 'attach_inference_cache')]
     hooks = [model.register_forward_pre_hook(block.enter),
              model.register_forward_hook(block.exit, always_call=True)]
     for m in ops:
         m.clear_cache()
         m.caching = True
+        m._block = block
+    for m in users:
+        m.attach_inference_cache(block, model)
     try:
         yield block
     finally:
         for h in hooks:
             h.remove()
+        for m in users:
+            m.attach_inference_cache(None, None)
         for m in ops:
             m.caching = False
-            m._checked = False
+            m._block = None
             m.clear_cache()

@@ -2,17 +2,22 @@
 """Latency of slicing against a static network, masking and indexing.
 
     python tools/analysis/benchmark.py CONFIG [--checkpoint F]
-        [--batch-sizes 1 32] [--modes slice static mask index]
+        [--batch-sizes 1 32] [--modes slice static mask index dynamic]
         [--subnets all|0,5,13] [--device cpu|cuda] [--json OUT]
         [--plot PNG] [--shape H W] [--warmup N] [--repeats N]
-        [--min-sample-ms MS]
-        [--channels-last] [--allocator reuse|system]
+        [--min-sample-ms MS] [--channels-last] [--allocator reuse|system]
+        [--backends torch ort] [--compile] [--routing-mix 0.5,0,0,0.5]
 
 Mode ``dynamic`` needs a gate config (``DSGateClassifier``): it routes real
-images of the config's test set through the bucketed path and sets them
-against a static network of equal MAdds. Writes a JSON file
-``{"device", "results": [{mode, subnet, batch_size, madds, median_ms,
-p90_ms}], "summary"}`` and a plot of latency against MAdds per mode.
+images of the config's test set through the bucketed path, or with
+``--routing-mix`` random images in fixed shares over the routing window (no
+trained gate or data needed), and sets them against a static network of
+equal MAdds and against the per-image static limit. ``--backends torch ort``
+times onnxruntime beside eager PyTorch (static and dynamic modes),
+``--compile`` adds ``torch.compile`` (slice, static and dynamic modes).
+Writes a JSON file ``{"device", "results": [{mode, subnet, batch_size,
+madds, median_ms, p90_ms, backend, ...}], "summary"}`` and a plot of latency
+against MAdds per mode and backend.
 """
 import argparse
 import json
@@ -25,9 +30,9 @@ from mmengine.dataset import pseudo_collate
 from mmengine.runner import load_checkpoint
 from mmengine.utils import mkdir_or_exist
 
-from dsnet_mm.analysis.benchmark import (DEVICES, MODES, benchmark,
-                                         check_device, plot_latency,
-                                         summarize)
+from dsnet_mm.analysis.benchmark import (BACKENDS, DEVICES, MODES,
+                                         benchmark, check_device,
+                                         plot_latency, summarize)
 from dsnet_mm.deploy.allocator import reuse_freed_memory
 from dsnet_mm.engine import build_model_from_cfg
 from dsnet_mm.engine.cli import (add_cfg_options, add_shape, checked,
@@ -68,9 +73,32 @@ def parse_args():
                         'memory, so large activations are not page-faulted '
                         "in anew on every forward; 'system': malloc as the "
                         'process found it')
+    parser.add_argument('--backends', nargs='+', choices=BACKENDS,
+                        default=['torch'],
+                        help='backends timed side by side (default: '
+                        "torch); 'ort' runs the static networks and the "
+                        'dynamic model as ONNX exports on onnxruntime')
+    parser.add_argument('--compile', action='store_true',
+                        help='also time torch.compile (inductor) in modes '
+                        'slice, static and dynamic; compiling takes '
+                        'minutes on a few cores')
+    parser.add_argument('--routing-mix', type=_mix,
+                        help='mode dynamic without a trained gate: the '
+                        'share of every batch routed to each window member, '
+                        'e.g. 0.5,0,0,0.5 (one per member, summing to 1; '
+                        'random images)')
     add_shape(parser)
     add_cfg_options(parser)
     return parser.parse_args()
+
+
+def _mix(text: str):
+    """``--routing-mix``: comma-separated fractions."""
+    try:
+        return [float(f) for f in text.split(',')]
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(
+            f'give comma-separated fractions, e.g. 0.5,0,0,0.5: {e}') from e
 
 
 def _specs(space, text: str):
@@ -108,7 +136,7 @@ def main():
         allocator = reuse_freed_memory() or 'system (not glibc)'
     shape = (model.backbone.in_channels, *args.shape)
     images = None
-    if 'dynamic' in args.modes:
+    if 'dynamic' in args.modes and args.routing_mix is None:
         images = _images(cfg, model, max(args.batch_sizes))
         shape = tuple(images.shape[1:])
     try:
@@ -117,20 +145,24 @@ def main():
                          args.channels_last, images,
                          min_sample_ms=args.min_sample_ms,
                          progress=lambda line: print(line, file=sys.stderr,
-                                                     flush=True))
+                                                     flush=True),
+                         backends=args.backends, compile=args.compile,
+                         routing_mix=args.routing_mix)
     except ValueError as e:
         sys.exit(f'benchmark.py: error: {e}')
     name = torch.cuda.get_device_name(device) if device.type == 'cuda' \
         else f'cpu ({platform.processor() or platform.machine()}, ' \
         f'{torch.get_num_threads()} threads)'
     result = dict(device=name, channels_last=args.channels_last,
-                  allocator=allocator, results=rows, summary=summarize(rows))
-    print(f"{'mode':<8} {'subnet':<12} {'batch':>5} {'MAdds (M)':>10} "
-          f"{'median ms':>10} {'p90 ms':>9}")
+                  allocator=allocator, backends=args.backends,
+                  compile=args.compile, results=rows,
+                  summary=summarize(rows))
+    print(f"{'mode':<8} {'subnet':<12} {'batch':>5} {'backend':<8} "
+          f"{'MAdds (M)':>10} {'median ms':>10} {'p90 ms':>9}")
     for r in rows:
         print(f"{r['mode']:<8} {r['subnet']:<12} {r['batch_size']:>5} "
-              f"{r['madds'] / 1e6:>10.2f} {r['median_ms']:>10.2f} "
-              f"{r['p90_ms']:>9.2f}")
+              f"{r['backend']:<8} {r['madds'] / 1e6:>10.2f} "
+              f"{r['median_ms']:>10.2f} {r['p90_ms']:>9.2f}")
     print(json.dumps(result['summary'], indent=1))
     if args.json:
         mkdir_or_exist(osp.dirname(osp.abspath(args.json)))

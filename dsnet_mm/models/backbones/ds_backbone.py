@@ -1,12 +1,19 @@
 # Copyright (c) dsnet_mm contributors. All rights reserved.
 """What every DS backbone shares: the active sub-network, the gate check,
-the input check and mmpretrain's ``train(mode)`` conventions."""
+the input check, static networks in cached inference, the widest output
+widths a detector's neck is built for, weights-only ``Pretrained`` init and
+mmpretrain's ``train(mode)`` conventions."""
+import os.path as osp
+import pickle
 from contextlib import contextmanager
 from typing import Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
+import torch.nn as nn
+from mmengine.logging import print_log
+from mmengine.model.weight_init import update_init_info
 
-from dsnet_mm.ops import DSBatchNorm2d
+from dsnet_mm.ops import DSBatchNorm2d, InferenceCacheBlock
 from dsnet_mm.ops.utils import (check_bool, check_choice, check_int,
                                 check_ints, check_keys)
 from ..gates.ds_gate import GATE_FEATURES
@@ -62,8 +69,13 @@ class DSBackboneMixin:
                      spec: SubnetSpec) -> Tuple[torch.Tensor, ...]:
         """Run every layer at ``spec``: a sub-network, or a
         :class:`~dsnet_mm.models.routing.MaskedRouting` (every width at the
-        routing's widest, channels masked per sample)."""
+        routing's widest, channels masked per sample). Within the
+        classifier's inference cache a sub-network runs as its static
+        network (:meth:`plain_subnet`)."""
         self._check_input(x)
+        plain = self.plain_subnet(x, spec)
+        if plain is not None:
+            return (plain.features(x), )
         x = self._forward_stem(x, spec)
         outs = []
         for i, blocks in enumerate(self._stages()):
@@ -111,6 +123,119 @@ class DSBackboneMixin:
             if i in self.out_indices:
                 outs.append(x)
         return outs
+
+    # --- static networks in cached inference ----------------------------
+    def attach_inference_cache(self, block: Optional[InferenceCacheBlock],
+                               model: Optional[nn.Module]) -> None:
+        """Called by :func:`~dsnet_mm.ops.inference_cache` with its block
+        and model on entry, with None on exit. Within the block of the
+        classifier holding this backbone, :meth:`plain_subnet` gives the
+        static networks that run in place of the DS layers."""
+        attached = None
+        if block is not None and getattr(model, 'backbone', None) is self \
+                and self._plain_supported():
+            from dsnet_mm.deploy.plain import plain_subnet
+            attached = (plain_subnet, block, model)
+        self.__dict__['_plain_attached'] = attached
+
+    def _plain_supported(self) -> bool:
+        """Whether the static network's stem and body give this backbone's
+        output: the last stage's, and no other."""
+        return self.out_indices == (len(self._stages()) - 1, )
+
+    def plain_subnet(self, x: torch.Tensor, spec: SubnetSpec):
+        """The :class:`~dsnet_mm.deploy.plain.PlainSubnet` that runs
+        sub-network ``spec`` on inputs like ``x`` in a checked span of the
+        classifier's inference cache (see
+        :meth:`~dsnet_mm.ops.InferenceCacheBlock.plain`), else None (the DS
+        layers run; always for a routing)."""
+        attached = self.__dict__.get('_plain_attached')
+        if attached is None or not isinstance(spec, SubnetSpec):
+            return None
+        build, block, model = attached
+        return build(block, model, spec, x)
+
+    # --- what a detector's neck reads ---------------------------------
+    @property
+    def out_widths(self) -> Tuple[int, ...]:
+        """The widest channel count of each output (every sub-network's
+        output is at most this wide): what a neck built for the largest
+        architecture reads (see :func:`~dsnet_mm.models.detectors.pad_to`).
+        """
+        stages = self._stages()
+        return tuple(self.space.max_widths[stages[i][-1].group]
+                     for i in self.out_indices)
+
+    # --- weights-only Pretrained init ------------------------------------
+    def init_weights(self) -> None:
+        """mmengine's ``init_weights``, except that an
+        ``init_cfg=dict(type='Pretrained', checkpoint=..., prefix=...)`` is
+        loaded here with ``torch.load(weights_only=True)``.
+
+        mmengine 0.10.7's ``PretrainedInit`` calls ``torch.load`` without
+        ``weights_only``, which torch >= 2.6 turns into a weights-only load
+        that the ``--trust-checkpoint`` switch of the tools would turn off
+        for every file. Here the backbone's checkpoint always loads
+        weights-only, with the allow-list of
+        :mod:`dsnet_mm.engine.checkpoint` (registered when ``dsnet_mm`` is
+        imported). As with mmengine's ``Pretrained``, missing and unexpected
+        keys are logged, not errors (a converted mmpretrain checkpoint lacks
+        the SE of a gated stage; a Stage II checkpoint holds a gate that a
+        detector's backbone may not); a shape mismatch, or a ``prefix`` that
+        matches no key, is an error.
+        """
+        cfgs = self.init_cfg if isinstance(self.init_cfg, list) \
+            else [self.init_cfg] if self.init_cfg else []
+        pretrained = [c for c in cfgs if isinstance(c, dict)
+                      and c.get('type') == 'Pretrained']
+        if not pretrained:
+            return super().init_weights()
+        init_cfg = self.init_cfg
+        # the others first (as mmengine does), then the checkpoint over them
+        self.init_cfg = [c for c in cfgs if c not in pretrained] or None
+        try:
+            super().init_weights()
+        finally:
+            self.init_cfg = init_cfg
+        for cfg in pretrained:
+            self._load_pretrained(cfg)
+
+    def _load_pretrained(self, cfg: dict) -> None:
+        check_keys('init_cfg', cfg, ('type', 'checkpoint'),
+                   ('prefix', 'map_location'))
+        path, prefix = cfg['checkpoint'], cfg.get('prefix') or ''
+        if prefix and not prefix.endswith('.'):
+            prefix += '.'
+        if not isinstance(path, str) or not osp.isfile(path):
+            raise FileNotFoundError(
+                f'init_cfg.checkpoint={path!r} of {type(self).__name__} is '
+                'not a file (only local checkpoints load here)')
+        try:
+            ckpt = torch.load(path, map_location=cfg.get('map_location',
+                                                         'cpu'),
+                              weights_only=True)
+        except pickle.UnpicklingError as e:
+            raise pickle.UnpicklingError(
+                f'init_cfg.checkpoint={path!r} was refused by weights-only '
+                'loading, which allows tensors and the few classes that '
+                f'mmengine/dsnet_mm checkpoints hold: {e}') from e
+        state = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) \
+            else ckpt
+        state = {k[len(prefix):]: v for k, v in state.items()
+                 if k.startswith(prefix)}
+        if not state:
+            raise ValueError(
+                f'init_cfg.prefix={prefix!r} matches no key of {path}: a '
+                "DS classifier checkpoint keeps its backbone under "
+                "'backbone.'")
+        result = self.load_state_dict(state, strict=False)  # shapes: raise
+        print_log(f'loaded {len(state)} tensors under {prefix!r} from {path}'
+                  + ''.join(f'; {title}: {", ".join(keys)}' for title, keys in
+                            (('missing in checkpoint', result.missing_keys),
+                             ('not in the model', result.unexpected_keys))
+                            if keys), logger='current')
+        if hasattr(self, '_params_init_info'):
+            update_init_info(self, f'Pretrained (weights only): {path}')
 
     # --- checks ---------------------------------------------------------
     def _check_gate(self, gate: Optional[dict], positions: Sequence,

@@ -437,6 +437,12 @@ class DSViT(DSBackboneMixin, BaseBackbone):
     def gate_input_width(self, h: torch.Tensor) -> int:
         return self.window[0][block_groups(self.gate_stage)[0]]
 
+    def _plain_supported(self) -> bool:
+        """DS-ViT keeps its sliced blocks in cached inference: its static
+        network takes the stored image size only (this backbone resizes the
+        position embedding), and normalises the class token in its head."""
+        return False
+
     def _run_blocks(self, x: torch.Tensor, spec: Spec, indices: range,
                     gate_logits: bool = False
                     ) -> Tuple[torch.Tensor, List[torch.Tensor],

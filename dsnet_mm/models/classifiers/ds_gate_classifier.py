@@ -50,6 +50,10 @@ class DSGateClassifier(ImageClassifier):
     ``'mask'`` (widest width with channel masks). Each data sample gets
     ``routed_subnet`` (index in the sub-network list) and ``routed_madds``.
     Within :meth:`static_predict` the active static sub-network runs instead.
+    Within the model's :func:`~dsnet_mm.ops.inference_cache` the part before
+    the gate and each bucket's part after it run as the window members'
+    static networks cut at the gate (built once from the same folded
+    weights: the parts :func:`~dsnet_mm.deploy.export_dynamic` exports).
 
     **MAdds budget.** Inference routes by ``argmax(logits - cost_penalty *
     relative MAdds)`` (:meth:`route`); ``cost_penalty`` (a buffer, 0 unless
@@ -209,14 +213,53 @@ class DSGateClassifier(ImageClassifier):
         return self.head(feats)
 
     def _run_window(self, h, early, spec: SubnetSpec) -> torch.Tensor:
+        """Class logits of window member ``spec`` from the features after
+        the gate (in the inference cache: its static network's part)."""
+        plain = self.backbone.plain_subnet(h, spec)
+        if plain is not None:
+            return plain.post_gate(h)
         return self._logits(early, self.backbone.forward_post_gate(h, spec))
 
+    def _pre_gate(
+        self, inputs: torch.Tensor
+    ) -> Tuple[torch.Tensor, torch.Tensor, List[torch.Tensor]]:
+        """``backbone.forward_pre_gate`` (in the inference cache: the static
+        network's part, which has no earlier outputs)."""
+        plain = self.backbone.plain_subnet(inputs, self.window[0])
+        if plain is not None:
+            return (*plain.pre_gate(inputs), [])
+        return self.backbone.forward_pre_gate(inputs)
+
+    def _check_routes(self, routes: torch.Tensor, n: int) -> torch.Tensor:
+        """``routes`` if it is a long tensor of ``n`` window positions."""
+        last = len(self.window) - 1
+        ok = isinstance(routes, torch.Tensor) and \
+            routes.shape == (n, ) and routes.dtype == torch.long
+        if ok and n:
+            ok = 0 <= int(routes.min()) and int(routes.max()) <= last
+        if not ok:
+            what = f'shape {list(routes.shape)} of {routes.dtype}' \
+                if isinstance(routes, torch.Tensor) else repr(routes)
+            raise ValueError(
+                f'routes must be a long tensor of {n} window positions in '
+                f'0..{last} (not sub-network indices), got {what}')
+        return routes
+
     def forward_dynamic(
-            self,
-            inputs: torch.Tensor,
-            mode: Optional[str] = None
+        self,
+        inputs: torch.Tensor,
+        mode: Optional[str] = None,
+        routes: Optional[torch.Tensor] = None
     ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Classify each image with its routed sub-network.
+
+        Args:
+            inputs (torch.Tensor): Images ``[B, C, H, W]``.
+            mode (str, optional): :data:`ROUTING_MODES` member. Defaults to
+                ``routing_mode``.
+            routes (torch.Tensor, optional): ``[B]`` window positions that
+                replace the gate's choice (e.g. a fixed routing mix for
+                benchmarking). Defaults to None (the gate routes).
 
         Returns:
             tuple: class logits ``[B, num_classes]``, gate logits
@@ -224,12 +267,16 @@ class DSGateClassifier(ImageClassifier):
         """
         mode = self.routing_mode if mode is None else mode
         check_choice('mode', mode, ROUTING_MODES)
-        h, gate_logits, early = self.backbone.forward_pre_gate(inputs)
-        choice = self.route(gate_logits, inputs.shape[1:])
+        h, gate_logits, early = self._pre_gate(inputs)
+        if routes is None:
+            choice = self.route(gate_logits, inputs.shape[1:])
+        else:
+            choice = self._check_routes(routes, inputs.shape[0]).to(
+                gate_logits.device)
         if mode == 'mask':
             # in training a Gumbel sample, so that gradients reach the gate
             weights = route_weights(gate_logits, self.tau) \
-                if self.training else F.one_hot(
+                if self.training and routes is None else F.one_hot(
                     choice, len(self.window)).to(gate_logits)
             routing = MaskedRouting(self.window, weights)
             logits = self._run_window(h, early, routing)

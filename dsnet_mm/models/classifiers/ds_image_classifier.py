@@ -15,10 +15,45 @@ from dsnet_mm.ops.utils import (check_choice, check_float, check_int,
                                 check_keys, check_type)
 from ..mvco import (MVCO_MODES, cross_view_target, view_mean_target,
                     views_symmetric_kl)
-from ..subnet import SubnetSpec
+from ..subnet import SubnetSpace, SubnetSpec
 
 BOOTSTRAP_MODES = ('ib', 'ieb', 'inplace')
 SAMPLING_MODES = ('list', 'usnet')
+
+
+def check_sandwich_sampling(num_random: int, seed: int, sampling: str,
+                            usnet_divisor: int) -> None:
+    """Check the arguments of :func:`sample_random_subnets` that a sandwich
+    model takes from its config."""
+    check_choice('sampling', sampling, SAMPLING_MODES)
+    check_int('usnet_divisor', usnet_divisor, 1)
+    check_int('num_random', num_random, 0)
+    check_int('seed', seed, 0)
+
+
+def sample_random_subnets(space: SubnetSpace, num_random: int, seed: int,
+                          iteration: int, sampling: str = 'list',
+                          usnet_divisor: int = 1) -> List[SubnetSpec]:
+    """The random members of sandwich iteration ``iteration``.
+
+    Every model trained by the sandwich rule (the classifier, the detector)
+    draws them here: indices ``1..len-1`` of the list (as the reference
+    draws them) with ``sampling='list'``, or US-Net's one width ratio
+    ``t ~ U(0, 1)`` for every group (``'usnet'``, see
+    :meth:`~dsnet_mm.models.subnet.SubnetSpace.interpolate`). The generator
+    is seeded by ``seed`` and the iteration, so a resumed run draws the same
+    widths and every rank of a distributed run draws alike.
+    """
+    rng = random.Random(seed * 1_000_003 + int(iteration))
+    if sampling == 'usnet':
+        return [
+            space.adhoc(space.interpolate(rng.random(), usnet_divisor),
+                        name='usnet') for _ in range(num_random)
+        ]
+    high = len(space) - 1
+    if high < 1:
+        return []
+    return [space[rng.randint(1, high)] for _ in range(num_random)]
 
 
 @MODELS.register_module()
@@ -104,10 +139,7 @@ class DSImageClassifier(ImageClassifier):
         check_type('backbone', backbone, (dict, nn.Module),
                    'a backbone config dict')
         check_choice('bootstrap', bootstrap, BOOTSTRAP_MODES)
-        check_choice('sampling', sampling, SAMPLING_MODES)
-        check_int('usnet_divisor', usnet_divisor, 1)
-        check_int('num_random', num_random, 0)
-        check_int('seed', seed, 0)
+        check_sandwich_sampling(num_random, seed, sampling, usnet_divisor)
         check_float('ema_momentum', ema_momentum, 0, 1, low_open=True)
         check_float('largest_dropout', largest_dropout, 0, 1,
                     high_open=True)
@@ -190,18 +222,9 @@ class DSImageClassifier(ImageClassifier):
     # --- sub-network sampling -------------------------------------------
     def sample_random_subnets(self) -> List[SubnetSpec]:
         """The random sub-networks of the current iteration."""
-        rng = random.Random(self.seed * 1_000_003 + int(self.sandwich_iter))
-        if self.sampling == 'usnet':
-            return [
-                self.space.adhoc(
-                    self.space.interpolate(rng.random(), self.usnet_divisor),
-                    name='usnet') for _ in range(self.num_random)
-            ]
-        high = len(self.space) - 1
-        if high < 1:
-            return []
-        return [self.space[rng.randint(1, high)]
-                for _ in range(self.num_random)]
+        return sample_random_subnets(self.space, self.num_random, self.seed,
+                                     int(self.sandwich_iter), self.sampling,
+                                     self.usnet_divisor)
 
     # --- forward helpers ------------------------------------------------
     def forward(self, inputs: torch.Tensor, data_samples=None,

@@ -1,0 +1,5 @@
+# Copyright (c) dsnet_mm contributors. All rights reserved.
+"""DS detectors, registered in mmdet's model registry."""
+from .ds_single_stage import DSSingleStageDetector, pad_to
+
+__all__ = ['DSSingleStageDetector', 'pad_to']
