@@ -136,3 +136,20 @@ def test_a_model_without_gate_is_refused(tmp_path):
     model = build_model_from_cfg(Config.fromfile('configs/ds_mbnet_digits.py'))
     with pytest.raises(TypeError, match='DSGateClassifier.*DSImageClassifier'):
         export_dynamic(model, str(tmp_path), (32, 32))
+
+
+def test_sessions_can_be_told_not_to_spin(exported):
+    """The benchmark's sessions must not spin after a run (their threads
+    would take the cores of the torch rows timed between them)."""
+    from dsnet_mm.deploy.ort_dynamic import ort_session_options
+    quiet = ort_session_options(2, spinning=False)
+    assert quiet.intra_op_num_threads == 2
+    assert quiet.get_session_config_entry(
+        'session.intra_op.allow_spinning') == '0'
+    with pytest.raises(Exception, match='allow_spinning'):
+        # onnxruntime's default (spinning) is not an entry
+        ort_session_options().get_session_config_entry(
+            'session.intra_op.allow_spinning')
+    model = OrtDynamicModel(exported, intra_op_threads=1, spinning=False)
+    images = np.zeros((2, *model.input_shape), np.float32)
+    assert model(images)[0].shape[0] == 2

@@ -63,6 +63,7 @@ import torch.nn.functional as F
 
 from dsnet_mm.deploy import (ExportMismatchError, OrtDynamicModel,
                              export_dynamic, export_onnx, static_subnet)
+from dsnet_mm.deploy.ort_dynamic import ort_session_options
 from dsnet_mm.deploy.plain import compile_static, static_subnet_like
 from dsnet_mm.models.routing import MaskedRouting
 from dsnet_mm.models.subnet import SubnetSpec
@@ -302,10 +303,9 @@ class OnnxExports:
 
 
 def _ort_options() -> 'onnxruntime.SessionOptions':  # noqa: F821
-    import onnxruntime
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = torch.get_num_threads()
-    return options
+    """Sessions on torch's thread count that do not spin after a run (their
+    spinning threads would slow the torch rows timed between them)."""
+    return ort_session_options(torch.get_num_threads(), spinning=False)
 
 
 def _numpy(x: torch.Tensor) -> np.ndarray:
@@ -614,7 +614,7 @@ def _dynamic_group(model: nn.Module, batch: torch.Tensor,
         if backend == 'ort':
             ort_model = OrtDynamicModel(
                 exports.dynamic(), _ort_providers(batch.device),
-                torch.get_num_threads())
+                torch.get_num_threads(), spinning=False)
             images = _numpy(batch)
             ort_given = None if given is None else given.cpu().numpy()
             group.add(('dynamic', 'routed', backend),

@@ -6,7 +6,11 @@ sliced sub-network is counted at its true widths and a plain torch network by
 the very same rules (which is what makes the two comparable). Rules, per image:
 
 - convolution: ``out_h * out_w * c_out * (c_in / groups) * k_h * k_w`` (a
-  sliced kernel counted at the size the call ran);
+  sliced kernel counted at the size the call ran; a plain, ungrouped conv
+  reading a zero-padded map, :func:`~dsnet_mm.ops.zero_pad_channels`, at
+  the map's unpadded ``c_in``: a detector's neck reading a narrow
+  sub-network's outputs is counted as the conv with sliced input weights
+  that the padding stands for);
 - linear: ``in_features * out_features`` per token (the sliced q/k/v
   projection: ``d * 3 * h * head_dims``);
 - attention: ``2 * h * N_q * N_k * head_dims`` (``q k^T`` and the weighted
@@ -29,7 +33,7 @@ from mmpretrain.models.utils.attention import MultiheadAttention
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from dsnet_mm.ops import (AttentionCore, DSConv2d, DSLinear, DSQKVLinear,
-                          TokenPool, unfolded_bn)
+                          TokenPool, unfolded_bn, used_channels)
 
 _POOLS = (nn.AdaptiveAvgPool2d, nn.AvgPool2d)
 
@@ -60,6 +64,8 @@ def _layer_cost(module: nn.Module, args: Sequence, kwargs: Dict,
         else:
             groups = module.groups
             kh, kw = module.kernel_size
+            if groups == 1:
+                c_in = used_channels(x)
         per_out = (c_in // groups) * kh * kw
         bias = c_out if module.bias is not None else 0
         return out.numel() // batch * per_out, c_out * per_out + bias

@@ -21,6 +21,11 @@ On data with difficulty levels (the graded digits) a row's metrics also hold
                     **{'accuracy/top1': 99.2}), 1: ...}
 
 which add a per-level table and ``routing_by_level.png``.
+
+The quality column is top-1 unless ``metric`` names another key of the
+metrics (a detector's ``'pascal_voc/mAP'``): the tables, the dynamic summary
+and the plot then read and label that key, and ``dynamic`` holds it in
+place of ``accuracy/top1``. Error bars (binomial) are drawn for top-1 only.
 """
 import os
 import os.path as osp
@@ -32,7 +37,15 @@ import numpy as np
 TOP1 = 'accuracy/top1'
 LARGEST = 'largest'
 ROW_KEYS = ('name', 'madds', 'params', 'metrics')
-DYNAMIC_KEYS = (TOP1, 'madds', 'routing', 'window')
+DYNAMIC_KEYS = ('madds', 'routing', 'window')
+
+
+def metric_label(metric: str) -> str:
+    """How tables and plots name a metric key: ``'Top-1 (%)'`` for
+    ``accuracy/top1``, ``'mAP'`` for ``.../mAP``, else the key."""
+    if metric == TOP1:
+        return 'Top-1 (%)'
+    return metric.rsplit('/', 1)[-1] if metric.endswith('/mAP') else metric
 
 
 def _row_label(row: Dict, position: int) -> str:
@@ -41,11 +54,12 @@ def _row_label(row: Dict, position: int) -> str:
         else f'row {position}'
 
 
-def check_rows(rows: Sequence[Dict]) -> None:
+def check_rows(rows: Sequence[Dict], metric: str = TOP1) -> None:
     """Raise ``ValueError`` unless every row holds what the report needs.
 
     Args:
         rows (Sequence[dict]): Static sub-network rows.
+        metric (str): The metric key the report reads. Defaults to top-1.
     """
     if not rows:
         raise ValueError('rows is empty: nothing to report')
@@ -54,19 +68,21 @@ def check_rows(rows: Sequence[Dict]) -> None:
             if key not in row:
                 raise ValueError(f'{_row_label(row, position)} misses the '
                                  f'key {key!r}')
-        if TOP1 not in row['metrics']:
+        if metric not in row['metrics']:
             raise ValueError(f'{_row_label(row, position)} misses the key '
-                             f'{TOP1!r} in its metrics')
+                             f'{metric!r} in its metrics')
 
 
-def check_dynamic(dynamic: Dict, rows: Sequence[Dict]) -> None:
+def check_dynamic(dynamic: Dict, rows: Sequence[Dict],
+                  metric: str = TOP1) -> None:
     """Raise ``ValueError`` unless ``dynamic`` fits the static ``rows``.
 
     Args:
         dynamic (dict): Results of the dynamic model.
         rows (Sequence[dict]): Static sub-network rows (already checked).
+        metric (str): The metric key the report reads. Defaults to top-1.
     """
-    for key in DYNAMIC_KEYS:
+    for key in (metric, ) + DYNAMIC_KEYS:
         if key not in dynamic:
             raise ValueError(f'dynamic misses the key {key!r}')
     window = dynamic['window']
@@ -96,21 +112,27 @@ def widest_in_window(rows: Sequence[Dict], window: Sequence[str]) -> Dict:
                key=lambda row: row['madds'])
 
 
-def static_table(rows: Sequence[Dict]) -> str:
+def static_table(rows: Sequence[Dict], metric: str = TOP1) -> str:
     """Markdown table with one line per static sub-network.
 
     Args:
         rows (Sequence[dict]): Static sub-network rows.
+        metric (str): The metric key of the last column. Defaults to top-1.
 
     Returns:
         str: The table, MAdds and params in millions.
     """
-    lines = ['| Sub-network | MAdds (M) | Params (M) | Top-1 (%) |',
-             '| --- | ---: | ---: | ---: |']
+    # a detector's rows also give the backbone's share
+    backbone = all('backbone_madds' in row for row in rows)
+    lines = ['| Sub-network | MAdds (M) | ' +
+             'Backbone MAdds (M) | ' * backbone + 'Params (M) | '
+             f'{metric_label(metric)} |',
+             '| --- | ---: | ' + '---: | ' * backbone + '---: | ---: |']
     for row in rows:
-        lines.append(f"| {row['name']} | {row['madds'] / 1e6:.2f} "
+        part = f"| {row['backbone_madds'] / 1e6:.2f} " if backbone else ''
+        lines.append(f"| {row['name']} | {row['madds'] / 1e6:.2f} {part}"
                      f"| {row['params'] / 1e6:.3f} "
-                     f"| {row['metrics'][TOP1]:.2f} |")
+                     f"| {_metric_value(row['metrics'][metric], metric)} |")
     return '\n'.join(lines)
 
 
@@ -121,20 +143,27 @@ def curve_rows(rows: Sequence[Dict]) -> List[Dict]:
                   key=lambda row: row['madds'])
 
 
-def static_curve_at(rows: Sequence[Dict], madds: float) -> float:
+def _metric_value(value: float, metric: str) -> str:
+    """Top-1 in % with 2 decimals; a 0..1 metric (mAP) with 4."""
+    return f'{value:.2f}' if metric == TOP1 else f'{value:.4f}'
+
+
+def static_curve_at(rows: Sequence[Dict], madds: float,
+                    metric: str = TOP1) -> float:
     """Top-1 of the static curve at ``madds``: linear between the two
     sub-networks (not ``largest``) around it, the end value outside them.
 
     Args:
         rows (Sequence[dict]): Static sub-network rows.
         madds (float): Where to read the curve.
+        metric (str): The metric key to read. Defaults to top-1.
 
     Returns:
-        float: The interpolated top-1.
+        float: The interpolated top-1 (or ``metric``).
     """
     curve = curve_rows(rows) or list(rows)
     return float(np.interp(madds, [row['madds'] for row in curve],
-                           [row['metrics'][TOP1] for row in curve]))
+                           [row['metrics'][metric] for row in curve]))
 
 
 def levels_of(rows: Sequence[Dict]) -> List[int]:
@@ -159,11 +188,14 @@ def level_table(rows: Sequence[Dict], dynamic: Optional[Dict] = None) -> str:
             its routing per level. Defaults to None.
 
     Returns:
-        str: The markdown (empty if the rows have no levels).
+        str: The markdown: empty if neither the rows nor ``dynamic`` have
+        levels; only the routing per level (no top-1) if only ``dynamic``
+        has them (a detector's rows have no per-level mAP).
     """
     levels = levels_of(rows)
     if not levels:
-        return ''
+        by_level = (dynamic or {}).get('levels')
+        return routing_by_level(dynamic, with_top1=False) if by_level else ''
     lines = ['| Sub-network | MAdds (M) | Top-1 (%) | ' +
              ' | '.join(f'Level {lv} (%)' for lv in levels) + ' |',
              '| --- | ---: | ---: | ' + ' | '.join('---:' for _ in levels) +
@@ -179,16 +211,26 @@ def level_table(rows: Sequence[Dict], dynamic: Optional[Dict] = None) -> str:
     lines.append(f"| dynamic | {dynamic['madds'] / 1e6:.2f} | "
                  f"{dynamic[TOP1]:.2f} | " + ' | '.join(
                      _fmt(by_level[lv].get(TOP1)) for lv in levels) + ' |')
+    return '\n'.join(lines + ['', routing_by_level(dynamic)])
+
+
+def routing_by_level(dynamic: Dict, with_top1: bool = True) -> str:
+    """Markdown table of the dynamic model's routing per difficulty level:
+    images, (top-1,) mean MAdds and images per sub-network (only those that
+    got any)."""
+    by_level = dynamic['levels']
     used = [name for name in dynamic['window']
             if any(by_level[lv]['routing'].get(name) for lv in by_level)]
-    lines += ['', '### Routing by level', '',
-              '| Level | Images | Top-1 (%) | Mean MAdds (M) | ' +
-              ' | '.join(used) + ' |',
-              '| --- | ---: | ---: | ---: | ' +
-              ' | '.join('---:' for _ in used) + ' |']
+    top1 = ' Top-1 (%) |' if with_top1 else ''
+    lines = ['### Routing by level', '',
+             f'| Level | Images |{top1} Mean MAdds (M) | ' +
+             ' | '.join(used) + ' |',
+             '| --- | ---: | ' + '---: | ' * with_top1 + '---: | ' +
+             ' | '.join('---:' for _ in used) + ' |']
     for lv in sorted(by_level):
         part = by_level[lv]
-        lines.append(f"| {lv} | {part['images']} | {_fmt(part.get(TOP1))} | "
+        top1 = f' {_fmt(part.get(TOP1))} |' if with_top1 else ''
+        lines.append(f"| {lv} | {part['images']} |{top1} "
                      f"{part['madds'] / 1e6:.2f} | " + ' | '.join(
                          str(part['routing'].get(name, 0))
                          for name in used) + ' |')
@@ -199,27 +241,36 @@ def _fmt(value: Optional[float]) -> str:
     return 'n/a' if value is None else f'{value:.2f}'
 
 
-def dynamic_section(rows: Sequence[Dict], dynamic: Dict) -> str:
+def dynamic_section(rows: Sequence[Dict], dynamic: Dict,
+                    metric: str = TOP1) -> str:
     """Summary of the dynamic model against the widest row of its window.
 
     Args:
         rows (Sequence[dict]): Static sub-network rows.
         dynamic (dict): Results of the dynamic model.
+        metric (str): The metric key to compare. Defaults to top-1.
 
     Returns:
         str: Markdown with the summary and the routing histogram.
     """
     widest = widest_in_window(rows, dynamic['window'])
     share = 100 * dynamic['madds'] / widest['madds']
-    delta = dynamic[TOP1] - widest['metrics'][TOP1]
-    curve = static_curve_at(rows, dynamic['madds'])
+    value = dynamic[metric]
+    delta = value - widest['metrics'][metric]
+    curve = static_curve_at(rows, dynamic['madds'], metric)
+    if metric == TOP1:
+        name, unit, fmt = 'Top-1', ' %', '{:.2f}'
+    else:
+        name, unit, fmt = metric_label(metric), '', '{:.4f}'
+    signed = fmt.replace(':', ':+')
     lines = [
-        f"- Top-1: {dynamic[TOP1]:.2f} %",
+        f'- {name}: {fmt.format(value)}{unit}',
         f"- Mean MAdds: {dynamic['madds'] / 1e6:.2f} M",
         f"- MAdds vs {widest['name']}: {share:.2f} %",
-        f"- Top-1 vs {widest['name']}: {delta:+.2f}",
+        f"- {name} vs {widest['name']}: {signed.format(delta)}",
         f"- Static curve at {dynamic['madds'] / 1e6:.2f} M (interpolated): "
-        f'{curve:.2f} %; dynamic vs it: {dynamic[TOP1] - curve:+.2f}',
+        f'{fmt.format(curve)}{unit}; dynamic vs it: '
+        f'{signed.format(value - curve)}',
         '',
         '### Routing',
         '',
@@ -236,7 +287,8 @@ def dynamic_section(rows: Sequence[Dict], dynamic: Dict) -> str:
 
 
 def markdown_table(rows: Sequence[Dict],
-                   dynamic: Optional[Dict] = None) -> str:
+                   dynamic: Optional[Dict] = None,
+                   metric: str = TOP1) -> str:
     """Markdown of the static sub-networks and, if given, the dynamic model.
 
     Args:
@@ -246,15 +298,18 @@ def markdown_table(rows: Sequence[Dict],
             ``accuracy/top1``, ``madds`` (mean per image), ``routing``
             (images per sub-network) and ``window`` (sub-network names).
             Defaults to None.
+        metric (str): The metric key of the tables (in the rows' metrics
+            and in ``dynamic``). Defaults to ``accuracy/top1``.
 
     Returns:
         str: The markdown sections, without a document title.
     """
-    check_rows(rows)
-    sections = ['## Static sub-networks', static_table(rows)]
+    check_rows(rows, metric)
+    sections = ['## Static sub-networks', static_table(rows, metric)]
     if dynamic is not None:
-        check_dynamic(dynamic, rows)
-        sections += ['## Dynamic model', dynamic_section(rows, dynamic)]
+        check_dynamic(dynamic, rows, metric)
+        sections += ['## Dynamic model',
+                     dynamic_section(rows, dynamic, metric)]
     by_level = level_table(rows, dynamic)
     if by_level:
         sections += ['## By difficulty level', by_level]
@@ -289,12 +344,19 @@ def honest_ylim(ax, values: Sequence[float]) -> None:
 
 
 def save_madds_plot(fig, ax, path: str, values: Sequence[float], title: str,
-                    num_images: Optional[int]) -> None:
-    """Finish a top-1 against MAdds plot (honest y range over ``values``,
-    labels, the error bars' note in the title, grid, legend) and save it."""
-    honest_ylim(ax, values)
+                    num_images: Optional[int], metric: str = TOP1) -> None:
+    """Finish a top-1 (or ``metric``) against MAdds plot (honest y range
+    over ``values``, labels, the error bars' note in the title, grid,
+    legend) and save it."""
+    if metric == TOP1:
+        honest_ylim(ax, values)
+    else:  # a 0..1 metric: the top-1 margins (0.5 at least) would flatten it
+        low, high = min(values), max(values)
+        pad = max(0.01, 0.08 * (high - low))
+        ax.set_ylim(low - pad, high + pad)
     ax.set_xlabel('MAdds per image (M)')
-    ax.set_ylabel('Top-1 accuracy (%)')
+    ax.set_ylabel('Top-1 accuracy (%)' if metric == TOP1
+                  else metric_label(metric))
     ax.set_title(title if not num_images else
                  f'{title}\n(error bars: +-1 s.e., {num_images} images)')
     ax.grid(True, alpha=0.3)
@@ -306,7 +368,8 @@ def save_madds_plot(fig, ax, path: str, values: Sequence[float], title: str,
 def plot_accuracy_vs_madds(rows: Sequence[Dict], path: str,
                            dynamic: Optional[Dict] = None,
                            title: str = 'DS-Net results',
-                           num_images: Optional[int] = None) -> None:
+                           num_images: Optional[int] = None,
+                           metric: str = TOP1) -> None:
     """Save top-1 against MAdds of the sub-networks as a PNG.
 
     The static sub-networks are a line, ``largest`` a diamond and the
@@ -323,8 +386,12 @@ def plot_accuracy_vs_madds(rows: Sequence[Dict], path: str,
         title (str): Title of the plot. Defaults to 'DS-Net results'.
         num_images (int, optional): Test images behind each top-1.
             Defaults to None (no error bars).
+        metric (str): The metric key on the y axis. Defaults to top-1;
+            another has no error bars (they are binomial).
     """
     fig, ax = _figure(6, 4.5)
+    if metric != TOP1:
+        num_images = None
     subnets = curve_rows(rows)
     points = []
 
@@ -337,26 +404,29 @@ def plot_accuracy_vs_madds(rows: Sequence[Dict], path: str,
 
     if subnets:
         draw([row['madds'] / 1e6 for row in subnets],
-             [row['metrics'][TOP1] for row in subnets],
+             [row['metrics'][metric] for row in subnets],
              marker='o', label='static sub-networks')
     for row in rows:
         if row['name'] == LARGEST:
-            draw(row['madds'] / 1e6, row['metrics'][TOP1], marker='D',
+            draw(row['madds'] / 1e6, row['metrics'][metric], marker='D',
                  markersize=7, color='tab:red', label=LARGEST, zorder=3)
     if dynamic is not None:
         madds = dynamic['madds'] / 1e6
-        draw(madds, dynamic[TOP1], marker='*', markersize=15,
+        value = dynamic[metric]
+        draw(madds, value, marker='*', markersize=15,
              color='tab:orange', label='dynamic', zorder=4, linestyle='')
-        curve = static_curve_at(rows, dynamic['madds'])
-        ax.plot([madds, madds], [curve, dynamic[TOP1]], linestyle=':',
+        curve = static_curve_at(rows, dynamic['madds'], metric)
+        ax.plot([madds, madds], [curve, value], linestyle=':',
                 color='tab:orange', zorder=2)
-        ax.annotate(f'{dynamic[TOP1] - curve:+.2f} vs static',
-                    xy=(madds, (curve + dynamic[TOP1]) / 2),
+        gap = f'{value - curve:+.2f}' if metric == TOP1 \
+            else f'{value - curve:+.4f}'
+        ax.annotate(f'{gap} vs static',
+                    xy=(madds, (curve + value) / 2),
                     xytext=(8, 0), textcoords='offset points',
                     va='center', color='tab:orange',
                     bbox=dict(facecolor='white', alpha=0.8,
                               edgecolor='none'))
-    save_madds_plot(fig, ax, path, points, title, num_images)
+    save_madds_plot(fig, ax, path, points, title, num_images, metric)
 
 
 def plot_routing_by_level(rows: Sequence[Dict], dynamic: Dict,
@@ -431,7 +501,8 @@ def write_report(rows: List[Dict],
                  out_dir: str,
                  dynamic: Optional[Dict] = None,
                  title: str = 'DS-Net results',
-                 num_images: Optional[int] = None) -> Dict[str, str]:
+                 num_images: Optional[int] = None,
+                 metric: str = TOP1) -> Dict[str, str]:
     """Write ``report.md`` and ``accuracy_vs_madds.png`` into ``out_dir``,
     and ``routing_by_level.png`` when the dynamic model has ``levels``.
 
@@ -446,18 +517,21 @@ def write_report(rows: List[Dict],
             Defaults to 'DS-Net results'.
         num_images (int, optional): Test images behind each top-1, for the
             plot's error bars. Defaults to None.
+        metric (str): The metric key reported (see :func:`markdown_table`).
+            Defaults to ``accuracy/top1``.
 
     Returns:
         dict: ``{'markdown': path, 'plot': path}``, plus ``'levels': path``
         when the routing-by-level plot is written.
     """
-    body = markdown_table(rows, dynamic)
+    body = markdown_table(rows, dynamic, metric)
     os.makedirs(out_dir, exist_ok=True)
     paths = dict(markdown=osp.join(out_dir, 'report.md'),
                  plot=osp.join(out_dir, 'accuracy_vs_madds.png'))
     with open(paths['markdown'], 'w') as f:
         f.write(f'# {title}\n\n{body}')
-    plot_accuracy_vs_madds(rows, paths['plot'], dynamic, title, num_images)
+    plot_accuracy_vs_madds(rows, paths['plot'], dynamic, title, num_images,
+                           metric)
     if dynamic is not None and dynamic.get('levels') and levels_of(rows):
         paths['levels'] = osp.join(out_dir, 'routing_by_level.png')
         plot_routing_by_level(rows, dynamic, paths['levels'])

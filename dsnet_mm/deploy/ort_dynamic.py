@@ -18,6 +18,27 @@ import numpy as np
 MANIFEST = 'dynamic.json'
 
 
+def ort_session_options(
+        intra_op_threads: Optional[int] = None,
+        spinning: bool = True) -> 'onnxruntime.SessionOptions':  # noqa: F821
+    """onnxruntime session options: ``intra_op_threads`` operator threads
+    (None: onnxruntime's choice) that spin-wait for work after a run or not.
+
+    Spinning keeps the threads busy for a while after every run. Where torch
+    runs next in the same process (a benchmark alternating the two) they
+    take its cores: on 2 cores a torch forward right after an onnxruntime
+    run took 3.8x its time at batch size 1.
+    """
+    import onnxruntime
+    options = onnxruntime.SessionOptions()
+    if intra_op_threads is not None:
+        options.intra_op_num_threads = intra_op_threads
+    if not spinning:
+        options.add_session_config_entry('session.intra_op.allow_spinning',
+                                         '0')
+    return options
+
+
 class OrtDynamicModel:
     """The exported gated classifier on onnxruntime sessions (built once).
 
@@ -40,12 +61,18 @@ class OrtDynamicModel:
             Defaults to ``('CPUExecutionProvider', )``.
         intra_op_threads (int, optional): Threads of each session's
             operators. Defaults to None (onnxruntime's choice).
+        spinning (bool): Whether those threads spin-wait for work after a
+            run (onnxruntime's default: lower latency for back-to-back runs,
+            but the spinning threads take the cores from whatever runs next
+            in the process; see :func:`ort_session_options`). Defaults to
+            True.
     """
 
     def __init__(self,
                  out_dir: str,
                  providers: Sequence[str] = ('CPUExecutionProvider', ),
-                 intra_op_threads: Optional[int] = None) -> None:
+                 intra_op_threads: Optional[int] = None,
+                 spinning: bool = True) -> None:
         import onnxruntime
         path = osp.join(out_dir, MANIFEST)
         if not osp.isfile(path):
@@ -54,9 +81,7 @@ class OrtDynamicModel:
                 'export_dynamic (tools/export_dynamic.py)')
         with open(path) as f:
             self.manifest = json.load(f)
-        options = onnxruntime.SessionOptions()
-        if intra_op_threads is not None:
-            options.intra_op_num_threads = intra_op_threads
+        options = ort_session_options(intra_op_threads, spinning)
 
         def session(name: str) -> 'onnxruntime.InferenceSession':
             return onnxruntime.InferenceSession(

@@ -109,6 +109,11 @@ class CheckpointMatchHook(Hook):
     architecture with part of its weights at their initial values. This hook
     stops the run instead, listing the missing, unexpected and mis-shaped
     keys.
+
+    A model may name key prefixes that it has already filled from elsewhere
+    (``model.loaded_elsewhere``: a dynamic detector's gate, loaded from a
+    classification checkpoint when it was built); the checkpoint may lack
+    those keys, and holds them to the same shapes if it has them.
     """
     priority = 'VERY_HIGH'
 
@@ -116,4 +121,8 @@ class CheckpointMatchHook(Hook):
         model = runner.model.module if is_model_wrapper(runner.model) \
             else runner.model
         state = strip_module_prefix(checkpoint.get('state_dict', {}))
-        check_state_dict(model.state_dict(), state, 'The loaded checkpoint')
+        elsewhere = tuple(getattr(model, 'loaded_elsewhere', ()))
+        own = {k: v for k, v in model.state_dict().items()
+               if k in state or not k.startswith(elsewhere)} \
+            if elsewhere else model.state_dict()
+        check_state_dict(own, state, 'The loaded checkpoint')

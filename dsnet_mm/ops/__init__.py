@@ -10,6 +10,7 @@ ViT ops (:mod:`.vit`) read channels from the last dimension.
 from .conv import DSConv2d
 from .linear import DSLinear
 from .norm import DSBatchNorm2d, cumulative_bn_stats, unfolded_bn
+from .padding import used_channels, zero_pad_channels
 from .se import DSSqueezeExcite, TokenPool
 from .vit import (DSMLP, AttentionCore, DSLayerNorm, DSMultiheadAttention,
                   DSQKVLinear, rejoin_idle)
@@ -19,5 +20,6 @@ __all__ = [
     'DSConv2d', 'DSLinear', 'DSBatchNorm2d', 'DSSqueezeExcite',
     'cumulative_bn_stats', 'unfolded_bn', 'inference_cache',
     'InferenceCacheBlock', 'DSLayerNorm', 'DSQKVLinear', 'AttentionCore',
-    'DSMultiheadAttention', 'DSMLP', 'TokenPool', 'rejoin_idle'
+    'DSMultiheadAttention', 'DSMLP', 'TokenPool', 'rejoin_idle',
+    'zero_pad_channels', 'used_channels'
 ]

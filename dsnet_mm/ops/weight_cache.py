@@ -25,12 +25,13 @@ def memory_format(x: torch.Tensor) -> torch.memory_format:
     return torch.contiguous_format
 
 
-def _may_cache(state: dict, weight: torch.Tensor, grad: bool) -> bool:
-    """Whether an op (its ``__dict__`` and weight) may use its cache:
-    caching on, eval mode, and no gradient wanted for the weight (``grad``:
-    whether gradients are enabled)."""
+def _may_cache(state: dict, grad: bool) -> bool:
+    """Whether an op (its ``__dict__``) may use its cache: caching on, eval
+    mode, and no gradient wanted for its weight (``grad``: whether
+    gradients are enabled; the weight is looked up only then, and only in
+    an op that caches)."""
     return state['caching'] and not state['training'] and not (
-        grad and weight.requires_grad)
+        grad and state['_parameters']['weight'].requires_grad)
 
 
 def _stamp(ops: Sequence['InferenceCache']) -> List[Tuple[int, int]]:
@@ -95,8 +96,7 @@ class InferenceCache(nn.Module):
     def inference(self) -> bool:
         """Whether this call may use the cache: caching on, eval mode, and no
         gradient wanted for the weight."""
-        return _may_cache(self.__dict__, self._parameters['weight'],
-                          torch.is_grad_enabled())
+        return _may_cache(self.__dict__, torch.is_grad_enabled())
 
     def hit(self, key: Hashable) -> Optional[Tuple]:
         """The entry for ``key`` if a checked span vouches for it, else None
@@ -216,7 +216,7 @@ class InferenceCacheBlock:
                 m.inference() for m in self.ops)
         if self._eval[0] != InferenceCache.switched:
             self._eval = (InferenceCache.switched, bool(self.ops) and all(
-                _may_cache(m.__dict__, m._parameters['weight'], False)
+                _may_cache(m.__dict__, False)
                 for m in self.ops))
         return self._eval[1]
 

@@ -1,8 +1,7 @@
 # Copyright (c) dsnet_mm contributors. All rights reserved.
 """Stage II: gate training with sandwich gate sparsification, and dynamic
 inference that routes every image to its own sub-network."""
-from contextlib import contextmanager
-from typing import Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -13,19 +12,17 @@ from mmpretrain.registry import MODELS
 from mmpretrain.structures import DataSample
 
 from dsnet_mm.ops.utils import check_choice, check_float, check_type
-from ..gates import DSGate
-from ..routing import (MaskedRouting, budget_penalty, penalized_choice,
-                       route_weights)
+from ..gated import GatedRoutingMixin, check_routing
+from ..routing import MaskedRouting, route_weights
 from ..subnet import SubnetSpec
 from .stage1_loading import load_stage1_weights
 
-ROUTING_MODES = ('slice', 'bucket', 'mask')
 SGS_RULES = ('smallest', 'smallest_widest')
 SGS_CLASS_WEIGHTS = (None, 'balanced')
 
 
 @MODELS.register_module()
-class DSGateClassifier(ImageClassifier):
+class DSGateClassifier(GatedRoutingMixin, ImageClassifier):
     """A DS classifier whose gate picks the sub-network of each image.
 
     **Stage II training (SGS).** The supernet and its BN statistics are frozen
@@ -54,6 +51,10 @@ class DSGateClassifier(ImageClassifier):
     the gate and each bucket's part after it run as the window members'
     static networks cut at the gate (built once from the same folded
     weights: the parts :func:`~dsnet_mm.deploy.export_dynamic` exports).
+    The routing itself (gate, decision, the three paths, MAdds per window
+    member) is :class:`~dsnet_mm.models.gated.GatedRoutingMixin`, shared
+    with the dynamic detector; this class supplies the part after the gate
+    (class logits) and Stage II.
 
     **MAdds budget.** Inference routes by ``argmax(logits - cost_penalty *
     relative MAdds)`` (:meth:`route`); ``cost_penalty`` (a buffer, 0 unless
@@ -102,53 +103,24 @@ class DSGateClassifier(ImageClassifier):
         check_type('backbone', backbone, (dict, nn.Module),
                    'a backbone config dict')
         check_choice('sgs_rule', sgs_rule, SGS_RULES)
-        check_choice('routing_mode', routing_mode, ROUTING_MODES)
+        check_routing(routing_mode, tau)
         check_choice('sgs_class_weight', sgs_class_weight, SGS_CLASS_WEIGHTS)
         check_float('gate_label_smooth', gate_label_smooth, 0, 1,
                     high_open=True)
         check_float('complexity_weight', complexity_weight, 0)
         check_float('madds_unit', madds_unit, 0, low_open=True)
-        check_float('tau', tau, 0, low_open=True)
         check_type('stage1_checkpoint', stage1_checkpoint, (type(None), str),
                    'None or a checkpoint path')
         super().__init__(backbone, neck=neck, head=head, **kwargs)
-        if getattr(self.backbone, 'gate_stage', None) is None:
-            raise ValueError(
-                'DSGateClassifier needs a DS backbone with a gate: set '
-                "backbone.gate=dict(stage=..., window=(start, size))")
-        gates = [n for n, m in self.backbone.named_modules()
-                 if isinstance(m, DSGate)]
-        if len(gates) != 1:
-            raise ValueError(f'the backbone must hold exactly one DSGate, '
-                             f'found {len(gates)}: {gates}')
-        self._gate_name = gates[0]
+        self._init_routing(routing_mode, tau)
         self.sgs_rule = sgs_rule
         self.gate_label_smooth = gate_label_smooth
         self.sgs_class_weight = sgs_class_weight
         self.complexity_weight = complexity_weight
         self.madds_unit = madds_unit
-        self.tau = tau
-        self.routing_mode = routing_mode
         self.stage1_checkpoint = stage1_checkpoint
-        self._static_predict = False
-        self._window_madds: Dict[Tuple[int, ...], List[int]] = {}
-        # float64: the penalty is fitted to sit between two routings
-        self.register_buffer('cost_penalty',
-                             torch.zeros((), dtype=torch.float64))
         for name, p in self.named_parameters():
             p.requires_grad = name.startswith(self.gate_prefix)
-
-    @property
-    def window(self) -> List[SubnetSpec]:
-        return self.backbone.window
-
-    @property
-    def gate(self) -> DSGate:
-        return self.backbone.get_submodule(self._gate_name)
-
-    @property
-    def gate_prefix(self) -> str:
-        return f'backbone.{self._gate_name}.slim_head.'
 
     def init_weights(self) -> None:
         super().init_weights()
@@ -164,48 +136,7 @@ class DSGateClassifier(ImageClassifier):
             child.eval()
         return self
 
-    # --- routing -------------------------------------------------------
-    def window_madds(self, shape) -> List[int]:
-        """MAdds per image of each sub-network of the window at image shape
-        ``(C, H, W)`` (cached per shape)."""
-        shape = tuple(shape)
-        if shape not in self._window_madds:
-            from dsnet_mm.analysis import subnet_complexity
-            with self.static_predict():
-                rows = subnet_complexity(self, self.window, shape)
-            # the gate reads the features entering the gated block
-            param = next(self.parameters())
-            with torch.no_grad():
-                h = self.backbone.forward_pre_gate(
-                    param.new_zeros(1, *shape))[0]
-            gate_cost = self.gate.head_madds(
-                self.backbone.gate_input_width(h))
-            self._window_madds[shape] = [r['madds'] + gate_cost for r in rows]
-        return self._window_madds[shape]
-
-    def relative_costs(self, shape) -> torch.Tensor:
-        """``[window]``: each window member's MAdds over the widest's."""
-        madds = torch.tensor(self.window_madds(shape), dtype=torch.float64)
-        return madds / madds[-1]
-
-    def route(self, gate_logits: torch.Tensor, shape) -> torch.Tensor:
-        """The window position of each image at inference: the argmax of
-        the gate logits less the budget's cost penalty."""
-        if not self.cost_penalty:
-            return gate_logits.argmax(-1)
-        return penalized_choice(gate_logits, self.relative_costs(shape),
-                                float(self.cost_penalty))
-
-    def fit_budget(self, gate_logits: torch.Tensor, shape,
-                   budget: float) -> float:
-        """Set ``cost_penalty`` so that routing these gate logits (of
-        images of ``shape``) spends ``budget`` times the window's widest
-        MAdds on average (see :func:`~dsnet_mm.models.routing.
-        budget_penalty`); returns the mean relative MAdds reached."""
-        costs = self.relative_costs(shape)
-        self.cost_penalty.fill_(budget_penalty(gate_logits, costs, budget))
-        return float(costs[self.route(gate_logits, shape)].mean())
-
+    # --- routing (the paths: GatedRoutingMixin) ---------------------
     def _logits(self, early: List[torch.Tensor], late: List[torch.Tensor]):
         feats = tuple(early + late)
         if self.with_neck:
@@ -229,84 +160,6 @@ class DSGateClassifier(ImageClassifier):
         if plain is not None:
             return (*plain.pre_gate(inputs), [])
         return self.backbone.forward_pre_gate(inputs)
-
-    def _check_routes(self, routes: torch.Tensor, n: int) -> torch.Tensor:
-        """``routes`` if it is a long tensor of ``n`` window positions."""
-        last = len(self.window) - 1
-        ok = isinstance(routes, torch.Tensor) and \
-            routes.shape == (n, ) and routes.dtype == torch.long
-        if ok and n:
-            ok = 0 <= int(routes.min()) and int(routes.max()) <= last
-        if not ok:
-            what = f'shape {list(routes.shape)} of {routes.dtype}' \
-                if isinstance(routes, torch.Tensor) else repr(routes)
-            raise ValueError(
-                f'routes must be a long tensor of {n} window positions in '
-                f'0..{last} (not sub-network indices), got {what}')
-        return routes
-
-    def forward_dynamic(
-        self,
-        inputs: torch.Tensor,
-        mode: Optional[str] = None,
-        routes: Optional[torch.Tensor] = None
-    ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Classify each image with its routed sub-network.
-
-        Args:
-            inputs (torch.Tensor): Images ``[B, C, H, W]``.
-            mode (str, optional): :data:`ROUTING_MODES` member. Defaults to
-                ``routing_mode``.
-            routes (torch.Tensor, optional): ``[B]`` window positions that
-                replace the gate's choice (e.g. a fixed routing mix for
-                benchmarking). Defaults to None (the gate routes).
-
-        Returns:
-            tuple: class logits ``[B, num_classes]``, gate logits
-            ``[B, window]`` and the chosen window position of each image.
-        """
-        mode = self.routing_mode if mode is None else mode
-        check_choice('mode', mode, ROUTING_MODES)
-        h, gate_logits, early = self._pre_gate(inputs)
-        if routes is None:
-            choice = self.route(gate_logits, inputs.shape[1:])
-        else:
-            choice = self._check_routes(routes, inputs.shape[0]).to(
-                gate_logits.device)
-        if mode == 'mask':
-            # in training a Gumbel sample, so that gradients reach the gate
-            weights = route_weights(gate_logits, self.tau) \
-                if self.training and routes is None else F.one_hot(
-                    choice, len(self.window)).to(gate_logits)
-            routing = MaskedRouting(self.window, weights)
-            logits = self._run_window(h, early, routing)
-            return logits, gate_logits, weights.argmax(-1)
-        if mode == 'slice':
-            logits = torch.cat([
-                self._run_window(h[b:b + 1], [e[b:b + 1] for e in early],
-                                 self.window[int(choice[b])])
-                for b in range(h.shape[0])
-            ])
-            return logits, gate_logits, choice
-        logits = None
-        for k in choice.unique().tolist():
-            sel = (choice == k).nonzero().flatten()
-            out = self._run_window(h[sel], [e[sel] for e in early],
-                                   self.window[k])
-            if logits is None:
-                logits = out.new_empty(h.shape[0], out.shape[1])
-            logits[sel] = out
-        return logits, gate_logits, choice
-
-    @contextmanager
-    def static_predict(self) -> Iterator[None]:
-        """``predict`` runs the backbone's active sub-network in the block."""
-        previous = self._static_predict
-        self._static_predict = True
-        try:
-            yield
-        finally:
-            self._static_predict = previous
 
     def predict(self,
                 inputs: torch.Tensor,
@@ -370,7 +223,8 @@ class DSGateClassifier(ImageClassifier):
         h, gate_logits, early = self.backbone.forward_pre_gate(inputs)
         target = self.sgs_targets(h, early, kwargs['labels'])
         weights = route_weights(gate_logits, self.tau)
-        logits = self._run_window(h, early, MaskedRouting(self.window, weights))
+        logits = self._run_window(h, early,
+                                  MaskedRouting(self.window, weights))
         return logits, gate_logits, weights, target
 
     def train_step(self,

@@ -31,6 +31,19 @@ def check_sandwich_sampling(num_random: int, seed: int, sampling: str,
     check_int('seed', seed, 0)
 
 
+def check_finite_loss(loss: torch.Tensor, iteration: int, spec: SubnetSpec,
+                      suspect: str) -> None:
+    """Stop a sandwich iteration before a non-finite loss reaches the
+    weights: raised before any backward or optimizer step of the
+    iteration, so the parameters and the last checkpoint stay as they were
+    (``suspect``: what to check besides the learning rate)."""
+    if not torch.isfinite(loss):
+        raise FloatingPointError(
+            f'loss is {loss.item()} at sandwich iteration {iteration} in '
+            f'sub-network {spec.name} ({dict(spec)}); the last checkpoint is '
+            f'untouched. Lower the learning rate or check {suspect}.')
+
+
 def sample_random_subnets(space: SubnetSpace, num_random: int, seed: int,
                           iteration: int, sampling: str = 'list',
                           usnet_divisor: int = 1) -> List[SubnetSpec]:
@@ -274,17 +287,7 @@ class DSImageClassifier(ImageClassifier):
 
     # --- training -------------------------------------------------------
     def _check_finite(self, loss: torch.Tensor, spec: SubnetSpec) -> None:
-        """Stop before a non-finite loss reaches the weights.
-
-        Raised before any backward or optimizer step of the iteration, so the
-        parameters and the last checkpoint stay as they were.
-        """
-        if not torch.isfinite(loss):
-            raise FloatingPointError(
-                f'loss is {loss.item()} at sandwich iteration '
-                f'{int(self.sandwich_iter)} in sub-network {spec.name} '
-                f'({dict(spec)}); the last checkpoint is untouched. Lower '
-                'the learning rate or check the data.')
+        check_finite_loss(loss, int(self.sandwich_iter), spec, 'the data')
 
     def train_step(self,
                    data: dict,

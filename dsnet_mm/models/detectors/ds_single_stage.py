@@ -7,13 +7,14 @@ from typing import (Callable, Dict, Iterator, List, Optional, Sequence,
                     Tuple, Union)
 
 import torch
-import torch.nn.functional as F
 from mmdet.models.detectors import SingleStageDetector
 from mmdet.registry import MODELS
 from mmengine.optim import OptimWrapper
 
+from dsnet_mm.ops import zero_pad_channels
 from dsnet_mm.ops.utils import check_type
-from ..classifiers.ds_image_classifier import (check_sandwich_sampling,
+from ..classifiers.ds_image_classifier import (check_finite_loss,
+                                               check_sandwich_sampling,
                                                sample_random_subnets)
 from ..subnet import SubnetSpec
 
@@ -33,6 +34,10 @@ def pad_to(feats: Sequence[torch.Tensor],
     depthwise conv followed by BN (SSDLite's ``use_depthwise=True`` head),
     which turns a zero channel into a constant.
 
+    A padded map remembers its width (:func:`~dsnet_mm.ops.used_channels`):
+    the MAdds counter counts a plain conv reading it at that width, as the
+    sliced conv it equals.
+
     Args:
         feats (Sequence[torch.Tensor]): ``[N, C_i, H_i, W_i]`` maps.
         widths (Sequence[int]): The channel count each must reach.
@@ -50,8 +55,7 @@ def pad_to(feats: Sequence[torch.Tensor],
             raise ValueError(
                 f'feature map {i} has {channels} channels, more than the '
                 f'{width} its consumer reads')
-        padded.append(x if channels == width else
-                      F.pad(x, (0, 0, 0, 0, 0, width - channels)))
+        padded.append(zero_pad_channels(x, width))
     return tuple(padded)
 
 
@@ -228,14 +232,8 @@ class DSSingleStageDetector(SingleStageDetector):
         ] + [('smallest', self.space.smallest)]
 
     def _check_finite(self, loss: torch.Tensor, spec: SubnetSpec) -> None:
-        """Stop before a non-finite loss reaches the weights (no optimizer
-        step of the iteration has run)."""
-        if not torch.isfinite(loss):
-            raise FloatingPointError(
-                f'detection loss is {loss.item()} at sandwich iteration '
-                f'{int(self.sandwich_iter)} in sub-network {spec.name} '
-                f'({dict(spec)}); the last checkpoint is untouched. Lower '
-                'the learning rate or check the annotations.')
+        check_finite_loss(loss, int(self.sandwich_iter), spec,
+                          'the annotations')
 
     def train_step(self,
                    data: dict,
