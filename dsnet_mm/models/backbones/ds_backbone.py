@@ -210,17 +210,15 @@ class DSBackboneMixin:
             raise FileNotFoundError(
                 f'init_cfg.checkpoint={path!r} of {type(self).__name__} is '
                 'not a file (only local checkpoints load here)')
+        # here, not at the top: the classifiers import the backbones
+        from ..classifiers.stage1_loading import read_state_dict
         try:
-            ckpt = torch.load(path, map_location=cfg.get('map_location',
-                                                         'cpu'),
-                              weights_only=True)
+            state = read_state_dict(path, cfg.get('map_location', 'cpu'))
         except pickle.UnpicklingError as e:
             raise pickle.UnpicklingError(
                 f'init_cfg.checkpoint={path!r} was refused by weights-only '
                 'loading, which allows tensors and the few classes that '
                 f'mmengine/dsnet_mm checkpoints hold: {e}') from e
-        state = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) \
-            else ckpt
         state = {k[len(prefix):]: v for k, v in state.items()
                  if k.startswith(prefix)}
         if not state:

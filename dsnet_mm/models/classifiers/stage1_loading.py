@@ -18,6 +18,15 @@ def strip_module_prefix(state: Dict[str, torch.Tensor]
             for k, v in state.items()}
 
 
+def read_state_dict(path: str,
+                    map_location: str = 'cpu') -> Dict[str, torch.Tensor]:
+    """The state dict of checkpoint ``path`` (its ``state_dict`` entry, or
+    the file itself if it is a bare state dict), read with
+    ``weights_only=True``."""
+    ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    return ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else ckpt
+
+
 def check_state_dict(own: Dict[str, torch.Tensor],
                      state: Dict[str, torch.Tensor], what: str) -> None:
     """Raise a ValueError listing every key that differs between the two.
@@ -57,9 +66,7 @@ def load_stage1_weights(model: nn.Module, path: str,
     Raises:
         ValueError: listing every missing, unexpected or mis-shaped key.
     """
-    ckpt = torch.load(path, map_location='cpu', weights_only=True)
-    state = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else ckpt
-    state = strip_module_prefix(state)
+    state = strip_module_prefix(read_state_dict(path))
     state = {k: v for k, v in state.items()
              if not k.startswith((*_STAGE1_ONLY, *new_prefixes))}
     own = {k: v for k, v in model.state_dict().items()

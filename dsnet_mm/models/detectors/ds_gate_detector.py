@@ -10,7 +10,8 @@ from mmdet.structures import SampleList
 from mmengine.logging import print_log
 
 from dsnet_mm.ops.utils import check_type
-from ..classifiers.stage1_loading import check_state_dict, strip_module_prefix
+from ..classifiers.stage1_loading import (check_state_dict, read_state_dict,
+                                         strip_module_prefix)
 from ..gated import GatedRoutingMixin, check_routing
 from ..subnet import SubnetSpec
 from .ds_single_stage import DSSingleStageDetector, pad_to
@@ -96,11 +97,9 @@ class DSGateDetector(GatedRoutingMixin, DSSingleStageDetector):
                 f'gate_checkpoint={path!r} is not a file: give the '
                 'classification Stage II checkpoint whose gate routes the '
                 'detector')
-        ckpt = torch.load(path, map_location='cpu', weights_only=True)
-        state = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) \
-            else ckpt
         prefix = self.gate_prefix
-        state = {k: v for k, v in strip_module_prefix(state).items()
+        state = {k: v for k, v in strip_module_prefix(
+                     read_state_dict(path)).items()
                  if k.startswith(prefix)}
         own = {k: v for k, v in self.state_dict().items()
                if k.startswith(prefix)}
