@@ -19,12 +19,13 @@ import sys
 from typing import Callable, Dict, List, NamedTuple, Sequence
 
 import pytest
-from mmengine.registry import init_default_scope
+from mmengine.registry import DefaultScope, init_default_scope
 
 from dsnet_mm.engine import SubnetValLoop
 from dsnet_mm.engine.hooks import DDPConsistencyHook
 from dsnet_mm.models.backbones import DSMobileNetV1, DSResNet, DSViT
 from dsnet_mm.models.classifiers import DSGateClassifier, DSImageClassifier
+from dsnet_mm.models.detectors import DSGateDetector, DSSingleStageDetector
 from dsnet_mm.models.gates import DSGate
 from dsnet_mm.search.runner import DEFAULTS, search_options
 
@@ -90,6 +91,28 @@ def build_stage1(**kw):
 def build_stage2(**kw):
     return DSGateClassifier(**dict(
         dict(backbone=mbnet_cfg(gate=MB_GATE), head=HEAD), **kw))
+
+
+DET_HEAD = dict(
+    type='RetinaHead', num_classes=3, in_channels=12, stacked_convs=1,
+    feat_channels=8,
+    anchor_generator=dict(type='AnchorGenerator', octave_base_scale=4,
+                          scales_per_octave=1, ratios=[1.0], strides=[2]),
+    bbox_coder=dict(type='DeltaXYWHBBoxCoder'),
+    loss_cls=dict(type='FocalLoss', use_sigmoid=True),
+    loss_bbox=dict(type='L1Loss'))
+
+
+def build_detector(**kw):
+    """A DS detector (``DSGateDetector`` where a gate key is given): built
+    in mmdet's scope, the backbone found by its ``mmpretrain.`` prefix."""
+    gated = bool({'routing_mode', 'gate_checkpoint', 'gate_training',
+                  'stage1_checkpoint'} & set(kw))
+    backbone = mbnet_cfg(type='mmpretrain.DSMobileNetV1', out_indices=(1, ),
+                         **(dict(gate=MB_GATE) if gated else {}))
+    cls = DSGateDetector if gated else DSSingleStageDetector
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        return cls(**dict(dict(backbone=backbone, bbox_head=DET_HEAD), **kw))
 
 
 def build_val_loop(**kw):
@@ -248,6 +271,30 @@ CASES: List[Case] = [
         routing_mode=NOT_CHOICE,
         stage1_checkpoint=(1, [], {}),
     )),
+    *cases_of('DSSingleStageDetector', build_detector, dict(
+        backbone=('x', 1, dict(type='mmdet.ResNet', depth=18)),
+        bbox_head=('x', 1, None),
+        num_random=NOT_INT + (-1, ),
+        seed=NOT_INT + (-1, ),
+        sampling=NOT_CHOICE,
+        usnet_divisor=NOT_INT + (0, ),
+    )),
+    *cases_of('DSGateDetector', build_detector, dict(
+        routing_mode=NOT_CHOICE,
+        gate_checkpoint=(1, [], {}),
+        stage1_checkpoint=(1, [], {}),
+        gate_training=('x', 1, [], dict(colour=1)),
+    )),
+    *(inner_case('DSGateDetector', f'gate_training.{key}', build_detector,
+                 {}, values)
+      for key, values in dict(
+          margin=NOT_FLOAT + (-1, ),
+          margin_mode=NOT_CHOICE,
+          class_weight=NOT_CHOICE[:2] + ([], ),
+          label_smooth=NOT_FLOAT + (-0.1, 1.0),
+          complexity_weight=NOT_FLOAT + (-1, ),
+          madds_unit=NOT_FLOAT + (0, -1),
+          tau=NOT_FLOAT + (0, -1)).items()),
     *cases_of('SubnetValLoop', build_val_loop, dict(
         subnets=('x', 1, [None], [1.5], {}),
         calibrate=NOT_DICT + (dict(colour=1), ),
@@ -374,13 +421,17 @@ def test_bad_tool_option_stops_naming_the_option(tool, monkeypatch, capsys,
 
 # --- coverage ----------------------------------------------------------------
 # arguments built or checked by mmengine / mmpretrain themselves
+# mmengine's and mmdet's own arguments
 NOT_OURS = {'self', 'init_cfg', 'kwargs', 'neck', 'head', 'runner',
-            'dataloader', 'evaluator'}
+            'dataloader', 'evaluator', 'train_cfg', 'test_cfg',
+            'data_preprocessor'}
 COMPONENTS = {
     'DSMobileNetV1': DSMobileNetV1, 'DSResNet': DSResNet, 'DSViT': DSViT,
     'DSGate': DSGate, 'DSImageClassifier': DSImageClassifier,
     'DSGateClassifier': DSGateClassifier, 'SubnetValLoop': SubnetValLoop,
     'DDPConsistencyHook': DDPConsistencyHook,
+    'DSSingleStageDetector': DSSingleStageDetector,
+    'DSGateDetector': DSGateDetector,
 }
 
 

@@ -216,7 +216,7 @@ def test_loop_names_a_metric_key_the_evaluator_lacks(digits_voc, tmp_path):
 
 
 # --- the gate from a classification checkpoint; the test tool -------------
-SLIM_HEAD = 'backbone.layers.3.0.se.slim_head.weight'
+SLIM_HEAD = 'backbone.layers.1.0.se.slim_head.weight'  # stage2's gate
 
 
 def _gate_checkpoint(path: str, window: int) -> torch.Tensor:
@@ -238,7 +238,7 @@ def _gate_checkpoint(path: str, window: int) -> torch.Tensor:
 
 def test_gate_checkpoint_loads_only_the_slimming_head(tmp_path):
     path = str(tmp_path / 'stage2.pth')
-    weight = _gate_checkpoint(path, 14)
+    weight = _gate_checkpoint(path, 8)  # the config's window: 8 members
     cfg = Config.fromfile(DIGITS_GATE_CFG)
     cfg.model.backbone.init_cfg = None
     cfg.model.gate_checkpoint = path

@@ -146,6 +146,24 @@ def test_sgs_targets_follow_the_rule():
     assert model.sgs_targets(h, [], labels).tolist() == [0, 0, 3, -100]
 
 
+def test_narrowest_correct_targets_the_first_member_that_is_right():
+    model = build()
+    model.sgs_rule = 'narrowest_correct'
+    labels = torch.tensor([0, 1, 2, 3])
+    # window members 0..3; image b is first right at member right_from[b]
+    right_from = [0, 2, 3, 9]  # 9: never
+
+    def run(h, early, spec):
+        k = model.window.index(spec)
+        pred = [lab if k >= r else 4 for lab, r in zip(labels, right_from)]
+        return torch.nn.functional.one_hot(torch.tensor(pred), 5).float()
+
+    model._run_window = run
+    assert len(model.window) == 4
+    assert model.sgs_targets(torch.zeros(4, 1), [], labels).tolist() == \
+        [0, 2, 3, -100]
+
+
 def test_sgs_loss_is_the_plain_mean_by_default():
     model = build()
     logits = torch.randn(6, 4, generator=torch.Generator().manual_seed(0))

@@ -10,20 +10,41 @@ Writes ``DIR/subnet_K.pt2`` (``torch.export``; load it with
 ``DIR/subnet_K.json`` with the input normalisation: the exported network
 takes normalised images ``(x - mean) / std`` as the config's data
 preprocessor makes them. The sub-network's BN statistics are folded into its
-convolutions.
+convolutions. A detector config (mmdet, a DS backbone) exports images to the
+dense head's raw outputs (``cls_score_<level>``..., ``bbox_pred_<level>``...;
+box decoding and NMS are mmdet's ``predict_by_feat``), without mmdet or
+mmcv in the graph.
 """
 import argparse
 import json
 import os
 import os.path as osp
+from typing import List
 
 import torch
 from mmengine.runner import load_checkpoint
 
-from dsnet_mm.deploy import export_onnx, input_normalisation, static_subnet
+from dsnet_mm.deploy import (detector_output_names, export_onnx,
+                             input_normalisation, static_subnet)
 from dsnet_mm.engine import build_model_from_cfg
 from dsnet_mm.engine.cli import (add_cfg_options, add_shape, load_config,
                                  subnet_key)
+
+
+def flat_outputs(out) -> List[torch.Tensor]:
+    """A classifier's logits, or a detector's ``(cls_scores, bbox_preds)``
+    lists, as one list of tensors."""
+    if isinstance(out, torch.Tensor):
+        return [out]
+    return [t for part in out for t in flat_outputs(part)]
+
+
+def max_diff(got, expected: List[torch.Tensor]) -> float:
+    got = flat_outputs(got)
+    if len(got) != len(expected):
+        raise SystemExit(f'the exported model has {len(got)} outputs, the '
+                         f'DS model {len(expected)}')
+    return max(float((g - e).abs().max()) for g, e in zip(got, expected))
 
 
 def parse_args():
@@ -56,23 +77,25 @@ def main():
         raise SystemExit(f'export_subnet.py: error: {e}')
     x = torch.randn(2, model.backbone.in_channels, *args.shape)
     with torch.no_grad(), model.backbone.subnet(spec):
-        expected = model(x)
+        expected = flat_outputs(model(x))
     os.makedirs(args.out, exist_ok=True)
     stem = osp.join(args.out, spec.name)
     exported = torch.export.export(static, (x, ))
     torch.export.save(exported, stem + '.pt2')
-    diff = (torch.export.load(stem + '.pt2').module()(x) -
-            expected).abs().max().item()
+    diff = max_diff(torch.export.load(stem + '.pt2').module()(x), expected)
     print(f'{stem}.pt2: max |difference| to the DS model {diff:.2e}')
-    report = dict(subnet=spec.name, widths=dict(spec), pt2_max_diff=diff)
+    names = detector_output_names(model) if hasattr(model, 'bbox_head') \
+        else ('logits', )
+    report = dict(subnet=spec.name, widths=dict(spec), outputs=list(names),
+                  pt2_max_diff=diff)
     if args.onnx:
         import onnxruntime
-        export_onnx(static, x, stem + '.onnx', 'input', ('logits', ))
+        export_onnx(static, x, stem + '.onnx', 'input', names)
         session = onnxruntime.InferenceSession(
             stem + '.onnx', providers=['CPUExecutionProvider'])
-        out = session.run(None, {'input': x.numpy()})[0]
-        report['onnx_max_diff'] = float(
-            (torch.from_numpy(out) - expected).abs().max())
+        out = session.run(None, {'input': x.numpy()})
+        report['onnx_max_diff'] = max_diff(
+            [torch.from_numpy(o) for o in out], expected)
         print(f"{stem}.onnx: max |difference| to the DS model "
               f"{report['onnx_max_diff']:.2e}")
     report['normalisation'] = input_normalisation(model)

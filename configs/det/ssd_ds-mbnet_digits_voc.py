@@ -5,26 +5,25 @@
 # mmdet's SSD head, losses and assigner (mmdet::_base_/models/ssd300.py) and
 # VOCMetric; the input size, levels and anchors are scaled to the canvases.
 _base_ = [
-    'mmdet::_base_/models/ssd300.py', 'mmdet::_base_/default_runtime.py'
+    'mmdet::_base_/models/ssd300.py', 'mmdet::_base_/default_runtime.py',
+    '../_base_/graded_digits.py'
 ]
 custom_imports = dict(imports=['dsnet_mm'], allow_failed_imports=False)
 
 input_size = 128
 num_classes = 10
-# The quarter-width supernet of configs/ds_mbnet_digits.py, whose Stage I
-# checkpoint initialises the backbone: arch and sub-networks must match it.
-# Stage 5 (stride 8: 16x16 maps at 128 px) is 184..288 wide in the 14
-# sub-networks and 288 in the largest.
+# The digits DS-MobileNetV1 of the main job (configs/ds_mbnet_graded_digits.py),
+# whose calibrated Stage I checkpoint initialises the backbone: arch and
+# sub-networks must match it. Its ladder widens stage2..stage5 from
+# 5/16/4/15 to 44/68/160/288 channels; on the graded digits the widest
+# classifies 14-16 points better than the narrowest, so the detector's
+# sub-networks differ in accuracy too. Stage 5 (stride 8: 16x16 maps at
+# 128 px) is 15..288 wide in the 14 sub-networks and 288 in the largest.
 arch = dict(
     stem=(8, 2),
     stages=[('stage1', 24, 1, 1), ('stage2', 44, 2, 2), ('stage3', 68, 2, 1),
             ('stage4', 160, 6, 2), ('stage5', 288, 2, 1)])
-subnets = dict(
-    smallest=dict(stem=4, stage1=8, stage2=12, stage3=24, stage4=56,
-                  stage5=184),
-    widest=dict(stem=4, stage1=8, stage2=12, stage3=24, stage4=160,
-                stage5=288),
-    num=14)
+subnets = _base_.graded_subnets
 # one backbone level (stride 8) and two extra ones (16, 32): maps of 16/8/4
 # at 128 px for the set's digits, whose boxes are 14..56 px (sqrt of the
 # area; median 32) and 1 to 1.6 times as tall as wide
@@ -47,7 +46,8 @@ model = dict(
         out_indices=(4, ),
         init_cfg=dict(
             type='Pretrained',
-            checkpoint='work_dirs/ds_mbnet_digits/stage1/calibrated.pth',
+            checkpoint=('work_dirs/ds_mbnet_graded_digits/stage1/'
+                        'calibrated.pth'),
             prefix='backbone.')),
     neck=dict(
         in_channels=in_channels[:1],

@@ -1,11 +1,13 @@
 # The dynamic digits detector: the SSD of ssd_ds-mbnet_digits_voc.py with
-# the classification gate in its backbone (first block of stage 4, the
-# whole 14-sub-network ladder, as configs/ds_mbnet_digits_gate.py), which
-# routes every test image to its own sub-network. The gate is the
-# classification Stage II one, frozen; the rest is the detection Stage I
-# checkpoint given to tools/test.py. Testing reports every static
-# sub-network and the routed detector (mAP, mean MAdds per image, routing
-# histogram) in one table and report.
+# the main job's gate in its backbone (first block of stage2, routing
+# subnet_6..subnet_13 on the pooled gate input, as
+# configs/ds_mbnet_graded_digits_gate.py), which routes every test image to
+# its own sub-network. Here the gate is the classification Stage II one,
+# frozen; the rest is the detection Stage I checkpoint given to
+# tools/test.py (ssd_ds-mbnet_digits_voc_sgs.py trains the gate on the
+# detection losses instead). Testing reports every static sub-network and
+# the routed detector (mAP, mean MAdds per image, routing histogram, per
+# difficulty level) in one table and report.
 _base_ = ['./ssd_ds-mbnet_digits_voc.py']
 
 model = dict(
@@ -13,12 +15,13 @@ model = dict(
     # bucket: the batch grouped by routed sub-network, each group sliced
     # ('slice' runs one image at a time: the batch-1 path)
     routing_mode='bucket',
-    # the slimming head of the classification Stage II checkpoint (Stage II
-    # of configs/ds_mbnet_digits_gate.py, 20 epochs), loaded when the model
-    # is built (a test run calls no init_weights) and kept by a detection
-    # Stage I checkpoint, which has no slimming head
-    gate_checkpoint='work_dirs/ds_mbnet_digits/stage2/epoch_20.pth',
-    backbone=dict(gate=dict(stage='stage4', window=(0, 14))))
+    # the slimming head of the main job's classification Stage II
+    # checkpoint (configs/ds_mbnet_graded_digits_gate.py, 6 epochs), loaded
+    # when the model is built (a test run calls no init_weights) and kept
+    # by a detection Stage I checkpoint, which has no slimming head
+    gate_checkpoint='work_dirs/ds_mbnet_graded_digits/stage2/epoch_6.pth',
+    backbone=dict(
+        gate=dict(stage='stage2', window=(6, 8), features='pooled')))
 
 test_pipeline = [
     dict(type='LoadImageFromFile'),

@@ -71,7 +71,7 @@ from dsnet_mm.ops import InferenceCacheBlock, inference_cache
 from dsnet_mm.ops.utils import check_choice, check_float, check_int
 from .complexity import count_complexity
 from .index_baseline import indexed_subnet
-from .subnet_table import classifier_forward, subnet_complexity
+from .subnet_table import network_forward, subnet_complexity
 
 MODES = ('slice', 'static', 'mask', 'index', 'dynamic')
 # the modes that run the DS model's sliced ops
@@ -82,6 +82,9 @@ BACKENDS = ('torch', 'ort')
 COMPILED = 'inductor'
 COMPILED_MODES = ('slice', 'static', 'dynamic')
 ORT_MODES = ('static', 'dynamic')
+# what runs for a detector (images to the dense head's raw outputs): the
+# sliced DS detector and its static sub-network, in eager torch
+DETECTOR_MODES = ('slice', 'static')
 # the rows of mode dynamic: the gated model and the two static references
 DYNAMIC_ROWS = ('routed', 'equal_madds', 'routed_limit')
 # torch.compile may compile one code object (StaticNet.forward) for every
@@ -101,11 +104,12 @@ def check_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def check_modes(modes: Sequence[str], gated: bool) -> None:
+def check_modes(modes: Sequence[str], gated: bool,
+                detector: bool = False) -> None:
     if not modes:
         raise ValueError(f'modes is empty; allowed: {MODES}')
     for mode in modes:
-        check_choice('mode', mode, MODES)
+        check_choice('mode', mode, DETECTOR_MODES if detector else MODES)
     if 'dynamic' in modes and not gated:
         raise ValueError('mode dynamic needs a gated model (a '
                          'DSGateClassifier config such as '
@@ -341,7 +345,7 @@ def subnet_runners(model: nn.Module, spec: SubnetSpec, modes: Sequence[str],
 
     def run_slice():
         backbone.set_subnet(spec)
-        return classifier_forward(model, x)
+        return network_forward(model, x)
 
     if 'slice' in modes:
         runners['slice'] = run_slice
@@ -483,7 +487,8 @@ def benchmark(model: nn.Module,
     Args:
         model (nn.Module): A DS-MobileNetV1, DS-ResNet or DS-ViT classifier
             in eval mode on ``device`` (a ``DSGateClassifier`` for mode
-            ``dynamic``).
+            ``dynamic``), or a DS detector (modes :data:`DETECTOR_MODES`,
+            eager torch: images to the dense head's raw outputs).
         specs (Sequence[SubnetSpec]): Sub-networks of the static modes.
         modes (Sequence[str]): Modes among :data:`MODES`.
         batch_sizes (Sequence[int]): Batch sizes.
@@ -516,9 +521,15 @@ def benchmark(model: nn.Module,
         rows ``compile_s`` and rows of other backends than eager torch
         ``max_abs_diff`` and ``max_rel_diff``.
     """
-    check_modes(modes, hasattr(model, 'forward_dynamic'))
+    detector = hasattr(model, 'bbox_head')
+    check_modes(modes, hasattr(model, 'forward_dynamic'), detector)
     check_batch_sizes(batch_sizes)
     check_backends(backends, device)
+    if detector and (compile or list(backends) != ['torch']):
+        raise ValueError(
+            f'a detector is timed in eager torch only (backends '
+            f"{list(backends)}, compile={compile}): give backends=['torch'] "
+            'and no compile')
     if routing_mix is not None:
         if 'dynamic' not in modes:
             raise ValueError('routing_mix (--routing-mix) fixes the routing '

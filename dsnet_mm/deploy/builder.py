@@ -7,6 +7,7 @@ import torch.nn as nn
 from dsnet_mm.models.backbones import DSMobileNetV1, DSResNet, DSViT
 from dsnet_mm.models.subnet import SubnetSpec
 from .static_layers import StaticLayers, StaticNet, StaticPreGate
+from .static_detector import build_detector
 from .static_mbnet import build_mobilenet_v1
 from .static_resnet import build_resnet
 from .static_vit import build_vit
@@ -29,11 +30,20 @@ def build_subnet(model: nn.Module, spec: SubnetSpec, layers) -> StaticNet:
 
 def static_subnet(model: nn.Module,
                   spec: SubnetSpec,
-                  fold_bn: bool = True) -> StaticNet:
+                  fold_bn: bool = True) -> nn.Module:
     """Sub-network ``spec`` of a DS-MobileNetV1, DS-ResNet or DS-ViT
     classifier as a plain torch network (BN folded unless
-    ``fold_bn=False``), in eval mode."""
-    return build_subnet(model, spec, StaticLayers(fold_bn))
+    ``fold_bn=False``), in eval mode; of a DS detector (a model with a
+    ``bbox_head``), the :class:`~dsnet_mm.deploy.static_detector.
+    StaticDetector` from images to the head's raw outputs."""
+    net = build_subnet(model, spec, StaticLayers(fold_bn))
+    if getattr(model, 'bbox_head', None) is None:
+        return net
+    if not net.stage_ends:
+        raise ValueError(f'no static detector for a '
+                         f'{type(model.backbone).__name__} backbone: its '
+                         'static builder does not mark the stages')
+    return build_detector(model, spec, net)
 
 
 def static_gate_parts(model: nn.Module, fold_bn: bool = True

@@ -22,6 +22,7 @@ from dsnet_mm.models.subnet import SubnetSpec
 from dsnet_mm.ops import InferenceCacheBlock
 from dsnet_mm.ops.weight_cache import memory_format
 from .builder import static_subnet
+from .static_detector import StaticDetector
 from .static_layers import StaticNet
 
 # dtypes whose values a static network built in float32 holds exactly (a
@@ -71,6 +72,8 @@ class PlainSubnet:
     def __init__(self, model: nn.Module, spec: SubnetSpec,
                  like: torch.Tensor) -> None:
         net = static_subnet_like(model, spec, like)
+        if isinstance(net, StaticDetector):
+            net = net.backbone  # the backbone's output is what runs here
         self.features = nn.Sequential(net.stem, net.body)
         self.pre_gate = self.post_gate = None
         if getattr(model.backbone, 'gate_stage', None) is not None:

@@ -230,6 +230,15 @@ class StaticPoolHead(nn.Module):
         return self.fc(self.pool(x).flatten(1))
 
 
+def pool_head(model: nn.Module, width: int, layers) -> nn.Module:
+    """The classifier's global pooling and linear head at input ``width``;
+    an identity for a model without a classification head (a detector,
+    whose backbone outputs the neck reads)."""
+    if getattr(model, 'head', None) is None:
+        return nn.Identity()
+    return StaticPoolHead(layers.linear(model.head.fc, width))
+
+
 class StaticPreGate(nn.Module):
     """Images to (features after the gate's attention, slimming logits): the
     part of a gated network that every member of its window shares.
@@ -257,15 +266,20 @@ class StaticNet(nn.Module):
         stem (nn.Module): From the input to the first block.
         body (Sequence[nn.Module]): The layers between stem and head, in
             order; built from a gated model, one of them is the gate.
-        head (nn.Module): From the last block to the class logits.
+        head (nn.Module): From the last block to the class logits
+            (``nn.Identity`` for a detector's backbone).
+        stage_ends (Sequence[int]): For each stage of the backbone, the
+            number of ``body`` layers up to its end (its output is that of
+            ``body[stage_ends[i] - 1]``). Defaults to ().
     """
 
     def __init__(self, stem: nn.Module, body: Sequence[nn.Module],
-                 head: nn.Module) -> None:
+                 head: nn.Module, stage_ends: Sequence[int] = ()) -> None:
         super().__init__()
         self.stem = stem
         self.body = nn.Sequential(*body)
         self.head = head
+        self.stage_ends = tuple(stage_ends)
         self.eval()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -11,7 +11,7 @@ gather-indexing baseline of the benchmark.
 import torch.nn as nn
 
 from dsnet_mm.models.subnet import SubnetSpec
-from .static_layers import StaticLayers, StaticNet, StaticPoolHead, build_se
+from .static_layers import StaticLayers, StaticNet, build_se, pool_head
 
 
 def build_mobilenet_v1(model: nn.Module, spec: SubnetSpec,
@@ -22,14 +22,15 @@ def build_mobilenet_v1(model: nn.Module, spec: SubnetSpec,
 
     Args:
         model (nn.Module): A classifier with a ``DSMobileNetV1`` backbone,
-            a global-pooling neck and a ``DSLinearClsHead``.
+            a global-pooling neck and a ``DSLinearClsHead``, or a detector
+            with that backbone (no classifier head is built).
         spec (SubnetSpec): The sub-network (its widths and BN row).
         layers: The layer builder.
 
     Returns:
         StaticNet: the network (the stem conv; for each block the depthwise
         conv, the SE or gate and the pointwise conv; pooling and the
-        classifier), in eval mode.
+        classifier) with the end of each stage, in eval mode.
     """
     bb = model.backbone
     row = spec.index
@@ -37,7 +38,7 @@ def build_mobilenet_v1(model: nn.Module, spec: SubnetSpec,
     stem = nn.Sequential(
         layers.conv_bn(bb.stem.conv, bb.stem.bn, bb.in_channels, width, row),
         nn.SiLU(inplace=True))
-    body = []
+    body, stage_ends = [], []
     for blocks in bb.layers:
         for b in blocks:
             out = spec[b.group]
@@ -50,8 +51,8 @@ def build_mobilenet_v1(model: nn.Module, spec: SubnetSpec,
                 nn.SiLU(inplace=True)
             ]
             width = out
-    return StaticNet(stem, body,
-                     StaticPoolHead(layers.linear(model.head.fc, width)))
+        stage_ends.append(len(body))
+    return StaticNet(stem, body, pool_head(model, width, layers), stage_ends)
 
 
 def static_mobilenet_v1(model: nn.Module,

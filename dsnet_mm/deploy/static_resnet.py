@@ -16,7 +16,7 @@ import torch.nn as nn
 
 from dsnet_mm.models.backbones.ds_resnet import DSResBlock
 from dsnet_mm.models.subnet import SubnetSpec
-from .static_layers import StaticLayers, StaticNet, StaticPoolHead, build_se
+from .static_layers import StaticLayers, StaticNet, build_se, pool_head
 
 
 class StaticResBlock(nn.Module):
@@ -74,7 +74,8 @@ def build_resnet(model: nn.Module, spec: SubnetSpec, layers) -> StaticNet:
     Args:
         model (nn.Module): A classifier with a ``DSResNet`` backbone (its
             last stage as the output), a global-pooling neck and a
-            ``DSLinearClsHead``.
+            ``DSLinearClsHead``, or a detector with that backbone (no
+            classifier head is built).
         spec (SubnetSpec): The sub-network (its widths and BN row).
         layers: The layer builder.
 
@@ -86,13 +87,13 @@ def build_resnet(model: nn.Module, spec: SubnetSpec, layers) -> StaticNet:
     stem = nn.Sequential(
         layers.conv_bn(bb.conv1, bb.bn1, bb.in_channels, width, spec.index),
         nn.ReLU(inplace=True), bb.maxpool)
-    body = []
+    body, stage_ends = [], []
     for name in bb.res_layers:
         for block in getattr(bb, name):
             body += _build_block(block, spec, width, layers)
             width = spec[block.group]
-    return StaticNet(stem, body,
-                     StaticPoolHead(layers.linear(model.head.fc, width)))
+        stage_ends.append(len(body))
+    return StaticNet(stem, body, pool_head(model, width, layers), stage_ends)
 
 
 def static_resnet(model: nn.Module,

@@ -93,6 +93,35 @@ class GatedRoutingMixin:
     def gate_prefix(self) -> str:
         return f'backbone.{self._gate_name}.slim_head.'
 
+    # --- gate training (Stage II) ----------------------------------------
+    def _freeze_but_gate(self) -> None:
+        """Gate training: only the gate's slimming head learns. Every other
+        parameter is frozen and every module stays in eval mode (its BN
+        statistics too, see :meth:`train`)."""
+        self._gate_training = True
+        for name, p in self.named_parameters():
+            p.requires_grad = name.startswith(self.gate_prefix)
+
+    def train(self, mode: bool = True):
+        """In gate training only the flag changes: the frozen network stays
+        in eval mode."""
+        super().train(mode)
+        if getattr(self, '_gate_training', False):
+            for child in self.children():
+                child.eval()
+        return self
+
+    def _check_gate_loss(self, loss: torch.Tensor,
+                         losses: Dict[str, torch.Tensor]) -> None:
+        """Refuse a non-finite gate-training loss before any update."""
+        if not torch.isfinite(loss):
+            window = ', '.join(s.name for s in self.window)
+            raise FloatingPointError(
+                f'Stage II loss is {loss.item()} '
+                f'({ {k: float(v) for k, v in losses.items()} }) in the '
+                f'routed model over {window}; nothing was updated and the '
+                'last checkpoint is untouched')
+
     # --- cost of each choice ------------------------------------------
     def window_madds(self, shape) -> List[int]:
         """MAdds per image of each sub-network of the window at image shape

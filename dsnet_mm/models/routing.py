@@ -11,7 +11,7 @@ ways run that choice (all give the same predictions):
   width multiplied by zero, via :class:`MaskedRouting` (differentiable with
   respect to the straight-through one-hot, for gate training).
 """
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -84,6 +84,38 @@ def route_weights(logits: torch.Tensor, tau: float = 1.0) -> torch.Tensor:
     loss reaches the gate. Inference routes by the argmax, without noise
     (``DSGateClassifier.route``)."""
     return F.gumbel_softmax(logits, tau=tau, hard=True)
+
+
+SGS_CLASS_WEIGHTS = (None, 'balanced')
+
+
+def sgs_cross_entropy(gate_logits: torch.Tensor,
+                      target: torch.Tensor,
+                      label_smooth: float = 0.0,
+                      class_weight: Optional[str] = None) -> torch.Tensor:
+    """The SGS loss: label-smoothed cross-entropy of the gate logits against
+    the gate targets (window positions; -100: ignored).
+
+    Args:
+        gate_logits (torch.Tensor): ``[B, window]``.
+        target (torch.Tensor): ``[B]`` window positions or -100.
+        label_smooth (float): Label smoothing. Defaults to 0.
+        class_weight (str, optional): ``None``: the plain mean over the
+            images (the reference); ``'balanced'``: each target present in
+            the batch weighted by the inverse of its count (scikit-learn's
+            ``class_weight='balanced'``), so that a rare target is not
+            drowned by a common one. Defaults to None.
+    """
+    loss = F.cross_entropy(gate_logits, target, ignore_index=-100,
+                           reduction='none', label_smoothing=label_smooth)
+    valid = target >= 0
+    if class_weight is None:
+        return loss[valid].mean()
+    # w_i = n / (present targets * n_{t_i}): each target's mean loss,
+    # averaged over the targets present in the batch
+    count = torch.bincount(target[valid], minlength=gate_logits.shape[1])
+    weight = valid.float() / count[target.clamp(min=0)].clamp(min=1)
+    return (weight * loss).sum() / (count > 0).sum()
 
 
 def budget_penalty(gate_logits: torch.Tensor, costs: torch.Tensor,

@@ -8,6 +8,8 @@
         [--min-sample-ms MS] [--channels-last] [--allocator reuse|system]
         [--backends torch ort] [--compile] [--routing-mix 0.5,0,0,0.5]
 
+A detector config (mmdet, a DS backbone) times modes slice and static in
+eager torch, images to the dense head's raw outputs (no NMS).
 Mode ``dynamic`` needs a gate config (``DSGateClassifier``): it routes real
 images of the config's test set through the bucketed path, or with
 ``--routing-mix`` random images in fixed shares over the routing window (no
@@ -30,7 +32,8 @@ from mmengine.dataset import pseudo_collate
 from mmengine.runner import load_checkpoint
 from mmengine.utils import mkdir_or_exist
 
-from dsnet_mm.analysis.benchmark import (BACKENDS, DEVICES, MODES,
+from dsnet_mm.analysis.benchmark import (BACKENDS, DETECTOR_MODES, DEVICES,
+                                         MODES,
                                          benchmark, check_device,
                                          plot_latency, summarize)
 from dsnet_mm.deploy.allocator import reuse_freed_memory
@@ -48,8 +51,8 @@ def parse_args():
     parser.add_argument('--batch-sizes', type=checked(int, low=1), nargs='+',
                         default=[1, 32], help='batch sizes (default: 1 32)')
     parser.add_argument('--modes', nargs='+', choices=MODES,
-                        default=['slice', 'static', 'mask', 'index'],
-                        help='modes to time (default: all but dynamic)')
+                        help='modes to time (default: all but dynamic; '
+                        'for a detector config slice and static)')
     parser.add_argument('--subnets', default='all',
                         help="'all', or comma-separated sub-network "
                         "indices or names, e.g. 0,5,13 or largest")
@@ -131,6 +134,9 @@ def main():
         load_checkpoint(model, args.checkpoint, map_location='cpu',
                         strict=True, logger='silent')
     model = model.to(device).eval()
+    if args.modes is None:
+        args.modes = list(DETECTOR_MODES) if hasattr(model, 'bbox_head') \
+            else ['slice', 'static', 'mask', 'index']
     allocator = 'system'
     if args.allocator == 'reuse':
         allocator = reuse_freed_memory() or 'system (not glibc)'

@@ -5,7 +5,6 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from mmengine.optim import OptimWrapper
 from mmpretrain.models.classifiers import ImageClassifier
 from mmpretrain.registry import MODELS
@@ -13,12 +12,12 @@ from mmpretrain.structures import DataSample
 
 from dsnet_mm.ops.utils import check_choice, check_float, check_type
 from ..gated import GatedRoutingMixin, check_routing
-from ..routing import MaskedRouting, route_weights
+from ..routing import (SGS_CLASS_WEIGHTS, MaskedRouting, route_weights,
+                       sgs_cross_entropy)
 from ..subnet import SubnetSpec
 from .stage1_loading import load_stage1_weights
 
-SGS_RULES = ('smallest', 'smallest_widest')
-SGS_CLASS_WEIGHTS = (None, 'balanced')
+SGS_RULES = ('smallest', 'smallest_widest', 'narrowest_correct')
 
 
 @MODELS.register_module()
@@ -34,9 +33,13 @@ class DSGateClassifier(GatedRoutingMixin, ImageClassifier):
       window's narrowest sub-network classifies correctly is easy (target:
       narrowest), any other is hard (target: widest of the window). With
       ``'smallest_widest'``, hard images that even the widest gets wrong are
-      ignored. With ``sgs_class_weight='balanced'`` every target present in
-      the batch weighs the same in that loss (the mean over targets of each
-      target's mean loss), so a rare hard target is not drowned by easy ones;
+      ignored. With ``'narrowest_correct'`` (not in the paper) the target is
+      the narrowest window member that classifies the image correctly, so
+      the gate learns the middle of the window too (every member runs on
+      the batch: Stage II costs more). With ``sgs_class_weight='balanced'``
+      every target present in the batch weighs the same in that loss (the
+      mean over targets of each target's mean loss), so a rare hard target
+      is not drowned by easy ones;
     - the task loss of the routed model, run on the mask path with a
       straight-through Gumbel-softmax so it reaches the gate;
     - ``complexity_weight * (mean routed MAdds / madds_unit) ** 2``.
@@ -69,7 +72,8 @@ class DSGateClassifier(GatedRoutingMixin, ImageClassifier):
         backbone (dict): A DS backbone config with ``gate`` set.
         neck (dict, optional): Neck config.
         head (dict, optional): Head config (its loss is the task loss).
-        sgs_rule (str): ``'smallest'`` or ``'smallest_widest'``.
+        sgs_rule (str): ``'smallest'``, ``'smallest_widest'`` or
+            ``'narrowest_correct'``.
         gate_label_smooth (float): Label smoothing of the SGS loss.
             Defaults to 0.1 (reference).
         sgs_class_weight (str, optional): ``None`` (reference: the plain
@@ -119,8 +123,7 @@ class DSGateClassifier(GatedRoutingMixin, ImageClassifier):
         self.complexity_weight = complexity_weight
         self.madds_unit = madds_unit
         self.stage1_checkpoint = stage1_checkpoint
-        for name, p in self.named_parameters():
-            p.requires_grad = name.startswith(self.gate_prefix)
+        self._freeze_but_gate()
 
     def init_weights(self) -> None:
         super().init_weights()
@@ -128,13 +131,6 @@ class DSGateClassifier(GatedRoutingMixin, ImageClassifier):
             load_stage1_weights(self, self.stage1_checkpoint,
                                 new_prefixes=(self.gate_prefix,
                                               'cost_penalty'))
-
-    def train(self, mode: bool = True) -> 'DSGateClassifier':
-        """Only the flag changes: the frozen supernet stays in eval mode."""
-        super().train(mode)
-        for child in self.children():
-            child.eval()
-        return self
 
     # --- routing (the paths: GatedRoutingMixin) ---------------------
     def _logits(self, early: List[torch.Tensor], late: List[torch.Tensor]):
@@ -184,8 +180,18 @@ class DSGateClassifier(GatedRoutingMixin, ImageClassifier):
 
         With ``sgs_rule='smallest_widest'`` a hard image that the widest
         sub-network of the window also misclassifies gets -100 (ignored).
+        With ``'narrowest_correct'`` every window member runs and the target
+        is the narrowest that classifies the image correctly (-100 where
+        none does).
         """
         last = len(self.window) - 1
+        if self.sgs_rule == 'narrowest_correct':
+            correct = torch.stack([
+                self._run_window(h, early, spec).argmax(-1) == labels
+                for spec in self.window
+            ], 1)
+            first = correct.float().argmax(1)  # the first True, if any
+            return torch.where(correct.any(1), first, -100)
         easy = self._run_window(h, early,
                                 self.window[0]).argmax(-1) == labels
         target = torch.where(easy, 0, last)
@@ -197,19 +203,10 @@ class DSGateClassifier(GatedRoutingMixin, ImageClassifier):
 
     def sgs_loss(self, gate_logits: torch.Tensor,
                  target: torch.Tensor) -> torch.Tensor:
-        """Label-smoothed cross-entropy of the gate logits against the SGS
-        targets (-100: ignored), averaged as ``sgs_class_weight`` says."""
-        loss = F.cross_entropy(gate_logits, target, ignore_index=-100,
-                               reduction='none',
-                               label_smoothing=self.gate_label_smooth)
-        valid = target >= 0
-        if self.sgs_class_weight is None:
-            return loss[valid].mean()
-        # w_i = n / (present targets * n_{t_i}): each target's mean loss,
-        # averaged over the targets present in the batch
-        count = torch.bincount(target[valid], minlength=gate_logits.shape[1])
-        weight = valid.float() / count[target.clamp(min=0)].clamp(min=1)
-        return (weight * loss).sum() / (count > 0).sum()
+        """The SGS loss (:func:`~dsnet_mm.models.routing.sgs_cross_entropy`)
+        at this model's label smoothing and class weighting."""
+        return sgs_cross_entropy(gate_logits, target, self.gate_label_smooth,
+                                 self.sgs_class_weight)
 
     def forward(self, inputs: torch.Tensor, data_samples=None,
                 mode: str = 'tensor', **kwargs):
@@ -254,13 +251,7 @@ class DSGateClassifier(GatedRoutingMixin, ImageClassifier):
             losses['loss_complexity'] = self.complexity_weight * (
                 mean_madds / self.madds_unit)**2
             loss, log_vars = self.parse_losses(losses)
-            if not torch.isfinite(loss):
-                window = ', '.join(s.name for s in self.window)
-                raise FloatingPointError(
-                    f'Stage II loss is {loss.item()} '
-                    f'({ {k: float(v) for k, v in losses.items()} }) in the '
-                    f'routed model over {window}; nothing was updated and '
-                    'the last checkpoint is untouched')
+            self._check_gate_loss(loss, losses)
             optim_wrapper.update_params(loss)
         log_vars['mean_madds'] = mean_madds.detach()
         log_vars['easy_ratio'] = (target == 0).float().mean()

@@ -2,19 +2,57 @@
 """The dynamic detector: the gate in the DS backbone picks each image's
 sub-network; neck and head run once on the whole batch."""
 import os.path as osp
-from typing import List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 from mmdet.registry import MODELS
 from mmdet.structures import SampleList
 from mmengine.logging import print_log
+from mmengine.optim import OptimWrapper
 
-from dsnet_mm.ops.utils import check_type
-from ..classifiers.stage1_loading import (check_state_dict, read_state_dict,
-                                         strip_module_prefix)
+from dsnet_mm.ops.utils import (check_choice, check_float, check_keys,
+                                check_type)
+from ..classifiers.stage1_loading import (check_state_dict,
+                                         load_stage1_weights,
+                                         read_state_dict, strip_module_prefix)
 from ..gated import GatedRoutingMixin, check_routing
+from ..routing import SGS_CLASS_WEIGHTS, route_weights, sgs_cross_entropy
 from ..subnet import SubnetSpec
 from .ds_single_stage import DSSingleStageDetector, pad_to
+
+MARGIN_MODES = ('relative', 'absolute')
+GATE_TRAINING_DEFAULTS = dict(
+    margin=0.1,
+    margin_mode='relative',
+    class_weight='balanced',
+    label_smooth=0.1,
+    complexity_weight=0.0,
+    madds_unit=1e8,
+    tau=1.0)
+"""The keys of ``DSGateDetector(gate_training=dict(...))`` and their
+defaults."""
+
+
+def check_gate_training(cfg: Optional[dict]) -> Optional[dict]:
+    """``cfg`` completed with the defaults (None stays None), each value
+    validated."""
+    if cfg is None:
+        return None
+    check_keys('gate_training', cfg, optional=tuple(GATE_TRAINING_DEFAULTS))
+    cfg = {**GATE_TRAINING_DEFAULTS, **cfg}
+    check_float('gate_training.margin', cfg['margin'], 0)
+    check_choice('gate_training.margin_mode', cfg['margin_mode'],
+                 MARGIN_MODES)
+    check_choice('gate_training.class_weight', cfg['class_weight'],
+                 SGS_CLASS_WEIGHTS)
+    check_float('gate_training.label_smooth', cfg['label_smooth'], 0, 1,
+                high_open=True)
+    check_float('gate_training.complexity_weight', cfg['complexity_weight'],
+                0)
+    check_float('gate_training.madds_unit', cfg['madds_unit'], 0,
+                low_open=True)
+    check_float('gate_training.tau', cfg['tau'], 0, low_open=True)
+    return cfg
 
 
 @MODELS.register_module()
@@ -55,6 +93,31 @@ class DSGateDetector(GatedRoutingMixin, DSSingleStageDetector):
     does not carry over). ``'tensor'`` mode (mmdet's ``get_flops.py``) runs
     the active sub-network.
 
+    **Detection SGS** (``gate_training=dict(...)``: the gate's Stage II on
+    the detection data). As in the classifier's Stage II, everything but the
+    gate's slimming head is frozen (eval mode, BN statistics included), the
+    supernet comes from ``stage1_checkpoint`` (a detection Stage I
+    checkpoint, its slimming head left at its init) and the gate learns from
+    online targets on the window's two ends. An image is **easy** (target:
+    the window's narrowest) when the narrowest sub-network's detection loss
+    on it is within a margin of the widest's, else **hard** (target: the
+    widest):
+
+    - ``margin_mode='relative'``: ``loss_narrow <= (1 + margin) *
+      loss_wide``, the margin a share of the image's own loss (scale-free:
+      SSD's and RetinaNet's losses differ in scale);
+    - ``margin_mode='absolute'``: ``loss_narrow <= loss_wide + margin``.
+
+    The loss of an image is its detector's total training loss (the head's
+    classification and box losses against its ground truth, computed for the
+    image alone). Mean average precision is not defined per image; the loss
+    is what the detector minimises and is lower where it detects better.
+    The gate loss is :func:`~dsnet_mm.models.routing.sgs_cross_entropy`
+    (``class_weight``, ``label_smooth``), plus ``complexity_weight *
+    (mean MAdds of a Gumbel routing / madds_unit) ** 2``. The routed task
+    loss of the classifier's Stage II is left out: it would run the
+    window's widest detector once more per step.
+
     Args:
         backbone (dict): A DS backbone config with ``gate`` set, e.g.
             ``gate=dict(stage='stage4', window=(0, 14))``.
@@ -63,6 +126,16 @@ class DSGateDetector(GatedRoutingMixin, DSSingleStageDetector):
             slimming head under ``backbone.`` (a classification Stage II
             checkpoint of the same backbone), loaded at construction.
             Defaults to None.
+        gate_training (dict, optional): Train the gate by detection SGS
+            instead of the supernet by the sandwich rule; keys (defaults):
+            ``margin`` (0.1), ``margin_mode`` (``'relative'``),
+            ``class_weight`` (``'balanced'``), ``label_smooth`` (0.1),
+            ``complexity_weight`` (0), ``madds_unit`` (1e8), ``tau`` (1).
+            Defaults to None.
+        stage1_checkpoint (str, optional): The detection Stage I checkpoint
+            that gate training starts from, loaded by ``init_weights``;
+            every key but the gate's slimming head must match. Defaults to
+            None.
         **kwargs: Passed to :class:`DSSingleStageDetector`.
     """
 
@@ -70,12 +143,22 @@ class DSGateDetector(GatedRoutingMixin, DSSingleStageDetector):
                  backbone: dict,
                  routing_mode: str = 'bucket',
                  gate_checkpoint: Optional[str] = None,
+                 gate_training: Optional[dict] = None,
+                 stage1_checkpoint: Optional[str] = None,
                  **kwargs) -> None:
         check_routing(routing_mode)
         check_type('gate_checkpoint', gate_checkpoint, (type(None), str),
                    'None or a checkpoint path')
+        check_type('stage1_checkpoint', stage1_checkpoint, (type(None), str),
+                   'None or a checkpoint path')
+        gate_training = check_gate_training(gate_training)
         super().__init__(backbone, **kwargs)
-        self._init_routing(routing_mode)
+        self._init_routing(routing_mode, 1.0 if gate_training is None else
+                           gate_training['tau'])
+        self.gate_training = gate_training
+        self.stage1_checkpoint = stage1_checkpoint
+        if gate_training is not None:
+            self._freeze_but_gate()
         # what a loaded checkpoint may lack (CheckpointMatchHook): the gate
         # and its budget penalty, once the gate came from its own file
         self.loaded_elsewhere: Tuple[str, ...] = ()
@@ -112,6 +195,83 @@ class DSGateDetector(GatedRoutingMixin, DSSingleStageDetector):
         print_log(f'loaded the gate ({", ".join(sorted(state))}) from {path}',
                   logger='current')
 
+    def init_weights(self) -> None:
+        super().init_weights()
+        if self.stage1_checkpoint is not None:
+            # a detection Stage I checkpoint: the sandwich's iteration
+            # counter is not carried over, the gate's slimming head and
+            # budget are this stage's own
+            load_stage1_weights(self, self.stage1_checkpoint,
+                                new_prefixes=(self.gate_prefix,
+                                              'cost_penalty',
+                                              'sandwich_iter'))
+
+    # --- detection SGS ---------------------------------------------------
+    @torch.no_grad()
+    def image_losses(self, h: torch.Tensor, early: List[torch.Tensor],
+                     spec: SubnetSpec,
+                     data_samples: SampleList) -> torch.Tensor:
+        """``[B]``: each image's total detection loss at window member
+        ``spec``, from the features after the gate (the head's loss of the
+        image alone)."""
+        feats = self._run_window(h, early, spec)
+        x = self.neck(feats) if self.with_neck else feats
+        out = []
+        for i, sample in enumerate(data_samples):
+            losses = self.bbox_head.loss(tuple(f[i:i + 1] for f in x),
+                                         [sample])
+            out.append(self.parse_losses(losses)[0])
+        return torch.stack(out)
+
+    def sgs_targets(self, h: torch.Tensor, early: List[torch.Tensor],
+                    data_samples: SampleList) -> torch.Tensor:
+        """Gate targets: 0 (narrowest) for an image whose loss at the
+        window's narrowest is within the margin of the widest's, else the
+        widest's position."""
+        narrow = self.image_losses(h, early, self.window[0], data_samples)
+        wide = self.image_losses(h, early, self.window[-1], data_samples)
+        margin = self.gate_training['margin']
+        bound = wide * (1 + margin) \
+            if self.gate_training['margin_mode'] == 'relative' \
+            else wide + margin
+        return torch.where(narrow <= bound, 0, len(self.window) - 1)
+
+    def train_step(self,
+                   data: dict,
+                   optim_wrapper: OptimWrapper,
+                   forward: Optional[Callable] = None
+                   ) -> Dict[str, torch.Tensor]:
+        """The sandwich step of :class:`DSSingleStageDetector`, or with
+        ``gate_training`` one detection SGS step (only the gate's slimming
+        head is updated; ``forward``, the DDP wrapper in distributed
+        training, runs the gate so that its gradients are reduced)."""
+        if self.gate_training is None:
+            return super().train_step(data, optim_wrapper, forward)
+        forward = self if forward is None else forward
+        data = self.data_preprocessor(data, True)
+        inputs = data['inputs']
+        cfg = self.gate_training
+        with optim_wrapper.optim_context(self):
+            gate_logits, target = forward(inputs, data['data_samples'],
+                                          mode='sgs')
+            losses = dict()
+            if (target >= 0).any():
+                losses['loss_gate'] = sgs_cross_entropy(
+                    gate_logits, target, cfg['label_smooth'],
+                    cfg['class_weight'])
+            weights = route_weights(gate_logits, cfg['tau'])
+            madds = inputs.new_tensor(self.window_madds(inputs.shape[1:]))
+            mean_madds = (weights @ madds).mean()
+            if cfg['complexity_weight']:
+                losses['loss_complexity'] = cfg['complexity_weight'] * (
+                    mean_madds / cfg['madds_unit'])**2
+            loss, log_vars = self.parse_losses(losses)
+            self._check_gate_loss(loss, losses)
+            optim_wrapper.update_params(loss)
+        log_vars['mean_madds'] = mean_madds.detach()
+        log_vars['easy_ratio'] = (target == 0).float().mean()
+        return log_vars
+
     # --- what the routing paths run -------------------------------------
     def _pre_gate(
         self, inputs: torch.Tensor
@@ -132,7 +292,11 @@ class DSGateDetector(GatedRoutingMixin, DSSingleStageDetector):
                 spec: Optional[SubnetSpec] = None):
         """As :meth:`DSSingleStageDetector.forward`; a given ``spec`` runs
         that sub-network in every mode, ``'predict'`` included (no
-        routing)."""
+        routing). ``mode='sgs'`` runs detection SGS's forward: the gate
+        logits and the gate targets of the batch."""
+        if mode == 'sgs':
+            h, gate_logits, early = self._pre_gate(inputs)
+            return gate_logits, self.sgs_targets(h, early, data_samples)
         if spec is None:
             return super().forward(inputs, data_samples, mode)
         with self.static_predict():

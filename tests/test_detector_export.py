@@ -1,0 +1,129 @@
+# Copyright (c) dsnet_mm contributors. All rights reserved.
+"""A DS detector's sub-network as a static network (the export tool's graph
+up to the head outputs), in cached inference and in the benchmark."""
+import json
+import os.path as osp
+
+import pytest
+import torch
+from mmengine.registry import DefaultScope
+
+pytest.importorskip('mmdet')  # the optional 'det' extra
+from mmdet.registry import MODELS  # noqa: E402
+
+import dsnet_mm  # noqa: E402,F401 (registers the DS models)
+from conftest import randomize_bn, run_tool  # noqa: E402
+from dsnet_mm.analysis.benchmark import benchmark  # noqa: E402
+from dsnet_mm.deploy import (StaticDetector,  # noqa: E402
+                             detector_output_names, static_subnet)
+from dsnet_mm.ops import inference_cache  # noqa: E402
+from test_ds_detector import DIGITS_CFG, tiny_detector_cfg  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def mmdet_scope():
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        yield
+
+
+def detector(**kwargs):
+    torch.manual_seed(0)
+    return randomize_bn(MODELS.build(tiny_detector_cfg(**kwargs))).eval()
+
+
+def flat(out):
+    return [out] if isinstance(out, torch.Tensor) else \
+        [t for part in out for t in flat(part)]
+
+
+@pytest.mark.parametrize('key', ['smallest', 1, 'largest'])
+def test_static_detector_equals_the_sliced_subnet(key):
+    """FPN on two stages: the taps, the zero-padding of the narrower
+    sub-networks and the copied neck and head."""
+    model = detector()
+    spec = model.space.get(key)
+    x = torch.randn(2, 3, 64, 64)
+    static = static_subnet(model, spec)
+    assert isinstance(static, StaticDetector)
+    with torch.no_grad(), model.subnet(spec):
+        expected = flat(model._forward(x))
+        got = static(x)
+    assert len(got) == len(expected) == 4  # 2 levels x (cls, box)
+    for g, e in zip(got, expected):
+        torch.testing.assert_close(g, e, rtol=1e-4, atol=1e-5)
+
+
+def test_output_names_list_every_level():
+    assert detector_output_names(detector()) == (
+        'cls_score_0', 'cls_score_1', 'bbox_pred_0', 'bbox_pred_1')
+
+
+def test_cached_inference_of_a_last_stage_detector_predicts_the_same():
+    """With only the last stage tapped, cached inference runs the static
+    backbone in the DS backbone's place; the detections do not change."""
+    cfg = tiny_detector_cfg(
+        neck=dict(type='FPN', in_channels=[32], out_channels=8, num_outs=2,
+                  add_extra_convs='on_input'))
+    cfg.backbone.out_indices = (3, )
+    torch.manual_seed(0)
+    model = randomize_bn(MODELS.build(cfg)).eval()
+    x = torch.randn(2, 3, 64, 64)
+    model.set_subnet(0)
+    with torch.no_grad():
+        expected = flat(model._forward(x))
+        with inference_cache(model) as cache:
+            with cache.checked():
+                got = flat(model._forward(x))
+            assert len(cache._plain) == 1  # the static backbone ran
+    for g, e in zip(got, expected):
+        torch.testing.assert_close(g, e, rtol=1e-4, atol=1e-5)
+
+
+def test_benchmark_times_slice_and_static_of_a_detector():
+    model = detector()
+    specs = [model.space.smallest, model.space.largest]
+    rows = benchmark(model, specs, ['slice', 'static'], [2], (3, 64, 64),
+                     torch.device('cpu'), warmup=0, repeats=1,
+                     min_sample_ms=0)
+    assert {(r['mode'], r['subnet']) for r in rows} == {
+        (m, s.name) for m in ('slice', 'static') for s in specs}
+    madds = {r['subnet']: r['madds'] for r in rows}
+    assert madds[specs[0].name] < madds['largest']
+
+
+@pytest.mark.parametrize('kwargs, match', [
+    (dict(modes=['mask']), r"mode.*'slice', 'static'"),
+    (dict(modes=['static'], backends=['torch', 'ort']), 'eager torch only'),
+])
+def test_benchmark_refuses_what_a_detector_cannot_time(kwargs, match):
+    model = detector()
+    modes = kwargs.pop('modes')
+    with pytest.raises(ValueError, match=match):
+        benchmark(model, [model.space.smallest], modes, [1], (3, 64, 64),
+                  torch.device('cpu'), **kwargs)
+
+
+def test_export_tool_writes_an_mmdet_free_digits_detector(tmp_path):
+    """tools/export_subnet.py on the digits SSD config: .pt2 and ONNX equal
+    the DS detector's head outputs, and the graph holds no mmdet op."""
+    torch.manual_seed(0)
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        from mmengine.config import Config
+        cfg = Config.fromfile(DIGITS_CFG)
+        cfg.model.backbone.init_cfg = None
+        model = randomize_bn(MODELS.build(cfg.model))
+    ckpt = str(tmp_path / 'det.pth')
+    torch.save(dict(state_dict=model.state_dict(), meta={}), ckpt)
+    out = tmp_path / 'export'
+    proc = run_tool('tools/export_subnet.py', DIGITS_CFG, ckpt, '--subnet',
+                    '3', '--out', str(out), '--onnx', '--shape', '128', '128',
+                    '--cfg-options', 'model.backbone.init_cfg=None')
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((out / 'subnet_3.json').read_text())
+    assert report['outputs'] == [f'{k}_{i}' for k in ('cls_score',
+                                                      'bbox_pred')
+                                 for i in range(3)]
+    assert report['pt2_max_diff'] < 1e-4 and report['onnx_max_diff'] < 1e-4
+    graph = torch.export.load(str(out / 'subnet_3.pt2')).graph_module.code
+    assert 'mmdet' not in graph and 'mmcv' not in graph
+    assert osp.getsize(out / 'subnet_3.onnx') > 0
