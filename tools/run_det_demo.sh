@@ -2,8 +2,9 @@
 # The detection demo on the embedded digits-VOC set (real UCI digits at four
 # difficulty levels pasted on 128 px canvases, mmdet's VOC layout, see
 # dsnet_mm/datasets/digits_voc.py): set-up (idempotent), then
-#   1. the classification supernet (configs/ds_mbnet_digits.py: Stage I on
-#      the digits, BN recalibration) that initialises the detector's backbone;
+#   1. the classification supernet that initialises the detector's backbone
+#      (configs/det/ds_mbnet_graded_digits_det-init.py: the main job's Stage I
+#      on the graded digits, 2 epochs; BN recalibration);
 #   2. detection Stage I: SSD over the DS-MobileNetV1, sandwich rule on the
 #      detection losses (configs/det/ssd_ds-mbnet_digits_voc.py), BN
 #      recalibration of every sub-network;
@@ -20,13 +21,13 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 PY=.venv/bin/python
 SEED=${SEED:-0}
 WORK_DIR=${WORK_DIR:-work_dirs/ds_det_digits}
-CLS=configs/ds_mbnet_digits.py
+CLS=configs/det/ds_mbnet_graded_digits_det-init.py
 DET=configs/det/ssd_ds-mbnet_digits_voc.py
 SGS=configs/det/ssd_ds-mbnet_digits_voc_sgs.py
 start=$(date +%s)
 elapsed() { echo "[$(( $(date +%s) - start )) s]"; }
 
-echo "== 1. classification supernet on the digits (seed $SEED) $(elapsed) =="
+echo "== 1. classification supernet on the graded digits (seed $SEED) $(elapsed) =="
 $PY tools/train.py $CLS --work-dir "$WORK_DIR/cls" --no-validate \
     --cfg-options randomness.seed="$SEED" "$@"
 $PY tools/calibrate_bn.py $CLS "$(cat "$WORK_DIR/cls/last_checkpoint")" \
