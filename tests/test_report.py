@@ -201,6 +201,23 @@ def test_write_report_draws_the_routing_by_level(tmp_path):
                                         make_dynamic())
 
 
+def test_routing_by_level_without_a_top1_per_level(tmp_path):
+    """A detector's rows have an mAP and no top-1 per level: the routing
+    and cost panels are drawn, the top-1 panel is left out."""
+    from matplotlib.image import imread
+
+    rows = [dict(row, metrics={'pascal_voc/mAP': 0.5}) for row in make_rows()]
+    dynamic = make_level_dynamic()
+    dynamic['pascal_voc/mAP'] = dynamic.pop('accuracy/top1')
+    for level in dynamic['levels'].values():
+        del level['accuracy/top1']
+    paths = write_report(rows, str(tmp_path), dynamic,
+                         metric='pascal_voc/mAP')
+    image = imread(paths['levels'])
+    assert image.shape[:2] == (462, 1045)  # 9.5x4.2 at 110 dpi
+    assert image.std() > 0.01
+
+
 def test_standard_error():
     from dsnet_mm.analysis.report import standard_error
     assert standard_error(90.0, 100) == pytest.approx(3.0)

@@ -2,9 +2,9 @@
 # The detection demo on the embedded digits-VOC set (real UCI digits at four
 # difficulty levels pasted on 128 px canvases, mmdet's VOC layout, see
 # dsnet_mm/datasets/digits_voc.py): set-up (idempotent), then
-#   1. the classification supernet that initialises the detector's backbone
-#      (configs/det/ds_mbnet_graded_digits_det-init.py: the main job's Stage I
-#      on the graded digits, 2 epochs; BN recalibration);
+#   1. the classification supernet that initialises the detector's backbone:
+#      the main job's Stage I on the graded digits
+#      (configs/ds_mbnet_graded_digits.py) and its BN recalibration;
 #   2. detection Stage I: SSD over the DS-MobileNetV1, sandwich rule on the
 #      detection losses (configs/det/ssd_ds-mbnet_digits_voc.py), BN
 #      recalibration of every sub-network;
@@ -21,7 +21,7 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 PY=.venv/bin/python
 SEED=${SEED:-0}
 WORK_DIR=${WORK_DIR:-work_dirs/ds_det_digits}
-CLS=configs/det/ds_mbnet_graded_digits_det-init.py
+CLS=configs/ds_mbnet_graded_digits.py
 DET=configs/det/ssd_ds-mbnet_digits_voc.py
 SGS=configs/det/ssd_ds-mbnet_digits_voc_sgs.py
 start=$(date +%s)

@@ -436,10 +436,11 @@ def plot_routing_by_level(rows: Sequence[Dict], dynamic: Dict,
     Three panels: the routing histogram per level as stacked shares (light
     narrow to dark wide), the mean routed MAdds per level against the
     window's narrowest and widest, and top-1 per level against MAdds for the
-    static sub-networks (lines) and the dynamic model (stars).
+    static sub-networks (lines) and the dynamic model (stars); the last only
+    where the rows have a top-1 per level (a detector's mAP has none).
 
     Args:
-        rows (Sequence[dict]): Static sub-network rows with per-level top-1.
+        rows (Sequence[dict]): Static sub-network rows.
         dynamic (dict): Results of the dynamic model with ``levels``.
         path (str): Where to write the PNG.
     """
@@ -447,7 +448,9 @@ def plot_routing_by_level(rows: Sequence[Dict], dynamic: Dict,
 
     by_level = dynamic['levels']
     levels = sorted(by_level)
-    fig, (share_ax, madds_ax, top1_ax) = _figure(14, 4.2, 3)
+    with_top1 = bool(levels_of(rows))
+    fig, axes = _figure(14 if with_top1 else 9.5, 4.2, 3 if with_top1 else 2)
+    share_ax, madds_ax = axes[:2]
     window = [row for row in sorted(rows, key=lambda r: r['madds'])
               if row['name'] in dynamic['window']]
     cmap = colormaps['viridis_r']
@@ -478,6 +481,14 @@ def plot_routing_by_level(rows: Sequence[Dict], dynamic: Dict,
     madds_ax.set_title('Cost per level')
     madds_ax.legend(fontsize=7)
 
+    if with_top1:
+        _plot_top1_by_level(axes[2], rows, by_level, levels)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def _plot_top1_by_level(top1_ax, rows: Sequence[Dict], by_level: Dict,
+                        levels: Sequence[int]) -> None:
     subnets = curve_rows(rows)
     for lv in levels:
         line = top1_ax.plot(
@@ -493,8 +504,6 @@ def plot_routing_by_level(rows: Sequence[Dict], dynamic: Dict,
     top1_ax.set_title('Top-1 per level (stars: dynamic)')
     top1_ax.grid(True, alpha=0.3)
     top1_ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
 
 
 def write_report(rows: List[Dict],
@@ -532,7 +541,7 @@ def write_report(rows: List[Dict],
         f.write(f'# {title}\n\n{body}')
     plot_accuracy_vs_madds(rows, paths['plot'], dynamic, title, num_images,
                            metric)
-    if dynamic is not None and dynamic.get('levels') and levels_of(rows):
+    if dynamic is not None and dynamic.get('levels'):
         paths['levels'] = osp.join(out_dir, 'routing_by_level.png')
         plot_routing_by_level(rows, dynamic, paths['levels'])
     return paths

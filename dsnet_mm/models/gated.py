@@ -111,9 +111,21 @@ class GatedRoutingMixin:
                 child.eval()
         return self
 
-    def _check_gate_loss(self, loss: torch.Tensor,
-                         losses: Dict[str, torch.Tensor]) -> None:
-        """Refuse a non-finite gate-training loss before any update."""
+    def _update_gate(self, optim_wrapper, losses: Dict[str, torch.Tensor],
+                     weights: torch.Tensor, target: torch.Tensor, shape,
+                     complexity_weight: float,
+                     madds_unit: float) -> Dict[str, torch.Tensor]:
+        """The end of a gate-training step (inside the optimizer wrapper's
+        context): ``losses`` plus ``complexity_weight * (mean MAdds of the
+        routing weights / madds_unit) ** 2``, refused if not finite, one
+        update; returns the log variables with the mean MAdds and the share
+        of easy targets."""
+        madds = weights.new_tensor(self.window_madds(shape))
+        mean_madds = (weights @ madds).mean()
+        if complexity_weight:
+            losses['loss_complexity'] = complexity_weight * (
+                mean_madds / madds_unit)**2
+        loss, log_vars = self.parse_losses(losses)
         if not torch.isfinite(loss):
             window = ', '.join(s.name for s in self.window)
             raise FloatingPointError(
@@ -121,6 +133,10 @@ class GatedRoutingMixin:
                 f'({ {k: float(v) for k, v in losses.items()} }) in the '
                 f'routed model over {window}; nothing was updated and the '
                 'last checkpoint is untouched')
+        optim_wrapper.update_params(loss)
+        log_vars['mean_madds'] = mean_madds.detach()
+        log_vars['easy_ratio'] = (target == 0).float().mean()
+        return log_vars
 
     # --- cost of each choice ------------------------------------------
     def window_madds(self, shape) -> List[int]:

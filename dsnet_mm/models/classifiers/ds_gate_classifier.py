@@ -239,7 +239,6 @@ class DSGateClassifier(GatedRoutingMixin, ImageClassifier):
         inputs, data_samples = data['inputs'], data['data_samples']
         labels = torch.cat([s.gt_label for s in data_samples]).to(
             inputs.device)
-        madds = inputs.new_tensor(self.window_madds(inputs.shape[1:]))
         with optim_wrapper.optim_context(self):
             logits, gate_logits, weights, target = forward(
                 inputs, mode='sgs', labels=labels)
@@ -247,12 +246,6 @@ class DSGateClassifier(GatedRoutingMixin, ImageClassifier):
                 logits, data_samples)['loss'])
             if (target >= 0).any():
                 losses['loss_gate'] = self.sgs_loss(gate_logits, target)
-            mean_madds = (weights @ madds).mean()
-            losses['loss_complexity'] = self.complexity_weight * (
-                mean_madds / self.madds_unit)**2
-            loss, log_vars = self.parse_losses(losses)
-            self._check_gate_loss(loss, losses)
-            optim_wrapper.update_params(loss)
-        log_vars['mean_madds'] = mean_madds.detach()
-        log_vars['easy_ratio'] = (target == 0).float().mean()
-        return log_vars
+            return self._update_gate(optim_wrapper, losses, weights, target,
+                                     inputs.shape[1:],
+                                     self.complexity_weight, self.madds_unit)

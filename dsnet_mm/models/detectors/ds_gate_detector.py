@@ -259,18 +259,10 @@ class DSGateDetector(GatedRoutingMixin, DSSingleStageDetector):
                 losses['loss_gate'] = sgs_cross_entropy(
                     gate_logits, target, cfg['label_smooth'],
                     cfg['class_weight'])
-            weights = route_weights(gate_logits, cfg['tau'])
-            madds = inputs.new_tensor(self.window_madds(inputs.shape[1:]))
-            mean_madds = (weights @ madds).mean()
-            if cfg['complexity_weight']:
-                losses['loss_complexity'] = cfg['complexity_weight'] * (
-                    mean_madds / cfg['madds_unit'])**2
-            loss, log_vars = self.parse_losses(losses)
-            self._check_gate_loss(loss, losses)
-            optim_wrapper.update_params(loss)
-        log_vars['mean_madds'] = mean_madds.detach()
-        log_vars['easy_ratio'] = (target == 0).float().mean()
-        return log_vars
+            return self._update_gate(
+                optim_wrapper, losses, route_weights(gate_logits, cfg['tau']),
+                target, inputs.shape[1:], cfg['complexity_weight'],
+                cfg['madds_unit'])
 
     # --- what the routing paths run -------------------------------------
     def _pre_gate(
