@@ -103,16 +103,19 @@ DET_HEAD = dict(
     loss_bbox=dict(type='L1Loss'))
 
 
-def build_detector(**kw):
-    """A DS detector (``DSGateDetector`` where a gate key is given): built
-    in mmdet's scope, the backbone found by its ``mmpretrain.`` prefix."""
-    gated = bool({'routing_mode', 'gate_checkpoint', 'gate_training',
-                  'stage1_checkpoint'} & set(kw))
+def build_detector(gated: bool = False, **kw):
+    """A DS detector (``DSGateDetector`` with a gated backbone where
+    ``gated``): built in mmdet's scope, the backbone found by its
+    ``mmpretrain.`` prefix."""
     backbone = mbnet_cfg(type='mmpretrain.DSMobileNetV1', out_indices=(1, ),
                          **(dict(gate=MB_GATE) if gated else {}))
     cls = DSGateDetector if gated else DSSingleStageDetector
     with DefaultScope.overwrite_default_scope('mmdet'):
         return cls(**dict(dict(backbone=backbone, bbox_head=DET_HEAD), **kw))
+
+
+def build_gate_detector(**kw):
+    return build_detector(gated=True, **kw)
 
 
 def build_val_loop(**kw):
@@ -279,14 +282,18 @@ CASES: List[Case] = [
         sampling=NOT_CHOICE,
         usnet_divisor=NOT_INT + (0, ),
     )),
-    *cases_of('DSGateDetector', build_detector, dict(
+    *cases_of('DSGateDetector', build_gate_detector, dict(
+        # a backbone without a gate
+        backbone=('x', 1, mbnet_cfg(type='mmpretrain.DSMobileNetV1',
+                                    out_indices=(1, ))),
         routing_mode=NOT_CHOICE,
         gate_checkpoint=(1, [], {}),
         stage1_checkpoint=(1, [], {}),
         gate_training=('x', 1, [], dict(colour=1)),
     )),
-    *(inner_case('DSGateDetector', f'gate_training.{key}', build_detector,
-                 {}, values)
+    *(inner_case('DSGateDetector', f'gate_training.{key}',
+                 build_gate_detector,
+                 dict(margin=0.5, margin_mode='absolute'), values)
       for key, values in dict(
           margin=NOT_FLOAT + (-1, ),
           margin_mode=NOT_CHOICE,

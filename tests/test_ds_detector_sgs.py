@@ -17,6 +17,7 @@ from test_ds_detector import sgd, tiny_detector_cfg  # noqa: E402
 from test_ds_detector_eval import batch  # noqa: E402
 
 GATE = dict(stage='stage3', window=(0, 3))
+MARGIN = dict(margin=0.5, margin_mode='absolute')
 
 
 @pytest.fixture(autouse=True)
@@ -26,6 +27,8 @@ def mmdet_scope():
 
 
 def sgs_detector(**gate_training):
+    gate_training = dict(dict(margin=0.1, margin_mode='relative'),
+                         **gate_training)
     cfg = tiny_detector_cfg(type='DSGateDetector',
                             gate_training=gate_training)
     cfg.backbone.gate = GATE
@@ -117,7 +120,7 @@ def test_stage1_checkpoint_of_the_sandwich_detector_loads(tmp_path):
     stage1.sandwich_iter += 7
     path = str(tmp_path / 'stage1.pth')
     torch.save(dict(state_dict=stage1.state_dict(), meta={}), path)
-    cfg = tiny_detector_cfg(type='DSGateDetector', gate_training=dict(),
+    cfg = tiny_detector_cfg(type='DSGateDetector', gate_training=MARGIN,
                             stage1_checkpoint=path)
     cfg.backbone.gate = GATE
     model = MODELS.build(cfg)
@@ -134,7 +137,7 @@ def test_stage1_checkpoint_of_another_backbone_is_refused(tmp_path):
     torch.manual_seed(0)
     path = str(tmp_path / 'other.pth')
     torch.save(dict(state_dict=MODELS.build(cfg).state_dict()), path)
-    cfg = tiny_detector_cfg(type='DSGateDetector', gate_training=dict(),
+    cfg = tiny_detector_cfg(type='DSGateDetector', gate_training=MARGIN,
                             stage1_checkpoint=path)
     cfg.backbone.gate = GATE
     model = MODELS.build(cfg)
@@ -143,12 +146,15 @@ def test_stage1_checkpoint_of_another_backbone_is_refused(tmp_path):
 
 
 @pytest.mark.parametrize('training, error, match', [
-    (dict(margine=0.1), ValueError, r"gate_training takes only the keys"),
-    (dict(margin_mode='ratio'), ValueError,
+    (dict(MARGIN, margine=0.1), ValueError,
+     r"gate_training needs the keys \['margin', 'margin_mode'\]"),
+    (dict(margin=0.1), ValueError, r"gate_training needs the keys"),
+    (dict(MARGIN, margin_mode='ratio'), ValueError,
      r"gate_training.margin_mode.*'relative', 'absolute'"),
-    (dict(margin=-0.1), ValueError, r'gate_training.margin'),
-    (dict(class_weight='inverse'), ValueError, r'gate_training.class_weight'),
-    (dict(madds_unit=0), ValueError, r'gate_training.madds_unit'),
+    (dict(MARGIN, margin=-0.1), ValueError, r'gate_training.margin'),
+    (dict(MARGIN, class_weight='inverse'), ValueError,
+     r'gate_training.class_weight'),
+    (dict(MARGIN, madds_unit=0), ValueError, r'gate_training.madds_unit'),
     ([0.1], TypeError, r'gate_training must be a dict'),
 ])
 def test_bad_gate_training_is_named(training, error, match):

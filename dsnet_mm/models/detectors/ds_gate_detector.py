@@ -21,15 +21,16 @@ from ..subnet import SubnetSpec
 from .ds_single_stage import DSSingleStageDetector, pad_to
 
 MARGIN_MODES = ('relative', 'absolute')
+GATE_TRAINING_REQUIRED = ('margin', 'margin_mode')
+"""The keys ``gate_training`` must give: which margin fits depends on the
+detector's loss (see :class:`DSGateDetector`)."""
 GATE_TRAINING_DEFAULTS = dict(
-    margin=0.1,
-    margin_mode='relative',
     class_weight='balanced',
     label_smooth=0.1,
     complexity_weight=0.0,
     madds_unit=1e8,
     tau=1.0)
-"""The keys of ``DSGateDetector(gate_training=dict(...))`` and their
+"""The other keys of ``DSGateDetector(gate_training=dict(...))`` and their
 defaults."""
 
 
@@ -38,7 +39,8 @@ def check_gate_training(cfg: Optional[dict]) -> Optional[dict]:
     validated."""
     if cfg is None:
         return None
-    check_keys('gate_training', cfg, optional=tuple(GATE_TRAINING_DEFAULTS))
+    check_keys('gate_training', cfg, required=GATE_TRAINING_REQUIRED,
+               optional=tuple(GATE_TRAINING_DEFAULTS))
     cfg = {**GATE_TRAINING_DEFAULTS, **cfg}
     check_float('gate_training.margin', cfg['margin'], 0)
     check_choice('gate_training.margin_mode', cfg['margin_mode'],
@@ -108,6 +110,11 @@ class DSGateDetector(GatedRoutingMixin, DSSingleStageDetector):
       SSD's and RetinaNet's losses differ in scale);
     - ``margin_mode='absolute'``: ``loss_narrow <= loss_wide + margin``.
 
+    Neither has a default: which separates easy from hard images depends on
+    the detector and its Stage I (on the digits SSD the narrowest's loss is
+    a similar multiple of the widest's on every difficulty level, while
+    the difference grows with it: there only the absolute rule works).
+
     The loss of an image is its detector's total training loss (the head's
     classification and box losses against its ground truth, computed for the
     image alone). Mean average precision is not defined per image; the loss
@@ -127,9 +134,9 @@ class DSGateDetector(GatedRoutingMixin, DSSingleStageDetector):
             checkpoint of the same backbone), loaded at construction.
             Defaults to None.
         gate_training (dict, optional): Train the gate by detection SGS
-            instead of the supernet by the sandwich rule; keys (defaults):
-            ``margin`` (0.1), ``margin_mode`` (``'relative'``),
-            ``class_weight`` (``'balanced'``), ``label_smooth`` (0.1),
+            instead of the supernet by the sandwich rule; keys ``margin``
+            and ``margin_mode`` (required), ``class_weight``
+            (``'balanced'``), ``label_smooth`` (0.1),
             ``complexity_weight`` (0), ``madds_unit`` (1e8), ``tau`` (1).
             Defaults to None.
         stage1_checkpoint (str, optional): The detection Stage I checkpoint
