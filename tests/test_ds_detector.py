@@ -427,8 +427,10 @@ def _train_and_test(model, cfg, train_loader, val_loader) -> None:
     spy = StepSpy(optim_wrapper)
     log_vars = model.train_step(next(iter(train_loader)), optim_wrapper)
     assert spy.steps == 1 and torch.isfinite(log_vars['loss'])
-    assert {'loss_largest', 'loss_random0', 'loss_random1',
-            'loss_smallest'} <= set(log_vars)
+    members = {'loss_largest', 'loss_smallest'} | {
+        f'loss_random{i}' for i in range(model.num_random)}
+    assert members <= set(log_vars)
+    assert f'loss_random{model.num_random}' not in log_vars
     model.eval()
     batch = next(iter(val_loader))
     for subnet in ('largest', 'smallest'):
