@@ -82,7 +82,9 @@ def main():
     stem = osp.join(args.out, spec.name)
     exported = torch.export.export(static, (x, ))
     torch.export.save(exported, stem + '.pt2')
-    diff = max_diff(torch.export.load(stem + '.pt2').module()(x), expected)
+    with torch.no_grad():
+        diff = max_diff(torch.export.load(stem + '.pt2').module()(x),
+                        expected)
     print(f'{stem}.pt2: max |difference| to the DS model {diff:.2e}')
     names = detector_output_names(model) if hasattr(model, 'bbox_head') \
         else ('logits', )
