@@ -153,15 +153,22 @@ def test_narrowest_correct_targets_the_first_member_that_is_right():
     # window members 0..3; image b is first right at member right_from[b]
     right_from = [0, 2, 3, 9]  # 9: never
 
-    def run(h, early, spec):
+    runs = []
+
+    def run(h, early, spec):  # h holds each image's index
         k = model.window.index(spec)
-        pred = [lab if k >= r else 4 for lab, r in zip(labels, right_from)]
+        ids = h[:, 0].long().tolist()
+        runs.append((k, ids))
+        pred = [labels[i] if k >= right_from[i] else 4 for i in ids]
         return torch.nn.functional.one_hot(torch.tensor(pred), 5).float()
 
     model._run_window = run
     assert len(model.window) == 4
-    assert model.sgs_targets(torch.zeros(4, 1), [], labels).tolist() == \
-        [0, 2, 3, -100]
+    h = torch.arange(4.)[:, None]
+    assert model.sgs_targets(h, [], labels).tolist() == [0, 2, 3, -100]
+    # each member ran only on the images the narrower ones got wrong
+    assert runs == [(0, [0, 1, 2, 3]), (1, [1, 2, 3]), (2, [1, 2, 3]),
+                    (3, [2, 3])]
 
 
 def test_sgs_loss_is_the_plain_mean_by_default():
@@ -304,3 +311,18 @@ def test_unknown_gate_features_are_named():
     cfg['gate']['features'] = 'max'
     with pytest.raises(ValueError, match="gate.features='max'.*pooled"):
         build(backbone=cfg)
+
+
+def test_narrowest_correct_equals_every_member_on_the_whole_batch():
+    model = build(sgs_rule='narrowest_correct').eval()
+    data = model.data_preprocessor(batch(32), False)
+    labels = torch.cat([s.gt_label for s in data['data_samples']])
+    with torch.no_grad():
+        h, _, early = model.backbone.forward_pre_gate(data['inputs'])
+        got = model.sgs_targets(h, early, labels)
+        correct = torch.stack([
+            model._run_window(h, early, spec).argmax(-1) == labels
+            for spec in model.window], 1)
+    expected = torch.where(correct.any(1), correct.float().argmax(1), -100)
+    assert got.tolist() == expected.tolist()
+    assert len(set(got.tolist())) > 1  # not all alike

@@ -35,8 +35,8 @@ class DSGateClassifier(GatedRoutingMixin, ImageClassifier):
       ``'smallest_widest'``, hard images that even the widest gets wrong are
       ignored. With ``'narrowest_correct'`` (not in the paper) the target is
       the narrowest window member that classifies the image correctly, so
-      the gate learns the middle of the window too (every member runs on
-      the batch: Stage II costs more). With ``sgs_class_weight='balanced'``
+      the gate learns the middle of the window too (each member runs on
+      the images the narrower ones got wrong). With ``sgs_class_weight='balanced'``
       every target present in the batch weighs the same in that loss (the
       mean over targets of each target's mean loss), so a rare hard target
       is not drowned by easy ones;
@@ -180,18 +180,12 @@ class DSGateClassifier(GatedRoutingMixin, ImageClassifier):
 
         With ``sgs_rule='smallest_widest'`` a hard image that the widest
         sub-network of the window also misclassifies gets -100 (ignored).
-        With ``'narrowest_correct'`` every window member runs and the target
-        is the narrowest that classifies the image correctly (-100 where
-        none does).
+        With ``'narrowest_correct'`` the target is the narrowest window
+        member that classifies the image correctly (-100 where none does).
         """
         last = len(self.window) - 1
         if self.sgs_rule == 'narrowest_correct':
-            correct = torch.stack([
-                self._run_window(h, early, spec).argmax(-1) == labels
-                for spec in self.window
-            ], 1)
-            first = correct.float().argmax(1)  # the first True, if any
-            return torch.where(correct.any(1), first, -100)
+            return self._narrowest_correct(h, early, labels)
         easy = self._run_window(h, early,
                                 self.window[0]).argmax(-1) == labels
         target = torch.where(easy, 0, last)
@@ -199,6 +193,25 @@ class DSGateClassifier(GatedRoutingMixin, ImageClassifier):
             widest_ok = self._run_window(
                 h, early, self.window[-1]).argmax(-1) == labels
             target = torch.where(easy | widest_ok, target, -100)
+        return target
+
+    def _narrowest_correct(self, h: torch.Tensor, early: List[torch.Tensor],
+                           labels: torch.Tensor) -> torch.Tensor:
+        """The narrowest window position classifying each image correctly
+        (-100 where none does). Each member runs only on the images every
+        narrower one got wrong (a few, past the first): the frozen network
+        in eval mode treats each image alone, so the targets are those of
+        running every member on the whole batch."""
+        target = torch.full_like(labels, -100)
+        pending = torch.arange(len(labels), device=labels.device)
+        for k, spec in enumerate(self.window):
+            if not len(pending):
+                break
+            logits = self._run_window(h[pending],
+                                      [e[pending] for e in early], spec)
+            right = logits.argmax(-1) == labels[pending]
+            target[pending[right]] = k
+            pending = pending[~right]
         return target
 
     def sgs_loss(self, gate_logits: torch.Tensor,
