@@ -36,10 +36,10 @@ class DSGateClassifier(GatedRoutingMixin, ImageClassifier):
       ignored. With ``'narrowest_correct'`` (not in the paper) the target is
       the narrowest window member that classifies the image correctly, so
       the gate learns the middle of the window too (each member runs on
-      the images the narrower ones got wrong). With ``sgs_class_weight='balanced'``
-      every target present in the batch weighs the same in that loss (the
-      mean over targets of each target's mean loss), so a rare hard target
-      is not drowned by easy ones;
+      the images the narrower ones got wrong). With
+      ``sgs_class_weight='balanced'`` every target present in the batch
+      weighs the same in that loss (the mean over targets of each target's
+      mean loss), so a rare hard target is not drowned by easy ones;
     - the task loss of the routed model, run on the mask path with a
       straight-through Gumbel-softmax so it reaches the gate;
     - ``complexity_weight * (mean routed MAdds / madds_unit) ** 2``.
