@@ -14,11 +14,12 @@ input_size = 128
 num_classes = 10
 # The digits DS-MobileNetV1 of the main job
 # (configs/ds_mbnet_graded_digits.py), whose calibrated Stage I checkpoint
-# initialises the backbone: arch and sub-networks must match it. Its ladder widens stage2..stage5 from
-# 5/16/4/15 to 44/68/160/288 channels; on the graded digits the widest
-# classifies 14-16 points better than the narrowest, so the detector's
-# sub-networks differ in accuracy too. Stage 5 (stride 8: 16x16 maps at
-# 128 px) is 15..288 wide in the 14 sub-networks and 288 in the largest.
+# initialises the backbone: arch and sub-networks must match it. Its ladder
+# widens stage2..stage5 from 5/16/4/15 to 44/68/160/288 channels; on the
+# graded digits the widest classifies 14-16 points better than the
+# narrowest, so the detector's sub-networks differ in accuracy too. Stage 5
+# (stride 8: 16x16 maps at 128 px) is 15..288 wide in the 14 sub-networks
+# and 288 in the largest.
 arch = dict(
     stem=(8, 2),
     stages=[('stage1', 24, 1, 1), ('stage2', 44, 2, 2), ('stage3', 68, 2, 1),
