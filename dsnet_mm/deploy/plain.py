@@ -21,9 +21,8 @@ import torch.nn as nn
 from dsnet_mm.models.subnet import SubnetSpec
 from dsnet_mm.ops import InferenceCacheBlock
 from dsnet_mm.ops.weight_cache import memory_format
-from .builder import static_subnet
-from .static_detector import StaticDetector
-from .static_layers import StaticNet
+from .builder import build_subnet, static_subnet
+from .static_layers import StaticLayers
 
 # dtypes whose values a static network built in float32 holds exactly (a
 # float64 model runs its ops)
@@ -31,12 +30,16 @@ EXACT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
 def static_subnet_like(model: nn.Module, spec: SubnetSpec,
-                       like: torch.Tensor) -> StaticNet:
+                       like: torch.Tensor,
+                       network_only: bool = False) -> nn.Module:
     """:func:`~dsnet_mm.deploy.static_subnet` (BN folded) for inputs like
     ``like``: built on its device, in its dtype and memory format (the
-    weights in channels-last where the input is), without gradients."""
+    weights in channels-last where the input is), without gradients. With
+    ``network_only`` a detector's is its backbone network alone (no neck
+    or head copied)."""
     with torch.device(like.device):
-        net = static_subnet(model, spec)
+        net = build_subnet(model, spec, StaticLayers(True)) \
+            if network_only else static_subnet(model, spec)
     return net.to(dtype=like.dtype,
                   memory_format=memory_format(like)).requires_grad_(False)
 
@@ -71,9 +74,7 @@ class PlainSubnet:
 
     def __init__(self, model: nn.Module, spec: SubnetSpec,
                  like: torch.Tensor) -> None:
-        net = static_subnet_like(model, spec, like)
-        if isinstance(net, StaticDetector):
-            net = net.backbone  # the backbone's output is what runs here
+        net = static_subnet_like(model, spec, like, network_only=True)
         self.features = nn.Sequential(net.stem, net.body)
         self.pre_gate = self.post_gate = None
         if getattr(model.backbone, 'gate_stage', None) is not None:
