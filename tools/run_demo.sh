@@ -9,12 +9,7 @@
 #      difficulty level too, with report.md, accuracy_vs_madds.png and
 #      routing_by_level.png written to the Stage II work dir.
 # SEED (default 0) seeds both stages; extra arguments go to both trainings.
-set -euo pipefail
-cd "$(dirname "$0")/.."
-bash tools/setup_env.sh
-export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
-PY=.venv/bin/python
-SEED=${SEED:-0}
+source "$(dirname "$0")/demo_env.sh"
 WORK_DIR=${WORK_DIR:-work_dirs/ds_mbnet_graded_digits}
 STAGE1=configs/ds_mbnet_graded_digits.py
 STAGE2=configs/ds_mbnet_graded_digits_gate.py

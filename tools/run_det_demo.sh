@@ -14,12 +14,7 @@
 #      sub-network and of the routed detector (mean MAdds, routing histogram,
 #      per difficulty level), report.md and the plots in the test work dir.
 # SEED (default 0) seeds every stage; extra arguments go to every training.
-set -euo pipefail
-cd "$(dirname "$0")/.."
-bash tools/setup_env.sh
-export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
-PY=.venv/bin/python
-SEED=${SEED:-0}
+source "$(dirname "$0")/demo_env.sh"
 WORK_DIR=${WORK_DIR:-work_dirs/ds_det_digits}
 CLS=configs/ds_mbnet_graded_digits.py
 DET=configs/det/ssd_ds-mbnet_digits_voc.py

@@ -11,12 +11,7 @@
 #   4. BN recalibration and Stage II over the searched list: the gate routes
 #      among searched non-uniform sub-networks.
 # SEED (default 0) seeds the search and all trainings.
-set -euo pipefail
-cd "$(dirname "$0")/.."
-bash tools/setup_env.sh
-export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
-PY=.venv/bin/python
-SEED=${SEED:-0}
+source "$(dirname "$0")/demo_env.sh"
 WORK_DIR=${WORK_DIR:-work_dirs/search_graded_digits_seed$SEED}
 SEED_OPT="randomness.seed=$SEED"
 

@@ -10,12 +10,7 @@
 #      image among the 4 sub-networks; dynamic row, routing per level,
 #      report.md, accuracy_vs_madds.png and routing_by_level.png.
 # SEED (default 0) seeds every stage.
-set -euo pipefail
-cd "$(dirname "$0")/.."
-bash tools/setup_env.sh
-export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
-PY=.venv/bin/python
-SEED=${SEED:-0}
+source "$(dirname "$0")/demo_env.sh"
 WORK_DIR=${WORK_DIR:-work_dirs/ds_vit_graded_digits}
 SEED_OPT="randomness.seed=$SEED"
 
