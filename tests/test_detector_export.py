@@ -1,6 +1,7 @@
 # Copyright (c) dsnet_mm contributors. All rights reserved.
 """A DS detector's sub-network as a static network (the export tool's graph
 up to the head outputs), in cached inference and in the benchmark."""
+import copy
 import json
 import os.path as osp
 
@@ -50,6 +51,61 @@ def test_static_detector_equals_the_sliced_subnet(key):
         got = static(x)
     assert len(got) == len(expected) == 4  # 2 levels x (cls, box)
     for g, e in zip(got, expected):
+        torch.testing.assert_close(g, e, rtol=1e-4, atol=1e-5)
+
+
+def test_narrow_taps_reach_sliced_convs_unpadded():
+    """The FPN's lateral convs read the smallest's taps at their own width
+    (sliced input weights): nothing is padded, the outputs are the DS
+    detector's."""
+    model = detector()
+    static = static_subnet(model, model.space.get('smallest'))
+    x = torch.randn(1, 3, 64, 64)
+    feats = static.features(x)
+    assert static.widths == tuple(f.shape[1] for f in feats) == (12, 16)
+    assert model.backbone.out_widths == (24, 32)
+    assert [c.conv.in_channels for c in static.neck.lateral_convs] == \
+        [12, 16]
+    with torch.no_grad(), model.subnet('smallest'):
+        expected = flat(model._forward(x))
+    for g, e in zip(static(x), expected):
+        torch.testing.assert_close(g, e, rtol=1e-4, atol=1e-5)
+
+
+class _Prepared(torch.nn.Module):
+    """An FPN whose first tap goes through a BN (``bn=True``) or is also
+    read by a functional op (its channel mean, ``bn=False``) before."""
+
+    def __init__(self, fpn, bn: bool):
+        super().__init__()
+        self.fpn = fpn
+        self.bn = randomize_bn(torch.nn.BatchNorm2d(24)).eval() if bn \
+            else None
+
+    def forward(self, feats):
+        first = self.bn(feats[0]) if self.bn is not None else feats[0]
+        outs = self.fpn((first, *feats[1:]))
+        if self.bn is None:
+            outs = (outs[0] + feats[0].mean(1, keepdim=True), *outs[1:])
+        return outs
+
+
+@pytest.mark.parametrize('bn', [True, False])
+def test_a_tap_read_by_more_than_dense_convs_stays_padded(bn):
+    """Slicing needs every reader of a tap to be a dense conv (a BN of the
+    padded tap is not zero on the padding) and the sliced copy to give the
+    same outputs (a channel mean reads the padding too): where either
+    fails the tap stays padded; the other tap is still sliced."""
+    model = detector()
+    model.neck = _Prepared(model.neck, bn)
+    static = static_subnet(model, model.space.get('smallest'))
+    assert static.widths == (24, 16)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        padded = StaticDetector(static.backbone, model.backbone.out_indices,
+                                (24, 32), copy.deepcopy(model.neck),
+                                copy.deepcopy(model.bbox_head))(x)
+    for g, e in zip(static(x), padded):
         torch.testing.assert_close(g, e, rtol=1e-4, atol=1e-5)
 
 
