@@ -133,6 +133,35 @@ def test_one_optimizer_step_per_iteration_over_all_sandwich_widths():
     assert log['loss'] == pytest.approx(float(total), rel=1e-5)
 
 
+@pytest.mark.parametrize('weight', [0.0, 0.5])
+def test_student_label_weight_adds_the_labels_loss_to_each_student(weight):
+    """Every width but the largest learns from its soft target plus
+    ``student_label_weight`` times the head's loss on the labels."""
+    model = build(student_label_weight=weight)
+    seen = []
+    real = model.distill_loss.forward
+
+    def spy(logits, target):
+        seen.append((logits.detach().clone(), target.detach().clone()))
+        return real(logits, target)
+
+    model.distill_loss.forward = spy
+    data = batch()
+    log = model.train_step(data, optim(model))
+    assert len(seen) == 3  # two random widths, the smallest
+    for kind, (logits, target) in zip(('random0', 'random1', 'smallest'),
+                                      seen):
+        labels = model.head._get_loss(logits, data['data_samples'])['loss']
+        expected = real(logits, target) + weight * labels
+        assert float(log[f'loss_{kind}']) == pytest.approx(
+            float(expected), rel=1e-5)
+
+
+def test_negative_student_label_weight_is_refused():
+    with pytest.raises(ValueError, match='student_label_weight'):
+        build(student_label_weight=-1.0)
+
+
 def test_random_widths_are_reproducible_and_skip_the_smallest():
     model = build()
     draws = []

@@ -5,8 +5,10 @@ import json
 import os.path as osp
 
 import pytest
+from mmengine.config import Config
 
 from conftest import run_tool
+from dsnet_mm.datasets import GradedDigitsCIFAR10
 from test_train_tool import SMALL
 
 STAGE1 = 'configs/ds_mbnet_graded_digits.py'
@@ -16,9 +18,14 @@ STAGE2_SMALL = [o for o in SMALL
                 if 'calibrate' not in o and 'val_interval' not in o]
 
 
-def data_opts(root):
-    return [f'{k}.dataset.data_root={root}/graded_digits/cifar'
-            for k in ('train_dataloader', 'val_dataloader', 'test_dataloader')]
+def data_opts(root, config=STAGE1):
+    """Every loader of ``config`` on the graded digits under ``root``: the
+    run's three and the budget hook's own (Stage II)."""
+    keys = ['train_dataloader', 'val_dataloader', 'test_dataloader']
+    hooks = Config.fromfile(config).get('custom_hooks', [])
+    keys += [f'custom_hooks.{i}.dataloader' for i, h in enumerate(hooks)
+             if h.get('dataloader')]
+    return [f'{k}.dataset.data_root={root}/graded_digits/cifar' for k in keys]
 
 
 def test_graded_main_job_reports_every_level(graded_root, tmp_path):
@@ -45,8 +52,13 @@ def test_graded_main_job_reports_every_level(graded_root, tmp_path):
     proc = run_tool('tools/train.py', STAGE2, '--work-dir', stage2,
                     '--cfg-options', f'model.stage1_checkpoint={calibrated}',
                     'train_cfg.max_epochs=1', 'train_cfg.val_interval=1',
-                    *STAGE2_SMALL, *data_opts(graded_root))
+                    *STAGE2_SMALL, *data_opts(graded_root, STAGE2))
     assert proc.returncode == 0, proc.stderr[-3000:]
+    # the budget hook fits on the whole training split through its own
+    # loader (the run's is cut to 128 images)
+    train = GradedDigitsCIFAR10(data_root=f'{graded_root}/graded_digits/cifar',
+                                split='train', pipeline=[])
+    assert f'spent on {len(train)} images' in proc.stdout + proc.stderr
     with open(osp.join(stage2, 'subnet_results.json')) as f:
         dynamic = json.load(f)['dynamic']
     levels = dynamic['levels']

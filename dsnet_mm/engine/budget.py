@@ -23,9 +23,12 @@ class RoutingBudgetHook(Hook):
     penalty at which they spend ``budget`` times the MAdds of the window's
     widest sub-network on average. Which images go wide stays the gate's
     decision; the budget fixes how many. The gate decides from the image
-    alone, so training images serve as well as held-out ones; in
-    distributed training every rank's logits are gathered, so all ranks
-    fit the same penalty.
+    alone, so training images serve as well as held-out ones, best seen as
+    held-out images are (``dataloader`` over the training split with the
+    test pipeline): the gate finds randomly cropped images harder, and a
+    penalty fitted on them spends less on held-out images. In distributed
+    training every rank's logits are gathered, so all ranks fit the same
+    penalty.
 
     Args:
         budget (float): Mean MAdds per image as a share of the window's

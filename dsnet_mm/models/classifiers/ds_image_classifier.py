@@ -78,7 +78,8 @@ class DSImageClassifier(ImageClassifier):
     the smallest, back-propagates each loss as soon as it is computed
     (accumulating gradients) and makes a single optimizer step. The largest
     learns from the labels through the head's loss (with dropout before the
-    classifier); every other width learns from a soft target:
+    classifier); every other width learns from a soft target (and, with
+    ``student_label_weight``, from the labels too):
 
     - ``'ib'`` (in-place bootstrapping, the reference default): the softmax of
       an EMA copy of the model run as the largest, in eval mode;
@@ -132,6 +133,10 @@ class DSImageClassifier(ImageClassifier):
         mvco (dict, optional): ``dict(mode='view_mean' | 'cross_view' |
             'largest_consistency', consistency_weight=1.0)`` (the weight of
             the last mode's sym-KL). Defaults to None (one view).
+        student_label_weight (float): Weight of the head's loss on the
+            labels added to every other width's soft-target loss (not in
+            the paper, whose students learn from the teacher alone; OFA's
+            sub-networks learn from both). Defaults to 0.
         **kwargs: Passed to ``ImageClassifier``.
     """
 
@@ -148,10 +153,12 @@ class DSImageClassifier(ImageClassifier):
                  sampling: str = 'list',
                  usnet_divisor: int = 1,
                  mvco: Optional[dict] = None,
+                 student_label_weight: float = 0.0,
                  **kwargs) -> None:
         check_type('backbone', backbone, (dict, nn.Module),
                    'a backbone config dict')
         check_choice('bootstrap', bootstrap, BOOTSTRAP_MODES)
+        check_float('student_label_weight', student_label_weight, 0)
         check_sandwich_sampling(num_random, seed, sampling, usnet_divisor)
         check_float('ema_momentum', ema_momentum, 0, 1, low_open=True)
         check_float('largest_dropout', largest_dropout, 0, 1,
@@ -164,6 +171,7 @@ class DSImageClassifier(ImageClassifier):
                 'DSImageClassifier needs a backbone with a sub-network space '
                 '(e.g. DSMobileNetV1)')
         self.mvco = self._check_mvco(mvco)
+        self.student_label_weight = float(student_label_weight)
         self.bootstrap = bootstrap
         self.num_random = num_random
         self.seed = seed
@@ -334,6 +342,12 @@ class DSImageClassifier(ImageClassifier):
                                                 probs)
                 logits = forward(x, mode='subnet', spec=spec)
                 loss = self.distill_loss(logits, target)
+                if self.student_label_weight:
+                    views_in_x = x.shape[0] // len(data['data_samples'])
+                    loss = loss + self.student_label_weight * \
+                        self.head._get_loss(
+                            logits,
+                            list(data['data_samples']) * views_in_x)['loss']
                 self._check_finite(loss, spec)
                 optim_wrapper.backward(loss)
                 losses[f'loss_{kind}'] = loss.detach()
