@@ -81,7 +81,11 @@ def build_detector(model: nn.Module, spec: SubnetSpec,
     neck = copy.deepcopy(model.neck) if model.with_neck else None
     detector = StaticDetector(backbone, bb.out_indices, bb.out_widths, neck,
                               copy.deepcopy(model.bbox_head))
-    probe = next(model.parameters()).new_empty(1, *PROBE_SHAPE).normal_()
+    param = next(model.parameters())
+    # its own generator: building a static network leaves the global RNG be
+    probe = torch.randn(1, *PROBE_SHAPE,
+                        generator=torch.Generator(param.device).manual_seed(0),
+                        device=param.device).to(param.dtype)
     return slice_tap_readers(detector, probe)
 
 
