@@ -128,6 +128,27 @@ def test_cross_view_students_see_one_view_and_learn_the_other():
     torch.testing.assert_close(t2, torch.stack([p1, *ensemble]).mean(0))
 
 
+@pytest.mark.parametrize('mode, rows', [('view_mean', 8), ('cross_view', 4)])
+def test_students_label_loss_reads_the_labels_of_the_views_they_see(
+        mode, rows):
+    """With ``student_label_weight`` each student's label loss gets one
+    label per row it ran: both views' (view_mean) or one view's
+    (cross_view)."""
+    model = build(mvco=dict(mode=mode), student_label_weight=0.5)
+    seen, real = [], model.head._get_loss
+
+    def spy(logits, samples, **kwargs):
+        seen.append((logits.shape[0],
+                     [int(s.gt_label) for s in samples]))
+        return real(logits, samples, **kwargs)
+
+    model.head._get_loss = spy
+    step(model, two_view_batch())
+    labels = [i % 5 for i in range(4)]
+    # the largest on both views, then the three students
+    assert seen == [(8, labels * 2)] + [(rows, labels * (rows // 4))] * 3
+
+
 def test_largest_consistency_adds_the_weighted_symmetric_kl():
     data = two_view_batch()
     logs = {w: step(build(mvco=dict(mode='largest_consistency',

@@ -343,11 +343,10 @@ class DSImageClassifier(ImageClassifier):
                 logits = forward(x, mode='subnet', spec=spec)
                 loss = self.distill_loss(logits, target)
                 if self.student_label_weight:
-                    views_in_x = x.shape[0] // len(data['data_samples'])
+                    # x holds whole views, each labelled as data_samples
                     loss = loss + self.student_label_weight * \
                         self.head._get_loss(
-                            logits,
-                            list(data['data_samples']) * views_in_x)['loss']
+                            logits, data_samples[:len(logits)])['loss']
                 self._check_finite(loss, spec)
                 optim_wrapper.backward(loss)
                 losses[f'loss_{kind}'] = loss.detach()
