@@ -133,11 +133,15 @@ def test_one_optimizer_step_per_iteration_over_all_sandwich_widths():
     assert log['loss'] == pytest.approx(float(total), rel=1e-5)
 
 
-@pytest.mark.parametrize('weight', [0.0, 0.5])
+# one weight for every width, or one per sub-network (7 here): the weight of
+# index i is 0.1 * (i + 1), so every student's weight differs
+@pytest.mark.parametrize('weight', [0.0, 0.5, [0.1 * (i + 1)
+                                               for i in range(7)]])
 def test_student_label_weight_adds_the_labels_loss_to_each_student(weight):
-    """Every width but the largest learns from its soft target plus
+    """Every width but the largest learns from its soft target plus its
     ``student_label_weight`` times the head's loss on the labels."""
-    model = build(student_label_weight=weight)
+    model = build(student_label_weight=weight, seed=1)
+    per_index = weight if isinstance(weight, list) else [weight] * 7
     seen = []
     real = model.distill_loss.forward
 
@@ -149,17 +153,24 @@ def test_student_label_weight_adds_the_labels_loss_to_each_student(weight):
     data = batch()
     log = model.train_step(data, optim(model))
     assert len(seen) == 3  # two random widths, the smallest
-    for kind, (logits, target) in zip(('random0', 'random1', 'smallest'),
-                                      seen):
+    indices = [int(log['subnet_random0']), int(log['subnet_random1']), 0]
+    assert len(set(indices)) == 3  # three different weights are checked
+    for kind, index, (logits, target) in zip(
+            ('random0', 'random1', 'smallest'), indices, seen):
         labels = model.head._get_loss(logits, data['data_samples'])['loss']
-        expected = real(logits, target) + weight * labels
+        expected = real(logits, target) + per_index[index] * labels
         assert float(log[f'loss_{kind}']) == pytest.approx(
             float(expected), rel=1e-5)
 
 
-def test_negative_student_label_weight_is_refused():
-    with pytest.raises(ValueError, match='student_label_weight'):
-        build(student_label_weight=-1.0)
+@pytest.mark.parametrize('weight, message', [
+    (-1.0, 'student_label_weight must be a number >= 0'),
+    ([0.5] * 6, r'one weight per sub-network \(7\), got 6'),
+    ([0.5] * 6 + [-1], r'student_label_weight\[6\] must be a number'),
+])
+def test_bad_student_label_weight_is_refused(weight, message):
+    with pytest.raises(ValueError, match=message):
+        build(student_label_weight=weight)
 
 
 def test_random_widths_are_reproducible_and_skip_the_smallest():

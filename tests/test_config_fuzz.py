@@ -258,7 +258,7 @@ CASES: List[Case] = [
         sampling=NOT_CHOICE,
         usnet_divisor=NOT_INT + (0, ),
         mvco=NOT_DICT + (dict(views=2), ),
-        student_label_weight=NOT_FLOAT + (-0.5, ),
+        student_label_weight=NOT_FLOAT + (-0.5, [0.5, 0.5, -1], [0.5] * 2),
     )),
     inner_case('DSImageClassifier', 'mvco.mode', build_stage1,
                dict(mode='view_mean'), NOT_CHOICE),

@@ -13,10 +13,10 @@ level  degradations (maxima; drawn uniformly per image)             purpose
 0      none: the plain digit, pixel for pixel the ``digits`` set    easy
 1      rotation 10 deg, scale 0.9-1.05, shift 1 px, blur 0.3,       pose
        noise 0.03
-2      rotation 30 deg, scale 0.75-1.1, shift 3 px, one clutter     clutter
-       digit at ink 0.5, blur 0.5, noise 0.08
-3      rotation 50 deg, scale 0.65-1.15, shift 4 px, two clutter    heavy
-       digits at ink 0.6, blur 0.6, noise 0.1
+2      rotation 40 deg, scale 0.7-1.1, shift 3 px, one clutter      clutter
+       digit at ink 0.6, blur 0.5, noise 0.1
+3      rotation 70 deg, scale 0.6-1.2, shift 5 px, two clutter      heavy
+       digits at ink 0.7, blur 0.6, noise 0.12
 =====  ===========================================================  =======
 
 The hard levels vary the pose widely and add competing strokes, which a

@@ -1,7 +1,8 @@
 # Copyright (c) dsnet_mm contributors. All rights reserved.
 """The DS classifier: Stage I supernet training by the sandwich rule."""
 import random
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import (Callable, Dict, List, Optional, Sequence, Tuple,
+                    Union)
 
 import torch
 import torch.nn as nn
@@ -133,10 +134,13 @@ class DSImageClassifier(ImageClassifier):
         mvco (dict, optional): ``dict(mode='view_mean' | 'cross_view' |
             'largest_consistency', consistency_weight=1.0)`` (the weight of
             the last mode's sym-KL). Defaults to None (one view).
-        student_label_weight (float): Weight of the head's loss on the
-            labels added to every other width's soft-target loss (not in
-            the paper, whose students learn from the teacher alone; OFA's
-            sub-networks learn from both). Defaults to 0.
+        student_label_weight (float | Sequence[float]): Weight of the
+            head's loss on the labels added to every other width's
+            soft-target loss (not in the paper, whose students learn from
+            the teacher alone; OFA's sub-networks learn from both): one for
+            every width, or one per sub-network of the list (an off-list
+            ``'usnet'`` width takes the weight of its statistics row, the
+            narrowest listed sub-network as wide). Defaults to 0.
         **kwargs: Passed to ``ImageClassifier``.
     """
 
@@ -153,12 +157,11 @@ class DSImageClassifier(ImageClassifier):
                  sampling: str = 'list',
                  usnet_divisor: int = 1,
                  mvco: Optional[dict] = None,
-                 student_label_weight: float = 0.0,
+                 student_label_weight: Union[float, Sequence[float]] = 0.0,
                  **kwargs) -> None:
         check_type('backbone', backbone, (dict, nn.Module),
                    'a backbone config dict')
         check_choice('bootstrap', bootstrap, BOOTSTRAP_MODES)
-        check_float('student_label_weight', student_label_weight, 0)
         check_sandwich_sampling(num_random, seed, sampling, usnet_divisor)
         check_float('ema_momentum', ema_momentum, 0, 1, low_open=True)
         check_float('largest_dropout', largest_dropout, 0, 1,
@@ -171,7 +174,8 @@ class DSImageClassifier(ImageClassifier):
                 'DSImageClassifier needs a backbone with a sub-network space '
                 '(e.g. DSMobileNetV1)')
         self.mvco = self._check_mvco(mvco)
-        self.student_label_weight = float(student_label_weight)
+        self.student_label_weights = self._check_label_weights(
+            student_label_weight)
         self.bootstrap = bootstrap
         self.num_random = num_random
         self.seed = seed
@@ -239,6 +243,20 @@ class DSImageClassifier(ImageClassifier):
         super().train(mode)
         self.teacher.eval()  # the teacher always uses running statistics
         return self
+
+    def _check_label_weights(self, weight) -> Tuple[float, ...]:
+        """``student_label_weight`` as one weight per listed sub-network."""
+        num = len(self.backbone.space)
+        if not isinstance(weight, (list, tuple)):
+            check_float('student_label_weight', weight, 0)
+            return (float(weight), ) * num
+        if len(weight) != num:
+            raise ValueError(
+                f'student_label_weight must be a number or hold one weight '
+                f'per sub-network ({num}), got {len(weight)}: {weight!r}')
+        for i, w in enumerate(weight):
+            check_float(f'student_label_weight[{i}]', w, 0)
+        return tuple(float(w) for w in weight)
 
     # --- sub-network sampling -------------------------------------------
     def sample_random_subnets(self) -> List[SubnetSpec]:
@@ -342,10 +360,10 @@ class DSImageClassifier(ImageClassifier):
                                                 probs)
                 logits = forward(x, mode='subnet', spec=spec)
                 loss = self.distill_loss(logits, target)
-                if self.student_label_weight:
+                label_weight = self.student_label_weights[spec.index]
+                if label_weight:
                     # x holds whole views, each labelled as data_samples
-                    loss = loss + self.student_label_weight * \
-                        self.head._get_loss(
+                    loss = loss + label_weight * self.head._get_loss(
                             logits, data_samples[:len(logits)])['loss']
                 self._check_finite(loss, spec)
                 optim_wrapper.backward(loss)
