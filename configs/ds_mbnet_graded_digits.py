@@ -6,17 +6,11 @@ _base_ = ['./ds_mbnet_digits.py', './_base_/graded_digits.py']
 
 model = dict(
     backbone=dict(subnets=_base_.graded_subnets),
-    # every width but the largest learns from the labels too, not only from
-    # the teacher (the paper's IB): with the teacher alone the largest, the
-    # one width trained on the labels, led subnet_12 by 1.7 points and
-    # subnet_6 by 1.9-2.5 on the clean levels, which the images the gate
-    # sends narrow lose (seed 0: dynamic 1.46 points below the widest). At
-    # weight 1 subnet_6 matches the widest on the clean levels and the
-    # dynamic model came within 0.07 of it (0.3: 0.76, 0.5: 0.62), at the
-    # same MAdds and 2 points more top-1. The middle widths gain most, so
-    # the static curve rises too: the dynamic model's lead over it fell from
-    # 1.61 to 0.57 points (README, "The main job")
-    student_label_weight=1.0)
+    # the random widths up to subnet_6, the narrow end of the gate's window,
+    # learn from the labels as well as from the teacher; the smallest and
+    # the widths above subnet_6 from the teacher alone (the paper's IB);
+    # see graded_student_label_weight in configs/_base_/graded_digits.py
+    student_label_weight=_base_.graded_student_label_weight)
 train_dataloader = _base_.graded_train_dataloader
 val_dataloader = _base_.graded_val_dataloader
 test_dataloader = val_dataloader

@@ -20,7 +20,7 @@ model = dict(
             # levels; on the earlier ladder (from 5/16/17/28), from subnet_3
             # or subnet_5 the dynamic model lost 2.4 or 1.5 points to the
             # widest, from subnet_7 it needed 60.5 % of its MAdds
-            window=(6, 8),
+            window=_base_.graded_window,
             # the slimming head reads the pooled gate input, not the SE's
             # squeeze: that squeeze has 6 channels here (0.25 of stage1's
             # 24), two thirds of them zero after its ReLU; with it the gate

@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pytest
+from mmengine.config import Config
 
 MBNET = ['DSImageClassifier', 'DSMobileNetV1', '14']
 VIT = ['DSImageClassifier', 'DSViT', '4']
@@ -36,3 +37,20 @@ def test_config_with_custom_imports_builds_the_model(repo_root, name,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split()[-3:] == expected
+
+
+def test_graded_stage1_label_weights_stop_at_the_gate_window(repo_root):
+    """The main job's random students learn from the labels up to the
+    narrow end of the Stage II gate's window (where the easy images go);
+    the wider ones and the smallest learn from the teacher alone: the two
+    configs agree on where that is."""
+    stage1 = Config.fromfile(
+        osp.join(repo_root, 'configs/ds_mbnet_graded_digits.py'))
+    stage2 = Config.fromfile(
+        osp.join(repo_root, 'configs/ds_mbnet_graded_digits_gate.py'))
+    weights = stage1.model.student_label_weight
+    first = stage2.model.backbone.gate.window[0]
+    assert len(weights) == stage1.model.backbone.subnets.num
+    assert weights[0] == 0
+    assert all(w > 0 for w in weights[1:first + 1])
+    assert not any(weights[first + 1:])

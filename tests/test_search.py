@@ -266,8 +266,9 @@ SMALL = dict(ranking='l1', base_epochs=1, groups=4, held_out=200,
              num_keep=4, search_groups=['stage4', 'stage5'])
 
 
-def small_runner(work_dir, **overrides):
+def small_runner(work_dir, model=None, **overrides):
     cfg = Config.fromfile(DIGITS)
+    cfg.model.update(model or {})
     cfg.train_dataloader.num_workers = 0
     cfg.train_dataloader.persistent_workers = False
     cfg.val_dataloader.num_workers = 0
@@ -351,6 +352,25 @@ def test_outputs_train_a_step(finished):
     for widths in subnets['uniform']:
         r4, r5 = (widths[g] / start[g] for g in ('stage4', 'stage5'))
         assert abs(r4 - r5) < 0.02
+
+
+def test_per_subnet_label_weights_follow_the_nearest_in_madds(tmp_path):
+    """A config's per-sub-network ``student_label_weight`` carried over to
+    the written lists: the ends keep theirs, the others take the weight of
+    the ladder member nearest in MAdds."""
+    weights = [0.0] + [1.0] * 6 + [0.5] * 6 + [0.25]
+    runner = small_runner(tmp_path, model=dict(student_label_weight=weights))
+    space = runner.model.backbone.space
+    ladder = [dict(s) for s in space]
+    assert runner.mapped_label_weights(ladder) == dict(
+        student_label_weight=weights)
+    # subnet_6 a little wider: still nearest to subnet_6 (weight 1); the
+    # list's own smallest and widest keep the ladder's ends' weights
+    wider6 = dict(ladder[6], stage5=ladder[6]['stage5'] + 1)
+    mapped = runner.mapped_label_weights([ladder[1], wider6, ladder[9]])
+    assert mapped == dict(student_label_weight=[0.0, 1.0, 0.25])
+    # one weight for every width: nothing is written
+    assert small_runner(tmp_path / 'one').mapped_label_weights(ladder) == {}
 
 
 @pytest.mark.parametrize('overrides,match', [

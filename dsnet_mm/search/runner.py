@@ -302,10 +302,12 @@ class SearchRunner:
         with open(out['subnets'], 'w') as f:
             json.dump(dict(searched=searched, uniform=uniform), f, indent=1)
         _write_config(out['searched'], self.config_path,
-                      dict(backbone=dict(subnets=searched)))
+                      dict(backbone=dict(subnets=searched),
+                           **self.mapped_label_weights(searched)))
         _write_config(out['uniform'], self.config_path,
                       dict(backbone=dict(subnets=uniform), sampling='usnet',
-                           usnet_divisor=o['divisor']))
+                           usnet_divisor=o['divisor'],
+                           **self.mapped_label_weights(uniform)))
         if self.gate_config:
             out['searched_gate'] = osp.join(self.work_dir, 'searched_gate.py')
             _write_config(out['searched_gate'], self.gate_config,
@@ -328,11 +330,29 @@ class SearchRunner:
         madds = [madds_at(self.model, w, self.input_shape) for w in searched]
 
         def nearest(widths: Mapping[str, int]) -> int:
-            target = madds_at(self.model, widths, self.input_shape)
-            return min(range(len(madds)), key=lambda i: abs(madds[i] - target))
+            return _nearest(
+                madds, madds_at(self.model, widths, self.input_shape))
 
         first, last = nearest(space[start]), nearest(space[start + size - 1])
         return (first, max(1, last - first + 1))
+
+    def mapped_label_weights(self,
+                             subnets: Sequence[Mapping[str, int]]) -> dict:
+        """The config's per-sub-network ``student_label_weight`` carried
+        over to another list (``{}`` when the config gives one weight for
+        every width): the smallest and the widest keep theirs, every other
+        member takes the weight of the config's sub-network nearest to it in
+        MAdds."""
+        weights = self.model.student_label_weights
+        if len(set(weights)) == 1:
+            return {}
+        ladder = [madds_at(self.model, dict(s), self.input_shape)
+                  for s in self.model.backbone.space]
+        mapped = [weights[_nearest(
+            ladder, madds_at(self.model, w, self.input_shape))]
+            for w in subnets]
+        mapped[0], mapped[-1] = weights[0], weights[-1]
+        return dict(student_label_weight=mapped)
 
     def matched_uniform(self, targets: Sequence[int],
                         min_widths: Mapping[str, int]
@@ -359,6 +379,11 @@ class SearchRunner:
             if not out or widths != out[-1]:
                 out.append(widths)
         return out
+
+def _nearest(values: Sequence[int], target: int) -> int:
+    """Index of the value nearest to ``target`` (the first of a tie)."""
+    return min(range(len(values)), key=lambda i: abs(values[i] - target))
+
 
 def _write_config(path: str, base: str, model: dict) -> None:
     with open(path, 'w') as f:
