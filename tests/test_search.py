@@ -356,8 +356,9 @@ def test_outputs_train_a_step(finished):
 
 def test_per_subnet_label_weights_follow_the_nearest_in_madds(tmp_path):
     """A config's per-sub-network ``student_label_weight`` carried over to
-    the written lists: the ends keep theirs, the others take the weight of
-    the ladder member nearest in MAdds."""
+    the written lists: the ends keep theirs, a member nearest in MAdds to
+    some ladder members takes the largest of their weights, any other the
+    weight of the ladder member nearest to it."""
     weights = [0.0] + [1.0] * 6 + [0.5] * 6 + [0.25]
     runner = small_runner(tmp_path, model=dict(student_label_weight=weights))
     space = runner.model.backbone.space
@@ -368,6 +369,12 @@ def test_per_subnet_label_weights_follow_the_nearest_in_madds(tmp_path):
     # list's own smallest and widest keep the ladder's ends' weights
     wider6 = dict(ladder[6], stage5=ladder[6]['stage5'] + 1)
     mapped = runner.mapped_label_weights([ladder[1], wider6, ladder[9]])
+    assert mapped == dict(student_label_weight=[0.0, 1.0, 0.25])
+    # a member between subnet_6 and subnet_7, nearer to subnet_7, but the
+    # list's nearest to subnet_6 (where the window's narrow end goes): it
+    # learns from the labels as subnet_6 does
+    below7 = dict(ladder[7], stage5=ladder[7]['stage5'] - 1)
+    mapped = runner.mapped_label_weights([ladder[0], below7, ladder[13]])
     assert mapped == dict(student_label_weight=[0.0, 1.0, 0.25])
     # one weight for every width: nothing is written
     assert small_runner(tmp_path / 'one').mapped_label_weights(ladder) == {}

@@ -340,17 +340,24 @@ class SearchRunner:
                              subnets: Sequence[Mapping[str, int]]) -> dict:
         """The config's per-sub-network ``student_label_weight`` carried
         over to another list (``{}`` when the config gives one weight for
-        every width): the smallest and the widest keep theirs, every other
-        member takes the weight of the config's sub-network nearest to it in
-        MAdds."""
+        every width). Nearness is in MAdds, as for :meth:`mapped_window`: a
+        member that is the nearest to some of the config's sub-networks
+        takes the largest of their weights (so the member the window's
+        narrow end is carried to learns as that end does), any other member
+        the weight of the config's sub-network nearest to it; the list's
+        smallest and widest keep the config's ends' weights."""
         weights = self.model.student_label_weights
         if len(set(weights)) == 1:
             return {}
         ladder = [madds_at(self.model, dict(s), self.input_shape)
                   for s in self.model.backbone.space]
-        mapped = [weights[_nearest(
-            ladder, madds_at(self.model, w, self.input_shape))]
-            for w in subnets]
+        madds = [madds_at(self.model, w, self.input_shape) for w in subnets]
+        mapped = [weights[_nearest(ladder, m)] for m in madds]
+        hits: Dict[int, List[float]] = {}
+        for j, m in enumerate(ladder):
+            hits.setdefault(_nearest(madds, m), []).append(weights[j])
+        for i, found in hits.items():
+            mapped[i] = max(found)
         mapped[0], mapped[-1] = weights[0], weights[-1]
         return dict(student_label_weight=mapped)
 
