@@ -1,8 +1,7 @@
 # Copyright (c) dsnet_mm contributors. All rights reserved.
 """The DS classifier: Stage I supernet training by the sandwich rule."""
 import random
-from typing import (Callable, Dict, List, Optional, Sequence, Tuple,
-                    Union)
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -364,7 +363,7 @@ class DSImageClassifier(ImageClassifier):
                 if label_weight:
                     # x holds whole views, each labelled as data_samples
                     loss = loss + label_weight * self.head._get_loss(
-                            logits, data_samples[:len(logits)])['loss']
+                        logits, data_samples[:len(logits)])['loss']
                 self._check_finite(loss, spec)
                 optim_wrapper.backward(loss)
                 losses[f'loss_{kind}'] = loss.detach()
