@@ -327,13 +327,9 @@ class SearchRunner:
         start, size = gate_cfg.gate.window
         space = SubnetSpace(self.model.backbone.space.max_widths,
                             gate_cfg.subnets)
-        madds = [madds_at(self.model, w, self.input_shape) for w in searched]
-
-        def nearest(widths: Mapping[str, int]) -> int:
-            return _nearest(
-                madds, madds_at(self.model, widths, self.input_shape))
-
-        first, last = nearest(space[start]), nearest(space[start + size - 1])
+        madds = self._madds(searched)
+        first, last = (_nearest(madds, m) for m in self._madds(
+            [space[start], space[start + size - 1]]))
         return (first, max(1, last - first + 1))
 
     def mapped_label_weights(self,
@@ -349,9 +345,8 @@ class SearchRunner:
         weights = self.model.student_label_weights
         if len(set(weights)) == 1:
             return {}
-        ladder = [madds_at(self.model, dict(s), self.input_shape)
-                  for s in self.model.backbone.space]
-        madds = [madds_at(self.model, w, self.input_shape) for w in subnets]
+        ladder = self._madds(self.model.backbone.space)
+        madds = self._madds(subnets)
         mapped = [weights[_nearest(ladder, m)] for m in madds]
         hits: Dict[int, List[float]] = {}
         for j, m in enumerate(ladder):
@@ -360,6 +355,10 @@ class SearchRunner:
             mapped[i] = max(found)
         mapped[0], mapped[-1] = weights[0], weights[-1]
         return dict(student_label_weight=mapped)
+
+    def _madds(self, subnets: Sequence[Mapping[str, int]]) -> List[int]:
+        """MAdds of each width vector at the search's input shape."""
+        return [madds_at(self.model, w, self.input_shape) for w in subnets]
 
     def matched_uniform(self, targets: Sequence[int],
                         min_widths: Mapping[str, int]
@@ -386,6 +385,7 @@ class SearchRunner:
             if not out or widths != out[-1]:
                 out.append(widths)
         return out
+
 
 def _nearest(values: Sequence[int], target: int) -> int:
     """Index of the value nearest to ``target`` (the first of a tie)."""
