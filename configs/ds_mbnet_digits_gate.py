@@ -14,9 +14,7 @@ model = dict(
         # The whole ladder (1.28-4.66M MAdds, every sub-network shares the
         # groups before stage 4) rather than the reference's 4 narrowest of
         # DS-MBNet-S: on digits those span only 1.28-1.84M and score within
-        # a point of each other (the narrowest often best), which leaves the
-        # gate nothing to trade; with (0, 8) the balanced gate below sent
-        # 66% of the images to the widest, 81% of its MAdds.
+        # a point of each other, which leaves the gate nothing to trade.
         gate=dict(stage='stage4', window=(0, 14))),
     neck=dict(type='GlobalAveragePooling'),
     head=dict(
@@ -26,26 +24,26 @@ model = dict(
         loss=dict(type='LabelSmoothLoss', label_smooth_val=0.1),
         topk=(1, )),
     sgs_rule='smallest',  # or 'smallest_widest'
-    # Not the reference's plain mean: the Stage I supernet gets 93-98% of
-    # the digits train images right even at its narrowest, so only 2-7% of
-    # the SGS targets are 'hard' (logged as easy_ratio) and the plain mean
-    # is minimised by sending every image to the narrowest (the reference
-    # loss collapsed so here). Balanced, the rare hard target weighs as much
-    # as the easy ones, and the gate routes the images that look hard.
+    # Not the reference's plain mean: the Stage I supernet gets nearly every
+    # digits training image right even at its narrowest, so 'hard' SGS
+    # targets are rare (logged as easy_ratio) and the plain mean is
+    # minimised by sending every image to the narrowest. Balanced, the rare
+    # hard target weighs as much as the easy ones, and the gate routes the
+    # images that look hard (docs/gate.md, "SGS rules").
     sgs_class_weight='balanced',
     complexity_weight=0.5,
     # the reference's unit is 1 GMac for ImageNet models of 0.1-0.6 GMac;
     # the digits models are 1.3-4.7 MMac, so the same pull towards cheap
     # sub-networks needs a unit of the same scale (with 1e9 the term is
-    # ~1e-6 and the balanced gate sent 80% of the images to the widest)
+    # ~1e-6 and pulls nowhere)
     madds_unit=5e6,
-    # written by tools/calibrate_bn.py in the main job (tools/run_demo.sh)
+    # the recalibrated Stage I supernet (tools/calibrate_bn.py)
     stage1_checkpoint='work_dirs/ds_mbnet_digits/stage1/calibrated.pth')
 
-# The reference Stage II recipe (dsnet_spec.md §1.3: lr 0.08 cosine, weight
-# decay 1e-2, ~100k steps) compressed to 460 steps: lr 1.0 without weight
-# decay, with which the slimming head leaves the class prior in time. Only
-# the slimming head learns (everything else has requires_grad=False and BN
+# The reference Stage II recipe (docs/reference/dsnet.md: lr 0.08 cosine,
+# weight decay 1e-2, ~100k steps) compressed to 460 steps: lr 1.0 without
+# weight decay, with which the slimming head leaves the class prior in time.
+# Only the slimming head learns (everything else has requires_grad=False and BN
 # is frozen in eval mode).
 optim_wrapper = dict(
     _delete_=True,

@@ -1,4 +1,4 @@
-# DS-MobileNetV1 Stage I on the graded digits (the main job's data, see
+# DS-MobileNetV1 Stage I on the graded digits (the demo's data, see
 # configs/_base_/graded_digits.py). Model, sandwich/IB recipe, hooks and
 # runtime are the plain digits demo's (configs/ds_mbnet_digits.py) except
 # where said.

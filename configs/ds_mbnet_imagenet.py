@@ -1,5 +1,6 @@
 # DS-MobileNetV1 supernet, Stage I (IB) on ImageNet: the reference recipe
-# (reference dsnet_spec.md §1.3 and §2.1). 8 GPUs x 64 images.
+# (docs/reference/dsnet.md, "Recipes of the reference release" and
+# "DS-MobileNetV1 supernet"). 8 GPUs x 64 images.
 _base_ = [
     'mmpretrain::_base_/datasets/imagenet_bs64_deit3_224.py',
     'mmpretrain::_base_/default_runtime.py',
@@ -25,8 +26,18 @@ model = dict(
 
 bgr_mean = [103.53, 116.28, 123.675]
 bgr_std = [57.375, 57.12, 58.395]
-# timm 'rand-m9-mstd0.5', random erasing p=0.2 in pixel mode, random
-# interpolation resize (timm turns colour jitter off when RandAugment is on)
+# What this pipeline runs, against the reference's timm 0.3.2 one:
+# - RandAugment: mmpretrain's 'timm_increasing' policies (timm's
+#   '-inc1' ops, whose strength grows with the magnitude), 2 ops at
+#   magnitude 9 with std 0.5 out of 10. The reference's 'rand-m9-mstd0.5'
+#   draws from timm's non-increasing ops (Posterize, Solarize, Color,
+#   Contrast, Brightness and Sharpness weaken or change direction with the
+#   magnitude), which mmpretrain does not provide as a policy name;
+# - random erasing p=0.2 in pixel mode, as the reference; no colour jitter
+#   (timm turns it off when RandAugment is on);
+# - interpolation: bicubic in the random-resized crop and in RandAugment's
+#   geometric ops; the reference picks bilinear or bicubic at random for
+#   each ('random', timm's training default).
 train_pipeline = [
     dict(type='LoadImageChecked', channels=3),
     dict(type='RandomResizedCrop', scale=224, backend='pillow',
@@ -51,7 +62,9 @@ train_pipeline = [
         fill_std=bgr_std),
     dict(type='PackInputs'),
 ]
-# timm defaults: crop 0.875 (256 -> 224), bilinear
+# timm's eval crop: 0.875 (short side 256, centre 224), resized bilinear
+# (ResizeEdge's default; the reference's eval resize uses its model's
+# default interpolation)
 test_pipeline = [
     dict(type='LoadImageChecked', channels=3),
     dict(type='ResizeEdge', scale=256, edge='short', backend='pillow'),

@@ -1,5 +1,6 @@
 # DS-MobileNetV1 Stage II (gate training with SGS) on ImageNet, the reference
-# recipe (dsnet_spec.md §1.3 and §3.2), 8 GPUs x 64 images.
+# recipe (docs/reference/dsnet.md, "Recipes of the reference release" and
+# "Stage II: sandwich gate sparsification"), 8 GPUs x 64 images.
 _base_ = ['./ds_mbnet_imagenet.py']
 
 # Routing windows (start, size) over the 14 sub-networks: S is the

@@ -1,9 +1,9 @@
 # DS-MBNet++ (DS-CNN++ of DS-Net++): the DS-MobileNetV1 supernet of
-# configs/ds_mbnet_imagenet.py whose stage-4 and stage-5 depthwise convs
-# also slice their kernel, {3, 5} (stored 5x5, a 3x3 sub-network uses the
-# centre; dsnet_pp_spec.md §3, [UNVERIFIED]). The 14 sub-networks widen as
-# the reference's and take the 3x3 kernels in the narrower half, 5x5 in the
-# wider (the ladder snaps a choice group to the choice nearest its even
+# configs/ds_mbnet_imagenet.py whose stage-4 and stage-5 depthwise convs also
+# slice their kernel, {3, 5} (stored 5x5, a 3x3 sub-network uses the centre;
+# our reading of DS-Net++, docs/reference/dsnet_pp.md). The 14 sub-networks
+# widen as the reference's and take the 3x3 kernels in the narrower half, 5x5
+# in the wider (the ladder snaps a choice group to the choice nearest its even
 # step). Same Stage I recipe (sandwich, IB).
 _base_ = ['./ds_mbnet_imagenet.py']
 

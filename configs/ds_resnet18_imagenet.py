@@ -1,7 +1,7 @@
 # DS-ResNet-18 supernet, Stage I (IB) on ImageNet, 8 GPUs x 64 images: the
 # seed network of a progressive search, with no gate (nor its SE). The
 # reference Stage I recipe of DS-MBNet (no DS-ResNet recipe was released,
-# dsnet_spec.md §2.6).
+# docs/reference/dsnet.md, "DS-ResNet").
 _base_ = ['./ds_resnet50_imagenet.py']
 
 model = dict(

@@ -11,7 +11,7 @@ model = dict(
         depth=50,
         stem='cifar',
         # every group slimmed by one ratio, 0.25:0.25:1.0 (our reading of
-        # the DS-Net papers, dsnet_spec.md §2.6); no gate
+        # the DS-Net papers, docs/reference/dsnet.md); no gate
         ratios=[0.25, 0.5, 0.75, 1.0]),
     head=dict(in_channels=2048))
 

@@ -21,5 +21,6 @@ model = dict(
         se_stage='layer3',
         gate=dict(stage='layer3', window=(0, 4))),
     head=dict(in_channels=128),
-    # written by tools/calibrate_bn.py (README: DS-ResNet digits demo)
+    # the recalibrated Stage I supernet (tools/calibrate_bn.py; the
+    # commands in docs/results.md, "DS-ResNet on the plain digits")
     stage1_checkpoint='work_dirs/ds_resnet_digits/stage1/calibrated.pth')

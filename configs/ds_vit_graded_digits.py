@@ -1,4 +1,4 @@
-# DS-ViT Stage I on the graded digits (the main job's data, see
+# DS-ViT Stage I on the graded digits (the demo's data, see
 # configs/_base_/graded_digits.py): DS-Net++'s DS-ViT++ with dynamic idle
 # slicing (dsnet_mm/models/backbones/ds_vit.py), the sandwich rule and IB,
 # without MvCo; configs/ds_vit_graded_digits_mvco.py is the same run with
@@ -49,6 +49,8 @@ test_evaluator = val_evaluator
 # class token and the position embedding) at lr 1e-3 for batch 64
 optim_wrapper = dict(
     _delete_=True,
+    # frozen parts (the EMA teacher) left out in one log line
+    constructor='DSOptimWrapperConstructor',
     optimizer=dict(type='AdamW', lr=1e-3, weight_decay=0.05),
     paramwise_cfg=dict(
         norm_decay_mult=0.0,

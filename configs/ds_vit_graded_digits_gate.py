@@ -1,7 +1,7 @@
 # DS-ViT Stage II on the graded digits: the gate after block 1 learns to
 # route each image among the 4 sub-networks by SGS, from the Stage I
 # supernet of configs/ds_vit_graded_digits_mvco.py (layer norms only:
-# nothing to recalibrate). The gate recipe is the DS-MobileNetV1 main job's
+# nothing to recalibrate). The gate recipe is the DS-MobileNetV1 demo's
 # (configs/ds_mbnet_graded_digits_gate.py, where each choice is explained)
 # except where said.
 _base_ = ['./ds_vit_graded_digits.py']

@@ -1,18 +1,20 @@
-# DS-ViT-S (DS-Net++'s DS-ViT++ on DeiT-S) supernet, Stage I on ImageNet
-# with MvCo: the DeiT-S recipe of dsnet_pp_spec.md §7 (300 epochs, 5 of
-# warm-up, AdamW lr 5e-4 x batch / 512, weight decay 0.05, RandAugment
-# m9-mstd0.5, Mixup 0.8, CutMix 1.0, random erasing 0.25, label smoothing
-# 0.1, stochastic depth 0.1) with the sandwich of 4 routes, IB from an EMA
-# teacher (decay 0.9999) and MvCo option A with 2 views. 8 GPUs x 128.
-# Every DS-Net++ part is the spec's [UNVERIFIED] recommendation.
+# DS-ViT-S (DS-Net++'s DS-ViT++ on DeiT-S) supernet, Stage I on ImageNet with
+# MvCo: the DeiT-S recipe (docs/reference/dsnet_pp.md, "Stage I recipe for
+# DS-ViT-S": 300 epochs, 5 of warm-up, AdamW lr 5e-4 x batch / 512, weight
+# decay 0.05, RandAugment m9-mstd0.5, Mixup 0.8, CutMix 1.0, random erasing
+# 0.25, label smoothing 0.1, stochastic depth 0.1) with the sandwich of 4
+# routes, IB from an EMA teacher (decay 0.9999) and MvCo option A with 2 views.
+# 8 GPUs x 128. Every DS-Net++ part is our reading of the paper
+# (docs/reference/dsnet_pp.md).
 _base_ = [
     'mmpretrain::_base_/datasets/imagenet_bs64_swin_224.py',
     'mmpretrain::_base_/default_runtime.py',
 ]
 custom_imports = dict(imports=['dsnet_mm'], allow_failed_imports=False)
 
-# spec §1.2's ladder (embedding 192-384, heads 3-6, MLP 384-1536 in 4
-# steps) on blocks 3-11; blocks 0-2 at full width come before the gate
+# the ladder of docs/reference/dsnet_pp.md (embedding 192-384, heads 3-6, MLP
+# 384-1536 in 4 steps) on blocks 3-11; blocks 0-2 at full width come before the
+# gate
 vit_backbone = dict(
     type='DSViT',
     arch='deit-small',
@@ -36,7 +38,9 @@ model = dict(
     head=vit_head,
     bootstrap='ib',
     num_random=2,
-    ema_momentum=1e-4,  # decay 0.9999 (spec §7: 0.9996-0.99996)
+    # decay 0.9999, within the 0.9996-0.99996 of DeiT-style EMA teachers
+    # (docs/reference/dsnet_pp.md)
+    ema_momentum=1e-4,
     largest_dropout=0.0,
     mvco=dict(mode='view_mean'),
     # Mixup/CutMix draw one partner and ratio for both views of an image
@@ -49,7 +53,12 @@ data_preprocessor = dict(type='MultiViewClsDataPreprocessor')
 
 bgr_mean = [103.53, 116.28, 123.675]
 bgr_std = [57.375, 57.12, 58.395]
-# the DeiT augmentations, drawn for each view on its own
+# the DeiT augmentations, drawn for each view on its own. RandAugment is
+# DeiT's 'rand-m9-mstd0.5-inc1': mmpretrain's 'timm_increasing' policies
+# (timm's ops whose strength grows with the magnitude), 2 ops at magnitude
+# 9 with std 0.5 out of 10. Interpolation: bicubic in the random-resized
+# crop and RandAugment's geometric ops (DeiT's training interpolation);
+# evaluation takes the base config's test pipeline.
 view_transforms = [
     dict(type='RandomResizedCrop', scale=224, backend='pillow',
          interpolation='bicubic'),
@@ -72,6 +81,8 @@ val_dataloader = dict(batch_size=128)
 test_dataloader = val_dataloader
 
 optim_wrapper = dict(
+    # frozen parts (the EMA teacher) left out in one log line
+    constructor='DSOptimWrapperConstructor',
     optimizer=dict(type='AdamW', lr=5e-4 * 1024 / 512, weight_decay=0.05,
                    eps=1e-8, betas=(0.9, 0.999)),
     paramwise_cfg=dict(

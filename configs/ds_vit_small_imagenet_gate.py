@@ -1,8 +1,9 @@
-# DS-ViT-S Stage II (gate training with SGS) on ImageNet, spec §5's
-# [UNVERIFIED] recipe: every supernet weight frozen (layer norms need no
-# recalibration), only the slimming head of the gate after block 2 learns,
-# AdamW lr 1e-3 for 30 epochs, no Mixup/CutMix (SGS needs a clean "is the
-# smallest right" signal), 0.5 x (mean GMac)^2. 8 GPUs x 128.
+# DS-ViT-S Stage II (gate training with SGS) on ImageNet, our reading of
+# DS-Net++ (docs/reference/dsnet_pp.md, "Stage II for DS-ViT"): every supernet
+# weight frozen (layer norms need no recalibration), only the slimming head of
+# the gate after block 2 learns, AdamW lr 1e-3 for 30 epochs, no Mixup/CutMix
+# (SGS needs a clean "is the smallest right" signal), 0.5 x (mean GMac)^2. 8
+# GPUs x 128.
 _base_ = ['./ds_vit_small_imagenet.py']
 
 model = dict(

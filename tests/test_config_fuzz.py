@@ -165,7 +165,8 @@ def gate_cases(component: str, build: Callable, gate: dict,
         *(inner_case(component, f'gate.{key}', build, gate, values)
           for key, values in ((position, positions_bad),
                               ('window', GATE_WINDOW),
-                              ('features', NOT_CHOICE))),
+                              ('features', NOT_CHOICE),
+                              ('head_init', NOT_CHOICE))),
     ]
 
 
@@ -246,6 +247,7 @@ CASES: List[Case] = [
         se_ratio=NOT_FLOAT + (0, 1.5),
         features=NOT_CHOICE,
         tokens=NOT_CHOICE[:2] + ([], ),
+        head_init=NOT_CHOICE,
     )),
     *cases_of('DSImageClassifier', build_stage1, dict(
         backbone=('x', 1, dict(type='ResNet', depth=18)),
@@ -274,6 +276,9 @@ CASES: List[Case] = [
         tau=NOT_FLOAT + (0, -1),
         routing_mode=NOT_CHOICE,
         stage1_checkpoint=(1, [], {}),
+        mask_position=NOT_CHOICE,
+        gate_loss_input=NOT_CHOICE,
+        keep_stage1_head=NOT_BOOL,
     )),
     *cases_of('DSSingleStageDetector', build_detector, dict(
         backbone=('x', 1, dict(type='mmdet.ResNet', depth=18)),
@@ -302,13 +307,17 @@ CASES: List[Case] = [
           label_smooth=NOT_FLOAT + (-0.1, 1.0),
           complexity_weight=NOT_FLOAT + (-1, ),
           madds_unit=NOT_FLOAT + (0, -1),
-          tau=NOT_FLOAT + (0, -1)).items()),
+          tau=NOT_FLOAT + (0, -1),
+          gate_loss_input=NOT_CHOICE,
+          keep_stage1_head=NOT_BOOL,
+          mask_position=('after_act', 'before_act')).items()),
     *cases_of('SubnetValLoop', build_val_loop, dict(
         subnets=('x', 1, [None], [1.5], {}),
         calibrate=NOT_DICT + (dict(colour=1), ),
         dynamic=NOT_BOOL,
         fp16=NOT_BOOL,
         metric=(1, None, ['accuracy/top1']),
+        ema=NOT_BOOL,
     )),
     inner_case('SubnetValLoop', 'calibrate.num_batches', build_val_loop,
                {}, NOT_INT + (0, -1)),

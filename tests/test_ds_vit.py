@@ -63,7 +63,7 @@ def plain_forward(model: DSViT, spec, x: torch.Tensor) -> torch.Tensor:
 
 
 def block_madds(n: int, d: int, h: int, m: int, head_dims: int) -> int:
-    """The per-block formula of dsnet_pp_spec.md §1.2."""
+    """The per-block formula of docs/reference/dsnet_pp.md, "DS-ViT"."""
     return (n * d * 3 * head_dims * h + 2 * h * n * n * head_dims +
             n * head_dims * h * d + 2 * n * d * m)
 

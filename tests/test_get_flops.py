@@ -8,7 +8,8 @@ import torch.nn as nn
 from conftest import run_tool
 from dsnet_mm.analysis import count_complexity
 
-# README of the reference release (dsnet_spec.md §5.1), in millions
+# README of the reference release (docs/reference/dsnet.md, "Released
+# checkpoint"), in millions
 REFERENCE_MADDS = [133, 153, 175, 200, 226, 255, 286, 319, 355, 393, 433,
                    475, 519, 565]
 

@@ -24,7 +24,7 @@ from mmengine.runner import load_checkpoint
 from dsnet_mm.deploy import ExportMismatchError, export_dynamic
 from dsnet_mm.engine import build_model_from_cfg
 from dsnet_mm.engine.cli import (add_cfg_options, add_shape, checked,
-                                 load_config)
+                                 input_size, load_config)
 from dsnet_mm.models.classifiers import DSGateClassifier
 
 
@@ -55,7 +55,8 @@ def parse_args():
 
 def main():
     args = parse_args()
-    model = build_model_from_cfg(load_config(args.config, args.cfg_options))
+    cfg = load_config(args.config, args.cfg_options)
+    model = build_model_from_cfg(cfg)
     # before the checkpoint, which would not match such a model either
     if not isinstance(model, DSGateClassifier):
         raise SystemExit(
@@ -70,7 +71,8 @@ def main():
     model.eval()
     start = time.time()
     try:
-        manifest = export_dynamic(model, args.out, args.shape,
+        manifest = export_dynamic(model, args.out,
+                                  input_size(cfg, args.shape),
                                   batch_size=args.batch_size)
     except (ValueError, ExportMismatchError) as e:
         # a backbone without a static builder, or a failed check

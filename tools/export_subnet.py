@@ -27,8 +27,8 @@ from mmengine.runner import load_checkpoint
 from dsnet_mm.deploy import (detector_output_names, export_onnx,
                              input_normalisation, static_subnet)
 from dsnet_mm.engine import build_model_from_cfg
-from dsnet_mm.engine.cli import (add_cfg_options, add_shape, load_config,
-                                 subnet_key)
+from dsnet_mm.engine.cli import (add_cfg_options, add_shape, input_size,
+                                 load_config, subnet_key)
 
 
 def flat_outputs(out) -> List[torch.Tensor]:
@@ -65,7 +65,9 @@ def parse_args():
 
 def main():
     args = parse_args()
-    model = build_model_from_cfg(load_config(args.config, args.cfg_options))
+    cfg = load_config(args.config, args.cfg_options)
+    model = build_model_from_cfg(cfg)
+    shape = input_size(cfg, args.shape)
     load_checkpoint(model, args.checkpoint, map_location='cpu', strict=True,
                     logger='silent')
     model.eval()
@@ -75,7 +77,7 @@ def main():
         static = static_subnet(model, spec)
     except ValueError as e:
         raise SystemExit(f'export_subnet.py: error: {e}')
-    x = torch.randn(2, model.backbone.in_channels, *args.shape)
+    x = torch.randn(2, model.backbone.in_channels, *shape)
     with torch.no_grad(), model.backbone.subnet(spec):
         expected = flat_outputs(model(x))
     os.makedirs(args.out, exist_ok=True)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The progressive sub-network search demo (seed 003) on the graded digits:
-# set-up (idempotent), then
+# The progressive sub-network search demo (docs/search.md) on the graded
+# digits: set-up (idempotent), then
 #   1. base training of the widest DS-MobileNetV1 with trainable ranking
 #      noise, channel reordering, the greedy search with selective
 #      fine-tuning and re-selection (tools/search_subnets.py);

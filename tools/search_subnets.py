@@ -1,5 +1,5 @@
 # Copyright (c) dsnet_mm contributors. All rights reserved.
-"""Progressive sub-network search (seed 003) over a DS classifier config.
+"""Progressive sub-network search (docs/search.md) over a DS classifier config.
 
     python tools/search_subnets.py CONFIG --work-dir DIR [options]
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Create .venv in the checkout and install the verified stack (see ../shared/STACK.md facts, mirrored
-# in README.md). Idempotent: every step is skipped when its result is already there.
+# Create .venv in the checkout and install the verified stack (versions and why: docs/get_started.md,
+# "Installation"). Idempotent: every step is skipped when its result is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${DSNET_VENV:-.venv}

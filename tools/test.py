@@ -37,7 +37,7 @@ def main():
         cfg.work_dir = args.work_dir
     elif cfg.get('work_dir') is None:
         cfg.work_dir = osp.join('./work_dirs',
-                                osp.splitext(osp.basename(args.config))[0])
+                                osp.splitext(osp.basename(cfg.filename))[0])
     cfg.load_from = args.checkpoint
     with distributed(cfg.launcher):
         runner = Runner.from_cfg(cfg)

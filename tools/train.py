@@ -1,5 +1,15 @@
 # Copyright (c) dsnet_mm contributors. All rights reserved.
 """Train a model from an MM-style config (mmpretrain's train script, DS-aware).
+
+``--amp`` trains with mixed precision on the device the runner trains on:
+mmengine's ``AmpOptimWrapper`` (float16 autocast, dynamic loss scaling) on a
+GPU, :class:`~dsnet_mm.engine.CPUAmpOptimWrapper` (bfloat16 autocast, no loss
+scaling) on the CPU. Either replaces the type of the config's
+``optim_wrapper`` and keeps its other keys; on a device with neither (e.g.
+Apple's MPS), or with a CPU run whose config sets GPU-only keys
+(``optim_wrapper.loss_scale``), the tool stops with a message naming the flag
+and what to do. Evaluation autocasts with ``val_cfg.fp16=True`` /
+``test_cfg.fp16=True`` (bfloat16 on the CPU).
 """
 import argparse
 import os.path as osp
@@ -7,6 +17,7 @@ import os.path as osp
 from mmengine.config import Config
 from mmengine.runner import Runner
 
+from dsnet_mm.engine import amp_optim_wrapper
 from dsnet_mm.engine.checkpoint import latest_checkpoint
 from dsnet_mm.engine.cli import (add_cfg_options, add_launcher,
                                  add_trust_checkpoint, checkpoint_trust,
@@ -26,7 +37,11 @@ def parse_args():
         help='resume from the given checkpoint; without a path, from the '
         'newest complete checkpoint in the work dir')
     parser.add_argument(
-        '--amp', action='store_true', help='automatic mixed precision')
+        '--amp',
+        action='store_true',
+        help='automatic mixed precision: float16 autocast with loss scaling '
+        "(mmengine's AmpOptimWrapper) on a GPU, bfloat16 autocast "
+        '(CPUAmpOptimWrapper) on the CPU')
     parser.add_argument(
         '--no-validate',
         action='store_true',
@@ -44,16 +59,23 @@ def parse_args():
 
 
 def merge_args(cfg: Config, args) -> Config:
-    """Fold the command-line options into the config."""
+    """Fold the command-line options into the config.
+
+    Raises:
+        SystemExit: ``--amp`` cannot run on this machine's device or with
+            this config (see :func:`~dsnet_mm.engine.amp_optim_wrapper`).
+    """
     cfg.launcher = args.launcher
     if args.work_dir is not None:
         cfg.work_dir = args.work_dir
     elif cfg.get('work_dir') is None:
         cfg.work_dir = osp.join('./work_dirs',
-                                osp.splitext(osp.basename(args.config))[0])
+                                osp.splitext(osp.basename(cfg.filename))[0])
     if args.amp:
-        cfg.optim_wrapper.type = 'AmpOptimWrapper'
-        cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
+        try:
+            cfg.optim_wrapper = amp_optim_wrapper(cfg.optim_wrapper)
+        except ValueError as e:
+            raise SystemExit(str(e)) from e
     if args.no_validate:
         cfg.val_cfg = None
         cfg.val_dataloader = None

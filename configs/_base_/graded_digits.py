@@ -8,16 +8,13 @@
 # The ladder: the first two groups (stem, stage1: the 16x16 layers, before
 # the gate) are shared, every later group widens in 13 even steps, from
 # 5/16/4/15 to the widest 44/68/160/288 (stage2..stage5), 0.21-5.55 M
-# MAdds. Measured while designing the task (Stage I, 4-6 epochs): with only
-# stage4/5 in the ladder (from 56/184) the widest beat the narrowest by 2.6
-# points, with stage3-5 by 1.2 (the width of stage2, at 8x8, carries the
-# capacity), with stage2 from 18 channels by 4.7. From 5/16/17/28 the gap
-# was 5.8-8.5 points over three seeds (the bar of issue 12 is 8); the
+# MAdds. stage2 starts the ladder because the 8x8 stages carry the
+# capacity on 8x8 digits (a ladder of the last stages alone gives
+# sub-networks of nearly equal accuracy: nothing for a gate to trade). The
 # narrow 4x4 stages of the narrowest (stage4 4, stage5 15 channels) make it
-# 13.8-16.3, the narrowest falling on the hard levels (43-48 % on level 3,
-# the widest 74-78 %) far more than on the clean ones (91-94 % against
-# 98-99 %), while subnet_6, where the gate's window starts, changes little
-# (stage4/5 76/141 instead of 83/148 channels).
+# fall far behind on the hard levels while it stays close on the clean
+# ones, the spread a gate can exploit; the window's members (from subnet_6)
+# are hardly affected. See docs/graded_digits_demo.md, "The ladder".
 graded_subnets = dict(
     smallest=dict(stem=8, stage1=24, stage2=5, stage3=16, stage4=4,
                   stage5=15),
@@ -40,18 +37,14 @@ graded_evaluator = [dict(type='Accuracy', topk=(1, )),
 # is where the easy images go
 graded_window = (6, 8)
 # Stage I's student_label_weight (configs/ds_mbnet_graded_digits.py): one
-# weight per sub-network. With the teacher alone (the paper) the largest,
-# the one width trained on the labels, led subnet_6 by 1.9-2.5 points on the
-# clean levels, which the images the gate sends there lose (seed 0: the
-# dynamic model 1.46 points below the widest). With the labels for every
-# width subnet_6 matched the widest there, but the middle widths rose too:
-# the static curve at the dynamic model's MAdds came within 0.2-0.7 points
-# of the widest (seed 2: the dynamic model 0.11 below that curve), and the
-# narrowest, trained at every step, rose 5 points (seed 1: widest - narrowest
-# 7.92). So the labels go where the easy images are routed: the random
-# widths up to the window's narrow end; the widths above it and the smallest
-# learn from the teacher alone. Three seeds: 0.21-0.97 points below the
-# widest, 1.61-2.71 above the static curve, gaps 16.0-20.8 (README, "The
-# main job"); with the smallest on the labels too, seed 1's gap was 7.71.
+# weight per sub-network. With the teacher alone (DS-Net's IB) the largest,
+# the one width trained on the labels, leads subnet_6 on the clean levels,
+# and the easy images the gate sends to subnet_6 lose that lead. Labels for
+# every width close it but lift the middle of the ladder and the narrowest
+# too, which flattens the ladder the gate trades along. So the labels go
+# where the easy images are routed: the random widths up to the window's
+# narrow end; the widths above it and the smallest learn from the teacher
+# alone. See docs/graded_digits_demo.md, "Stage I", and the measured
+# weights in docs/results.md, "Stage I label weight".
 graded_student_label_weight = [0.0] + [1.0] * graded_window[0] + [0.0] * (
     graded_subnets['num'] - graded_window[0] - 1)

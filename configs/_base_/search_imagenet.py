@@ -1,10 +1,10 @@
-# The seed's ImageNet search recipe (seed 003; reference
-# progressive_search.md 1.3): G = 8, every searched group down to 25 %, a
-# 10k held-out split drawn from *train*, fine-tuning threshold 40 %, one
-# epoch of fine-tuning at most. The search runs in one process: start it
-# from a trained network (--load-from) so that base training only has to
-# learn the noise scales (the seed trains 30 epochs from scratch, SGD lr
-# 0.05 at batch 256, cosine, wd 4e-5).
+# The ImageNet search recipe of the progressive search paper's code
+# (docs/reference/progressive_search.md): G = 8, every searched group down to
+# 25 %, a 10k held-out split drawn from *train*, fine-tuning threshold 40 %,
+# one epoch of fine-tuning at most. The search runs in one process: start it
+# from a trained network (--load-from) so that base training only has to learn
+# the noise scales (the paper trains 30 epochs from scratch, SGD lr 0.05 at
+# batch 256, cosine, wd 4e-5).
 search = dict(
     ranking='noise',
     noise_order='descending',

@@ -2,8 +2,9 @@
 # own recipe (mmdet::pascal_voc/ssd300_voc0712.py: pipeline, anchors, 24-epoch
 # schedule, VOCMetric) with only what the DS backbone needs changed below.
 # DS-Net evaluated detection with PytorchSSD's MobileNet replaced by DS-MBNet
-# (changlin31/DS-Net#4); the neck is our design (detection.md §7.1), modelled
-# on PytorchSSD's three MobileNet taps.
+# (changlin31/DS-Net#4); the neck is our design
+# (docs/reference/detection.md), modelled on PytorchSSD's three MobileNet
+# taps.
 _base_ = ['mmdet::pascal_voc/ssd300_voc0712.py']
 custom_imports = dict(imports=['dsnet_mm'], allow_failed_imports=False)
 

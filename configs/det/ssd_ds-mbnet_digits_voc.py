@@ -12,12 +12,12 @@ custom_imports = dict(imports=['dsnet_mm'], allow_failed_imports=False)
 
 input_size = 128
 num_classes = 10
-# The digits DS-MobileNetV1 of the main job
+# The digits DS-MobileNetV1 of the graded-digits demo
 # (configs/ds_mbnet_graded_digits.py), whose calibrated Stage I checkpoint
 # initialises the backbone: arch and sub-networks must match it. Its ladder
 # widens stage2..stage5 from 5/16/4/15 to 44/68/160/288 channels; on the
-# graded digits the widest classifies 14-16 points better than the
-# narrowest, so the detector's sub-networks differ in accuracy too. Stage 5
+# graded digits the widest classifies far better than the narrowest, so the
+# detector's sub-networks differ in accuracy too. Stage 5
 # (stride 8: 16x16 maps at 128 px) is 15..288 wide in the 14 sub-networks
 # and 288 in the largest.
 arch = dict(
@@ -35,8 +35,8 @@ model = dict(
     # iteration) is the DS detector's train_step
     type='DSSingleStageDetector',
     # one random sub-network, not the paper's two: three detector passes a
-    # step (about 0.75 s at batch 8 on 2 cores) keep the demo's detection
-    # Stage I within its time (tools/run_det_demo.sh)
+    # step instead of four keep the demo's detection Stage I short on a
+    # 2-core CPU (tools/run_det_demo.sh)
     num_random=1,
     # the digits classifier's normalisation (configs/ds_mbnet_digits.py):
     # grey digits, no channel swap

@@ -1,5 +1,5 @@
 # The dynamic digits detector: the SSD of ssd_ds-mbnet_digits_voc.py with
-# the main job's gate in its backbone (first block of stage2, routing
+# the demo's gate in its backbone (first block of stage2, routing
 # subnet_6..subnet_13 on the pooled gate input, as
 # configs/ds_mbnet_graded_digits_gate.py), which routes every test image to
 # its own sub-network. Here the gate is the classification Stage II one,
@@ -15,7 +15,7 @@ model = dict(
     # bucket: the batch grouped by routed sub-network, each group sliced
     # ('slice' runs one image at a time: the batch-1 path)
     routing_mode='bucket',
-    # the slimming head of the main job's classification Stage II
+    # the slimming head of the demo's classification Stage II
     # checkpoint (configs/ds_mbnet_graded_digits_gate.py, 6 epochs), loaded
     # when the model is built (a test run calls no init_weights) and kept
     # by a detection Stage I checkpoint, which has no slimming head

@@ -14,14 +14,13 @@ model = dict(
     gate_checkpoint=None,
     stage1_checkpoint='work_dirs/ds_det_digits/stage1/calibrated.pth',
     gate_training=dict(
-        # absolute: easy when loss_narrow <= loss_wide + 1.5. Measured on
-        # the training images with the demo's Stage I (seed 0): the
-        # narrowest's loss is 1.7-3.4 times the widest's on every level
-        # alike (the widest fits the training images best), so no relative
-        # margin separates the levels (a margin of 0.5 makes 8-19 % of each
-        # level easy); the difference grows with the level (median 1.4 on
-        # levels 0-1, 1.7 on level 2, 2.0 on level 3), and 1.5 makes 57 /
-        # 57 / 39 / 20 % of levels 0..3 easy
+        # absolute: easy when loss_narrow <= loss_wide + 1.5. On the
+        # training images the narrowest's loss is a similar multiple of the
+        # widest's on every level (the widest fits the training images
+        # best), so a relative margin does not separate the levels; the
+        # difference grows with the level, and a margin of 1.5 (about the
+        # median difference on the clean levels) makes over half of the
+        # clean images easy and a fifth of the heaviest (docs/detection.md)
         margin=1.5,
         margin_mode='absolute',
         # easy and hard images weigh the same in the gate loss whatever

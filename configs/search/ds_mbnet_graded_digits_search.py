@@ -1,5 +1,5 @@
-# Progressive sub-network search (seed 003, dsnet_mm/search) over the
-# DS-MobileNetV1 of the main job on the graded digits
+# Progressive sub-network search (docs/search.md) over the
+# DS-MobileNetV1 of the demo on the graded digits
 # (configs/ds_mbnet_graded_digits.py): the search space is the uniform
 # ladder's, stage2..stage5 from their widest 44/68/160/288 down to an eighth
 # (6/9/20/36), stem and stage1 fixed at 8/24 as in the ladder (they run
@@ -30,8 +30,8 @@ search = dict(
     # as many sub-networks as the uniform ladder
     num_keep=14,
     # the US-Net baseline's widths in multiples of 4 (US-Net rounds
-    # MobileNet widths to 8): each width a new conv shape, and on CPU a new
-    # shape is a new oneDNN kernel; with every width allowed its Stage I
-    # took 8.5 minutes instead of the searched list's 5.5
+    # MobileNet widths to 8): each width is a new conv shape, and on CPU a
+    # new shape is a new oneDNN kernel, so free widths make the baseline's
+    # Stage I much slower than the searched list's
     divisor=4,
     seed=0)

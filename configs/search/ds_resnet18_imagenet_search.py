@@ -1,11 +1,11 @@
-# Progressive sub-network search (seed 003) with the seed's ResNet-18
-# ImageNet recipe (configs/_base_/search_imagenet.py) over DS-ResNet-18
+# Progressive sub-network search (docs/search.md) with the paper's ImageNet
+# recipe (configs/_base_/search_imagenet.py) over DS-ResNet-18
 # (configs/ds_resnet18_imagenet.py).
 #
-# Unlike the seed's modified ResNet-18 (a projection shortcut in every
+# Unlike the paper's modified ResNet-18 (a projection shortcut in every
 # block, so block widths vary independently), DS-ResNet keeps mmpretrain's
 # identity shortcuts: a stage's stream is one width group and each block's
-# interior its own (reference progressive_search.md 1.1), all searched.
+# interior its own (docs/reference/progressive_search.md), all searched.
 #
 #   python tools/search_subnets.py configs/search/ds_resnet18_imagenet_search.py \
 #       --work-dir work_dirs/search_r18 --load-from r18_ds.pth

@@ -7,8 +7,9 @@ sub-networks gain over uniformly slimmed ones: for every searched
 sub-network whose MAdds lies inside the MAdds range of the uniform curve,
 the gap is its top-1 minus the uniform curve read at the same MAdds, the
 curve being linear between the two uniform sub-networks around it
-(:func:`~dsnet_mm.analysis.report.static_curve_at`). This is how the seed
-paper sets its searched widths against US-Net's. Points outside the uniform
+(:func:`~dsnet_mm.analysis.report.static_curve_at`). This is how the
+progressive search paper sets its searched widths against US-Net's
+(``docs/reference/progressive_search.md``). Points outside the uniform
 range are listed apart, never extrapolated; ``largest`` is no point of
 either curve.
 

@@ -1,7 +1,7 @@
 # Copyright (c) dsnet_mm contributors. All rights reserved.
 """Map the reference DS-Net release's state dict onto DS-MobileNetV1.
 
-Reference layout (dsnet_spec.md §2.1): ``conv_stem``, ``bn1``,
+Reference layout (``docs/reference/dsnet.md``): ``conv_stem``, ``bn1``,
 ``blocks.{s}.first_block.*`` and ``blocks.{s}.residual_blocks.{j}.*`` with
 ``conv_dw``, ``bn1``, ``gate.conv_reduce``, ``gate.conv_expand``,
 ``conv_pw``, ``bn2``; the gate's slimming head ``gate.gate.0``; the

@@ -4,14 +4,15 @@
 glibc's ``malloc`` serves every block above its mmap threshold (at most
 32 MiB) with a fresh ``mmap`` and returns it on ``free``. An activation of a
 batch-32 ImageNet forward is up to 51 MiB, so each forward pass then
-page-faults its largest activations in anew: on the 2-core VM of the
-benchmark, writing a fresh 51 MiB tensor costs 26 ms against 2.5 ms for
-reused memory, about a fifth of a narrow sub-network's forward. Which blocks
-cross the threshold also depends on the allocation history, so two networks
-doing the same work (a sliced sub-network and its static copy) differed by
-up to 19 %. PyTorch's performance guide answers this with jemalloc or
-tcmalloc; :func:`reuse_freed_memory` gets the same effect from glibc itself,
-through ``mallopt``, without a preloaded library.
+page-faults its largest activations in anew: writing into freshly mapped
+memory costs several times what writing into reused memory does, a large
+share of a narrow sub-network's forward on a small CPU. Which blocks cross
+the threshold also depends on the allocation history, so two networks doing
+the same work (a sliced sub-network and its static copy) can differ in
+latency for no reason of their own (docs/benchmark.md). PyTorch's
+performance guide answers this with jemalloc or tcmalloc;
+:func:`reuse_freed_memory` gets the same effect from glibc itself, through
+``mallopt``, without a preloaded library.
 """
 import ctypes
 import ctypes.util

@@ -18,6 +18,15 @@ import numpy as np
 MANIFEST = 'dynamic.json'
 
 
+def as_numpy(array) -> np.ndarray:
+    """``array`` as a numpy array: a torch tensor (on any device, with or
+    without gradients) is detached and copied to host memory first, so the
+    runtime takes what a torch pipeline on a GPU hands it."""
+    if hasattr(array, 'detach') and hasattr(array, 'cpu'):
+        array = array.detach().cpu().numpy()
+    return np.asarray(array)
+
+
 def ort_session_options(
         intra_op_threads: Optional[int] = None,
         spinning: bool = True) -> 'onnxruntime.SessionOptions':  # noqa: F821
@@ -102,7 +111,7 @@ class OrtDynamicModel:
                  images: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
         """(features after the gate's attention, gate logits ``[N, window]``)
         of normalised images ``[N, C, H, W]``."""
-        images = np.ascontiguousarray(images, dtype=np.float32)
+        images = np.ascontiguousarray(as_numpy(images), dtype=np.float32)
         if images.shape[1:] != self.input_shape or not len(images):
             raise ValueError(
                 f'images must be [N, {", ".join(map(str, self.input_shape))}]'
@@ -125,7 +134,8 @@ class OrtDynamicModel:
         """Classify each image with its window member.
 
         Args:
-            images (np.ndarray): Normalised images ``[N, C, H, W]``.
+            images (np.ndarray): Normalised images ``[N, C, H, W]`` (a
+                torch tensor on any device is copied to host memory).
             routes (np.ndarray, optional): ``[N]`` window positions to run
                 instead of the gate's choice (e.g. a fixed routing mix for
                 benchmarking). Defaults to None (the gate routes).
@@ -149,7 +159,7 @@ class OrtDynamicModel:
         return logits, routes
 
     def _check_routes(self, routes, n: int) -> np.ndarray:
-        routes = np.asarray(routes)
+        routes = as_numpy(routes)
         if routes.shape != (n, ) or not np.issubdtype(routes.dtype,
                                                       np.integer):
             raise ValueError(

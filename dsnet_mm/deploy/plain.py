@@ -3,8 +3,8 @@
 
 Within :func:`~dsnet_mm.ops.inference_cache` every sliced op reuses its
 folded arguments, but a forward still walks the DS module structure: a
-Python call per block and layer, width look-ups, cache keys (0.2-0.6 ms per
-forward of DS-MobileNetV1 at 224, up to 15 % of a batch-1 forward). The
+Python call per block and layer, width look-ups, cache keys (a noticeable
+share of a batch-1 forward of DS-MobileNetV1 at 224). The
 static network :func:`~dsnet_mm.deploy.static_subnet` builds from the same
 weights computes the same function with plain torch layers, so the DS
 backbone (a fixed sub-network) and ``DSGateClassifier`` (the parts around

@@ -1,4 +1,5 @@
 # Copyright (c) dsnet_mm contributors. All rights reserved.
+from .amp import CPUAmpOptimWrapper, amp_optim_wrapper
 from .bn_calibration import (CalibrationSampler, build_calibration_dataloader,
                              calibrate_bn)
 from .budget import RoutingBudgetHook
@@ -9,6 +10,7 @@ from .checkpoint import (AtomicLocalBackend, latest_checkpoint,
 from .hooks import CheckpointMatchHook, DDPConsistencyHook, RandomStateHook
 from .loops import SubnetTestLoop, SubnetValLoop
 from .model_wrapper import DSDistributedDataParallel
+from .optim_constructor import DSOptimWrapperConstructor
 from .train_loop import ResumableEpochBasedTrainLoop
 
 __all__ = [
@@ -17,7 +19,8 @@ __all__ = [
     'safe_globals', 'SubnetValLoop', 'SubnetTestLoop',
     'DSDistributedDataParallel', 'DDPConsistencyHook', 'RandomStateHook',
     'CheckpointMatchHook', 'AtomicLocalBackend', 'register_atomic_backend',
-    'RoutingBudgetHook', 'latest_checkpoint', 'ResumableEpochBasedTrainLoop'
+    'RoutingBudgetHook', 'latest_checkpoint', 'ResumableEpochBasedTrainLoop',
+    'CPUAmpOptimWrapper', 'amp_optim_wrapper', 'DSOptimWrapperConstructor'
 ]
 
 register_safe_globals()

@@ -53,7 +53,10 @@ def _history_buffer_method(owner, name: str):
 
 def safe_globals() -> list:
     """The globals an mmengine / dsnet_mm checkpoint may reference."""
-    multiarray = np._core.multiarray if hasattr(np, '_core') \
+    # numpy 2 moved it to numpy._core; numpy 1.26 has a numpy._core
+    # without it
+    core = getattr(np, '_core', None)
+    multiarray = core.multiarray if hasattr(core, 'multiarray') \
         else np.core.multiarray
     return [
         HistoryBuffer, np.ndarray, np.dtype, multiarray._reconstruct,

@@ -5,10 +5,11 @@ import os
 import pickle
 import subprocess
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator, Optional, Tuple
+from typing import Any, Callable, Iterator, Optional, Sequence, Tuple
 
 from mmengine.config import Config, DictAction
 
+from dsnet_mm.mim import SCOPE
 from dsnet_mm.ops.utils import check_float, check_int
 
 
@@ -44,9 +45,45 @@ def add_shape(parser: argparse.ArgumentParser) -> None:
         '--shape',
         type=checked(int, low=1),
         nargs=2,
-        default=[224, 224],
+        default=None,
         metavar=('H', 'W'),
-        help='input image size (default: 224 224)')
+        help="input image size (default: the config's test image size, see "
+        'input_size; 224 224 where the config does not fix one)')
+
+
+def _pipeline_size(pipeline) -> Optional[Tuple[int, int]]:
+    """(H, W) the last resizing transform of ``pipeline`` fixes: a crop's
+    ``crop_size`` or a ``Resize`` to an exact ``scale`` (mmcv's (W, H)),
+    else None."""
+    size = None
+    for t in pipeline or ():
+        kind = str(t.get('type', ''))
+        if 'crop_size' in t and 'Crop' in kind:
+            c = t['crop_size']
+            size = (c, c) if isinstance(c, int) else (c[1], c[0])
+        elif kind.split('.')[-1] == 'Resize' and 'scale' in t and \
+                not t.get('keep_ratio', False):
+            sc = t['scale']
+            size = (sc, sc) if isinstance(sc, int) else (sc[1], sc[0])
+    return size
+
+
+def input_size(cfg: Config,
+               shape: Optional[Sequence[int]] = None) -> Tuple[int, int]:
+    """The (H, W) a tool runs the model at: ``shape`` where given (the
+    ``--shape`` option), else the size of the config's test images: the
+    last crop or exact resize of the test pipeline, or 32 x 32 for a
+    dataset in the CIFAR layout (whose images are stored at that size),
+    else 224 x 224 (ImageNet's)."""
+    if shape is not None:
+        return tuple(shape)
+    dataset = cfg.get('test_dataloader', {}).get('dataset', {}) or {}
+    size = _pipeline_size(dataset.get('pipeline'))
+    if size is not None:
+        return size
+    if 'CIFAR' in str(dataset.get('type', '')).upper():
+        return (32, 32)
+    return (224, 224)
 
 
 def subnet_key(text: str):
@@ -71,7 +108,8 @@ def export_local_rank(args: argparse.Namespace) -> None:
 
 
 def load_config(path: str, cfg_options: Optional[dict] = None) -> Config:
-    """Read a config and apply ``--cfg-options`` overrides."""
+    """Read a config (a file, or ``dsnet_mm::NAME`` for one shipped with the
+    package) and apply ``--cfg-options`` overrides."""
     cfg = Config.fromfile(path)
     if cfg_options is not None:
         cfg.merge_from_dict(cfg_options)
@@ -166,23 +204,20 @@ def checkpoint_trust(trust: bool) -> Iterator[None]:
 
 
 # --- checkpoint converters (tools/convert) ----------------------------------
-_CONFIGS = os.path.join(
-    os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(
-        __file__)))), 'configs')
-
-
 def converter_parser(description: str, source: str,
                      default_config: str) -> argparse.ArgumentParser:
     """The arguments of every converter: ``src``, ``dst``, ``--config``
-    (default: ``default_config`` in the repository's ``configs``),
-    ``--cfg-options`` and ``--trust-checkpoint``."""
+    (default: ``default_config`` among the configs shipped with the package,
+    ``dsnet_mm::default_config``), ``--cfg-options`` and
+    ``--trust-checkpoint``."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument('src', help=source)
     parser.add_argument('dst', help='output checkpoint')
     parser.add_argument(
         '--config',
-        default=os.path.join(_CONFIGS, default_config),
-        help='target model config')
+        default=f'{SCOPE}::{default_config}',
+        help='target model config: a file, or a config shipped with the '
+        'package as dsnet_mm::NAME (default: %(default)s)')
     add_cfg_options(parser)
     add_trust_checkpoint(parser)
     return parser

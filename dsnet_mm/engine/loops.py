@@ -3,18 +3,24 @@
 import json
 import os.path as osp
 import re
-from contextlib import nullcontext
-from typing import Dict, List, Optional, Sequence, Union
+import time
+from contextlib import contextmanager, nullcontext
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
+import torch
 from mmengine.dist import master_only
+from mmengine.logging import print_log
 from mmengine.model import is_model_wrapper
 from mmengine.runner import TestLoop, ValLoop
 from mmpretrain.registry import LOOPS
 
 from dsnet_mm.analysis import subnet_complexity, write_report
 from dsnet_mm.models.subnet import SubnetSpec
+from dsnet_mm.ops import DSBatchNorm2d
 from dsnet_mm.ops.utils import check_bool, check_int, check_keys, check_type
 from .bn_calibration import build_calibration_dataloader, calibrate_bn
+
+EMA_PREFIX = 'ema/'
 
 
 def _cell(value: Optional[float], key: str) -> str:
@@ -23,6 +29,32 @@ def _cell(value: Optional[float], key: str) -> str:
     value = float('nan') if value is None else value
     return f'{value:>18.2f}' if key.startswith('accuracy') \
         else f'{value:>18.4f}'
+
+
+@contextmanager
+def _teacher_as_model(model) -> Iterator[None]:
+    """Within the block, ``model``'s backbone, head (and neck) are those of
+    its EMA teacher (``model.teacher.module``, which holds them under those
+    names), so that the model's own predict, BN calibration and complexity
+    count run the teacher; the teacher's BN statistics are put back after
+    the block, which may recalibrate them."""
+    parts = model.teacher.module
+    own = {name: getattr(model, name) for name in parts.keys()}
+    norms = [m for m in parts.modules() if isinstance(m, DSBatchNorm2d)]
+    saved = [[t.clone() for t in (m.running_mean, m.running_var,
+                                  m.num_batches_tracked)] for m in norms]
+    try:
+        for name, part in parts.items():
+            setattr(model, name, part)
+        yield
+    finally:
+        for name, part in own.items():
+            setattr(model, name, part)
+        with torch.no_grad():
+            for m, stats in zip(norms, saved):
+                for t, value in zip((m.running_mean, m.running_var,
+                                     m.num_batches_tracked), stats):
+                    t.copy_(value)
 
 
 class SubnetEvalMixin:
@@ -35,6 +67,15 @@ class SubnetEvalMixin:
     come from ``RoutingMetric`` in the evaluator). A table is logged, and
     ``subnet_results.json``, ``report.md`` and ``accuracy_vs_madds.png`` are
     written to the work dir.
+
+    With ``ema``, the EMA teacher of a Stage I model
+    (:class:`~dsnet_mm.models.classifiers.DSImageClassifier`, whose EMA the
+    reference DS-Net code reports) is evaluated too, after the model, on
+    the same sub-networks, each recalibrated as the model's are, under
+    ``ema/`` (``ema/subnet_3/accuracy/top1``); the table and
+    ``subnet_results.json`` list both. The teacher's BN statistics are put
+    back afterwards, so that validating it does not change the targets
+    that training goes on with.
 
     The model may be an mmpretrain classifier or an mmdet detector with a DS
     backbone (:class:`~dsnet_mm.models.detectors.DSSingleStageDetector`, or
@@ -56,7 +97,8 @@ class SubnetEvalMixin:
                  calibrate: Optional[dict] = dict(num_batches=100),
                  dynamic: bool = True,
                  fp16: bool = False,
-                 metric: str = 'accuracy/top1') -> None:
+                 metric: str = 'accuracy/top1',
+                 ema: bool = False) -> None:
         if subnets != 'all':
             check_type('subnets', subnets, (list, tuple),
                        "'all' or a list of sub-network indices / names")
@@ -70,11 +112,13 @@ class SubnetEvalMixin:
                       calibrate.get('num_batches', 100), 1)
         check_bool('dynamic', dynamic)
         check_bool('fp16', fp16)
+        check_bool('ema', ema)
         check_type('metric', metric, str,
                    "an evaluator key, e.g. 'accuracy/top1' or "
                    "'pascal_voc/mAP'")
         super().__init__(runner, dataloader, evaluator, fp16)
         self.dynamic = dynamic
+        self.ema = ema
         self.subnets = subnets
         self.calibrate = calibrate
         self.metric = metric
@@ -122,16 +166,45 @@ class SubnetEvalMixin:
 
     def _eval_subnets(self) -> Dict[str, float]:
         model = self.model
+        if self.ema and getattr(model, 'teacher', None) is None:
+            raise ValueError(
+                f'ema=True in the {self.stage} loop needs a model with an EMA '
+                f'teacher (DSImageClassifier, Stage I); '
+                f'{type(model).__name__} has none: set ema=False')
+        metrics, rows = self._eval_specs(model)
+        dynamic = None
+        if self.dynamic and hasattr(model, 'forward_dynamic'):
+            result = self._evaluate()
+            metrics.update({f'dynamic/{k}': v for k, v in result.items()})
+            dynamic = self._dynamic_summary(model, result, self.metric)
+        ema_rows = None
+        if self.ema:
+            with _teacher_as_model(model):
+                ema_metrics, ema_rows = self._eval_specs(model)
+            metrics.update(
+                {EMA_PREFIX + k: v for k, v in ema_metrics.items()})
+        self._report(rows, dynamic, ema_rows)
+        return metrics
+
+    def _eval_specs(self, model) -> Tuple[Dict[str, float], List[dict]]:
+        """(metrics, report rows) of every sub-network of :meth:`specs`,
+        each recalibrated first if ``calibrate`` is set."""
         static = getattr(model, 'static_predict', nullcontext)
         metrics: Dict[str, float] = {}
         rows = []
-        for spec in self.specs():
+        specs = self.specs()
+        for k, spec in enumerate(specs, 1):
+            start = time.time()
             if self.calibrate is not None:
                 calibrate_bn(model, self._calibration_batches(), spec,
                              self.calibrate.get('num_batches', 100))
             with model.backbone.subnet(spec), static():
                 result = self._evaluate()
             self._check_metric(result)
+            # one line per sub-network: a long evaluation shows progress
+            print_log(f'{self.stage} [{k}/{len(specs)}] {spec.name}: '
+                      f'{self.metric} {result[self.metric]:.2f} '
+                      f'({time.time() - start:.1f}s)', logger='current')
             cost = self._complexity[spec.name]
             metrics.update({f'{spec.name}/{k}': v for k, v in result.items()})
             metrics[f'{spec.name}/madds'] = cost['madds']
@@ -142,13 +215,7 @@ class SubnetEvalMixin:
                 metrics[f'{spec.name}/backbone_madds'] = \
                     cost['backbone_madds']
                 rows[-1]['backbone_madds'] = cost['backbone_madds']
-        dynamic = None
-        if self.dynamic and hasattr(model, 'forward_dynamic'):
-            result = self._evaluate()
-            metrics.update({f'dynamic/{k}': v for k, v in result.items()})
-            dynamic = self._dynamic_summary(model, result, self.metric)
-        self._report(rows, dynamic)
-        return metrics
+        return metrics, rows
 
     def _check_metric(self, result: Dict[str, float]) -> None:
         if self.metric not in result:
@@ -204,17 +271,23 @@ class SubnetEvalMixin:
         self._complexity = {r['name']: r for r in rows}
 
     @master_only
-    def _report(self, rows: List[dict], dynamic: Optional[dict]) -> None:
+    def _report(self, rows: List[dict], dynamic: Optional[dict],
+                ema_rows: Optional[List[dict]] = None) -> None:
         """Log the table and write the work dir's files, once (rank 0):
         every rank holds the same metrics, the evaluator having gathered
-        them."""
+        them. The EMA teacher's rows (``ema_rows``) follow the model's in
+        the table and ``subnet_results.json``; ``report.md`` is the
+        model's."""
         keys = sorted({k for r in rows for k in r['metrics']})
         size = 'x'.join(map(str, self._input_shape[1:]))
-        head = f"{'sub-network':<12} {'MAdds (M)':>10} {'params (M)':>10} " + \
-            ' '.join(f'{k:>18}' for k in keys)
+        named = [(r['name'], r) for r in rows] + [
+            (EMA_PREFIX + r['name'], r) for r in ema_rows or []]
+        w = max([12] + [len(name) for name, _ in named])
+        head = f"{'sub-network':<{w}} {'MAdds (M)':>10} {'params (M)':>10} " \
+            + ' '.join(f'{k:>18}' for k in keys)
         lines = [head, '-' * len(head)]
-        for r in rows:
-            lines.append(f"{r['name']:<12} {r['madds'] / 1e6:>10.2f} "
+        for name, r in named:
+            lines.append(f"{name:<{w}} {r['madds'] / 1e6:>10.2f} "
                          f"{r['params'] / 1e6:>10.3f} " +
                          ' '.join(_cell(r['metrics'].get(k), k)
                                   for k in keys))
@@ -222,16 +295,18 @@ class SubnetEvalMixin:
             routed = ', '.join(f'{k}: {v}'
                                for k, v in dynamic['routing'].items())
             value = _cell(dynamic[self.metric], self.metric)
-            lines.append(f"{'dynamic':<12} {dynamic['madds'] / 1e6:>10.2f} "
+            lines.append(f"{'dynamic':<{w}} {dynamic['madds'] / 1e6:>10.2f} "
                          f"{'':>10} {value}  ({self.metric}; routed {routed})")
         self.runner.logger.info(
             f'Per-sub-network results (MAdds per image at {size}):\n' +
             '\n'.join(lines))
         work_dir = self.runner.work_dir
         with open(osp.join(work_dir, 'subnet_results.json'), 'w') as f:
-            json.dump(dict(subnets=rows, dynamic=dynamic, metric=self.metric,
-                           input_shape=self._input_shape), f, indent=2,
-                      default=float)
+            results = dict(subnets=rows, dynamic=dynamic, metric=self.metric,
+                           input_shape=self._input_shape)
+            if ema_rows is not None:
+                results['ema'] = ema_rows
+            json.dump(results, f, indent=2, default=float)
         if rows and all(self.metric in r['metrics'] for r in rows):
             paths = write_report(rows, work_dir, dynamic,
                                  title=f'DS-Net results (MAdds per image at '
@@ -263,6 +338,10 @@ class SubnetValLoop(SubnetEvalMixin, ValLoop):
         metric (str): The evaluator's key that the report compares across
             sub-networks: ``'accuracy/top1'`` (default) for a classifier,
             ``'pascal_voc/mAP'`` for a detector with ``VOCMetric``.
+        ema (bool): Also evaluate the EMA teacher of a Stage I model on the
+            same sub-networks, under ``ema/`` (the reference reports the
+            EMA; the model is what Stage II and the tools load). Defaults
+            to False.
     """
     stage = 'val'
 

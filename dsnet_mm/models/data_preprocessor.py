@@ -21,9 +21,10 @@ class MultiViewClsDataPreprocessor(ClsDataPreprocessor):
     once: the random state (torch and numpy, which mmpretrain's batch
     augments use) is restored before every view, so every view of an image is
     mixed with the same partner's view by the same ratio and its mixed label
-    is one (``dsnet_pp_spec.md`` §4.2: a cross-view target must describe the
-    same mixture). A single-view batch is processed unchanged, so validation
-    needs no other preprocessor. Takes ``ClsDataPreprocessor``'s arguments.
+    is one (a cross-view target must describe the same mixture, see
+    ``docs/reference/dsnet_pp.md``, "MvCo"). A single-view batch is
+    processed unchanged, so validation needs no other preprocessor. Takes
+    ``ClsDataPreprocessor``'s arguments.
     """
 
     def forward(self, data: dict, training: bool = False) -> dict:

@@ -20,8 +20,8 @@ import torch.nn.functional as F
 
 from dsnet_mm.ops.utils import check_choice, check_float
 from .gates import DSGate
-from .routing import (MaskedRouting, budget_penalty, penalized_choice,
-                      route_weights)
+from .routing import (MASK_POSITIONS, MaskedRouting, budget_penalty,
+                      penalized_choice, route_weights)
 from .subnet import SubnetSpec
 
 ROUTING_MODES = ('slice', 'bucket', 'mask')
@@ -37,11 +37,13 @@ def _like(template: Outputs, parts: Tuple[torch.Tensor, ...]) -> Outputs:
     return parts[0] if isinstance(template, torch.Tensor) else parts
 
 
-def check_routing(routing_mode: str, tau: float = 1.0) -> None:
+def check_routing(routing_mode: str, tau: float = 1.0,
+                  mask_position: str = 'after_act') -> None:
     """Validate the routing arguments (before a model is built, so that a
     bad value fails fast)."""
     check_choice('routing_mode', routing_mode, ROUTING_MODES)
     check_float('tau', tau, 0, low_open=True)
+    check_choice('mask_position', mask_position, MASK_POSITIONS)
 
 
 class GatedRoutingMixin:
@@ -61,12 +63,23 @@ class GatedRoutingMixin:
     slimming head, at the input shape of the batch.
     """
 
-    def _init_routing(self, routing_mode: str, tau: float = 1.0) -> None:
-        check_routing(routing_mode, tau)
+    def _init_routing(self, routing_mode: str, tau: float = 1.0,
+                      mask_position: str = 'after_act') -> None:
+        """Check and keep the routing arguments: ``routing_mode`` (the
+        inference path), ``tau`` (the Gumbel-softmax temperature of
+        training) and ``mask_position`` (where the mask path zeroes the
+        channels, see :class:`~dsnet_mm.models.routing.MaskedRouting`;
+        the backbone's ``mask_positions`` must list it)."""
+        check_routing(routing_mode, tau, mask_position)
         if getattr(self.backbone, 'gate_stage', None) is None:
             raise ValueError(
                 f'{type(self).__name__} needs a DS backbone with a gate: set '
                 "backbone.gate=dict(stage=..., window=(start, size))")
+        allowed = getattr(self.backbone, 'mask_positions', ('after_act', ))
+        if mask_position not in allowed:
+            raise ValueError(
+                f'mask_position={mask_position!r} is not one of {allowed}, '
+                f'where {type(self.backbone).__name__} can mask')
         gates = [n for n, m in self.backbone.named_modules()
                  if isinstance(m, DSGate)]
         if len(gates) != 1:
@@ -75,11 +88,24 @@ class GatedRoutingMixin:
         self._gate_name = gates[0]
         self.routing_mode = routing_mode
         self.tau = tau
+        self.mask_position = mask_position
         self._static_predict = False
         self._window_madds: Dict[Tuple[int, ...], List[int]] = {}
         # float64: the penalty is fitted to sit between two routings
         self.register_buffer('cost_penalty',
                              torch.zeros((), dtype=torch.float64))
+
+    def _apply(self, fn, *args, **kwargs):
+        """Moves and conversions keep ``cost_penalty`` in float64 with its
+        value: ``model.half()`` or a float64 round trip (``.double()``,
+        ``.float()``) would otherwise round the fitted penalty and flip
+        the images it was fitted to separate."""
+        penalty = self.cost_penalty
+        out = super()._apply(fn, *args, **kwargs)
+        if self.cost_penalty.dtype != torch.float64:
+            self.cost_penalty = penalty.to(self.cost_penalty.device,
+                                           torch.float64, copy=True)
+        return out
 
     @property
     def window(self) -> List[SubnetSpec]:
@@ -120,8 +146,11 @@ class GatedRoutingMixin:
         routing weights / madds_unit) ** 2``, refused if not finite, one
         update; returns the log variables with the mean MAdds and the share
         of easy targets."""
-        madds = weights.new_tensor(self.window_madds(shape))
-        mean_madds = (weights @ madds).mean()
+        madds = weights.new_tensor(self.window_madds(shape),
+                                   dtype=torch.float32)
+        # elementwise in float32: autocast would run a matmul in bfloat16
+        # or float16 (which overflows past 65504)
+        mean_madds = (weights.float() * madds).sum(-1).mean()
         if complexity_weight:
             losses['loss_complexity'] = complexity_weight * (
                 mean_madds / madds_unit)**2
@@ -231,8 +260,9 @@ class GatedRoutingMixin:
             weights = route_weights(gate_logits, self.tau) \
                 if self.training and routes is None else F.one_hot(
                     choice, len(self.window)).to(gate_logits)
-            out = self._run_window(h, early,
-                                   MaskedRouting(self.window, weights))
+            out = self._run_window(
+                h, early,
+                MaskedRouting(self.window, weights, self.mask_position))
             return out, gate_logits, weights.argmax(-1)
         if mode == 'slice':
             outs = [

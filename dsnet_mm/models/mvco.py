@@ -1,9 +1,9 @@
 # Copyright (c) dsnet_mm contributors. All rights reserved.
 """Multi-view consistency (MvCo), DS-Net++'s Stage I technique for DS-ViT.
 
-Only MvCo's name and role are established (``dsnet_pp_spec.md`` §4.2: it
-"stabilises and improves" the ViT supernet); what is implemented here are
-the spec's three [UNVERIFIED] options, selected by
+Only MvCo's name and role are established (DS-Net++'s abstract: it
+stabilises and improves the ViT supernet); what is implemented here are
+our three readings (``docs/reference/dsnet_pp.md``, "MvCo"), selected by
 ``DSImageClassifier(mvco=dict(mode=...))``. With ``V`` augmented views
 ``x_1..x_V`` of each image (mmpretrain's ``MultiView`` transform), the
 batch runs as one tensor of ``V * B`` images, view-major (all first views,

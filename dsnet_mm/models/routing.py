@@ -11,12 +11,16 @@ ways run that choice (all give the same predictions):
   width multiplied by zero, via :class:`MaskedRouting` (differentiable with
   respect to the straight-through one-hot, for gate training).
 """
-from typing import Dict, List, Optional, Sequence, Tuple
+from functools import partial
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 
+from dsnet_mm.ops.utils import check_choice
 from .subnet import SubnetSpec
+
+MASK_POSITIONS = ('after_act', 'before_act')
 
 
 class MaskedRouting:
@@ -24,23 +28,46 @@ class MaskedRouting:
 
     Layers read ``routing[group]`` (the window's widest width), normalise with
     ``routing.stats`` (per-sample weights over the window's statistics rows)
-    and call ``routing.mask(x, group)`` after each activation, which zeroes
-    the channels beyond each image's width.
+    and zero the channels beyond each image's width at one of two places
+    (``mask_position``):
+
+    - ``'after_act'``: ``routing.mask(x, group)`` after each activation (or
+      residual add), once per layer;
+    - ``'before_act'`` (the reference DS-Net code's placement): on the
+      conv's output and again on the BN's output, before the activation
+      (``conv.forward_bn(..., mask=routing.pre_act_mask(group))``), and
+      ``routing.mask`` leaves the activation's output as it is.
+
+    Both give the same outputs (the activations map 0 to 0), but not the
+    same gradient with respect to the routing weights, i.e. the gradient
+    that reaches the gate from the task loss. With the mask ``M`` (1 for
+    the channels an image keeps) after the activation ``a``, a channel's
+    ``dL/dM`` is ``g * a(bn(z))``: what the channel would have added, for a
+    channel the image drops too. Before it (``a(M * bn(M * z))``) it is
+    ``g * a'(bn(z)) * (bn(z) + gamma / sigma * z)`` for a kept channel and
+    ``g * a'(0) * bn(0)`` for a dropped one (``bn(0) = beta - gamma * mean
+    / sigma``), which does not depend on the channel's input. The path
+    through the per-sample BN statistics is the same in both.
 
     Args:
         window (Sequence[SubnetSpec]): The routing window, narrowest first.
         weights (torch.Tensor): ``[B, len(window)]`` routing weights, one-hot
             (possibly straight-through) per image.
+        mask_position (str): ``'after_act'`` or ``'before_act'``. Defaults
+            to ``'after_act'``.
     """
 
     def __init__(self, window: Sequence[SubnetSpec],
-                 weights: torch.Tensor) -> None:
+                 weights: torch.Tensor,
+                 mask_position: str = 'after_act') -> None:
         if weights.dim() != 2 or weights.shape[1] != len(window):
             raise ValueError(f'weights must be [B, {len(window)}], got '
                              f'{tuple(weights.shape)}')
+        check_choice('mask_position', mask_position, MASK_POSITIONS)
         self.window = list(window)
         self.widest = self.window[-1]
         self.weights = weights
+        self.mask_position = mask_position
         self._masks: Dict[str, torch.Tensor] = {}
 
     def __getitem__(self, group: str) -> int:
@@ -73,20 +100,67 @@ class MaskedRouting:
             table[k, values.index(spec[group])] = 1
         return values, self.weights @ table
 
-    def mask(self, x: torch.Tensor, group: str) -> torch.Tensor:
+    def apply_mask(self, x: torch.Tensor, group: str) -> torch.Tensor:
+        """``x`` (``[B, C, ...]``) with the channels beyond each image's
+        width of ``group`` zeroed."""
         m = self.channel_mask(group)[:, :x.shape[1]]
         return x * m.reshape(*m.shape, *([1] * (x.dim() - 2)))
+
+    def mask(self, x: torch.Tensor, group: str) -> torch.Tensor:
+        """The mask after an activation: :meth:`apply_mask` with
+        ``mask_position='after_act'``, else ``x`` itself (masked before
+        the activation already)."""
+        if self.mask_position == 'before_act':
+            return x
+        return self.apply_mask(x, group)
+
+    def pre_act_mask(self, group: str
+                     ) -> Optional[Callable[[torch.Tensor], torch.Tensor]]:
+        """What ``DSConv2d.forward_bn`` applies to the conv's and the BN's
+        outputs: :meth:`apply_mask` for ``group`` with
+        ``mask_position='before_act'``, else None."""
+        if self.mask_position != 'before_act':
+            return None
+        return partial(self.apply_mask, group=group)
 
 
 def route_weights(logits: torch.Tensor, tau: float = 1.0) -> torch.Tensor:
     """Training's routing weights from gate logits: a straight-through
     Gumbel-softmax sample (hard one-hot forward, soft gradient), so the task
     loss reaches the gate. Inference routes by the argmax, without noise
-    (``DSGateClassifier.route``)."""
-    return F.gumbel_softmax(logits, tau=tau, hard=True)
+    (``DSGateClassifier.route``). Sampled in float32 (from bfloat16 logits
+    under autocast too)."""
+    return gumbel_route(logits, tau)[0]
+
+
+def gumbel_route(logits: torch.Tensor,
+                 tau: float = 1.0) -> Tuple[torch.Tensor, torch.Tensor]:
+    """A Gumbel-softmax sample of the routing, as
+    ``F.gumbel_softmax(logits, tau, hard=True)`` draws it (the same noise
+    from the same generator), in float32.
+
+    Returns:
+        tuple: ``[B, K]`` straight-through one-hot weights (the hard
+        sample forward, the soft one's gradient: :func:`route_weights`)
+        and the soft sample ``softmax((logits + gumbel noise) / tau)``
+        itself, which the reference DS-Net code feeds to its SGS loss.
+    """
+    logits = logits.float()
+    gumbels = -torch.empty_like(
+        logits, memory_format=torch.legacy_contiguous_format).exponential_(
+        ).log()
+    soft = ((logits + gumbels) / tau).softmax(-1)
+    index = soft.max(-1, keepdim=True)[1]
+    hard = torch.zeros_like(
+        logits, memory_format=torch.legacy_contiguous_format).scatter_(
+            -1, index, 1.0)
+    return hard - soft.detach() + soft, soft
 
 
 SGS_CLASS_WEIGHTS = (None, 'balanced')
+# what the SGS loss reads: the gate logits, or the soft Gumbel-softmax
+# sample of gumbel_route (the reference DS-Net code's)
+GATE_LOSS_INPUTS = ('logits', 'gumbel_probs')
 
 
 def sgs_cross_entropy(gate_logits: torch.Tensor,
@@ -94,7 +168,7 @@ def sgs_cross_entropy(gate_logits: torch.Tensor,
                       label_smooth: float = 0.0,
                       class_weight: Optional[str] = None) -> torch.Tensor:
     """The SGS loss: label-smoothed cross-entropy of the gate logits against
-    the gate targets (window positions; -100: ignored).
+    the gate targets (window positions; -100: ignored), in float32.
 
     Args:
         gate_logits (torch.Tensor): ``[B, window]``.
@@ -106,7 +180,7 @@ def sgs_cross_entropy(gate_logits: torch.Tensor,
             ``class_weight='balanced'``), so that a rare target is not
             drowned by a common one. Defaults to None.
     """
-    loss = F.cross_entropy(gate_logits, target, ignore_index=-100,
+    loss = F.cross_entropy(gate_logits.float(), target, ignore_index=-100,
                            reduction='none', label_smoothing=label_smooth)
     valid = target >= 0
     if class_weight is None:

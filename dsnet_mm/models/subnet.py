@@ -70,6 +70,11 @@ class SubnetSpec(Mapping):
         """Channel masking hook of per-sample routing: a no-op here."""
         return x
 
+    def pre_act_mask(self, group: str) -> None:
+        """The mask of per-sample routing before an activation (see
+        :class:`~dsnet_mm.models.routing.MaskedRouting`): none here."""
+        return None
+
 
 class SubnetSpace:
     """The width groups of a supernet and its ordered sub-networks.

@@ -1,7 +1,7 @@
 # Copyright (c) dsnet_mm contributors. All rights reserved.
 """Prefix-sliced convolution."""
 import math
-from typing import Optional, Tuple
+from typing import Callable, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -31,9 +31,9 @@ class DSConv2d(InferenceCache):
     width (``c_out = groups * out_channels // max_groups``);
     ``group_channels=1`` is a depthwise convolution.
 
-    **Kernel slicing** (DS-Net++'s DS-CNN++, ``dsnet_pp_spec.md`` §3,
-    [UNVERIFIED] reading): a forward at ``kernel_size=k`` (odd, at most the
-    stored kernel) uses the centre ``k x k`` of every stored filter
+    **Kernel slicing** (DS-Net++'s DS-CNN++, our reading, see
+    ``docs/reference/dsnet_pp.md``): a forward at ``kernel_size=k`` (odd,
+    at most the stored kernel) uses the centre ``k x k`` of every stored filter
     (``weight[..., o:o+k, o:o+k]`` with ``o = (K - k) // 2``), a view like
     the channel prefix, with no per-size transform; the padding follows the
     kernel (``dilation * (k - 1) // 2``) unless it was set explicitly.
@@ -139,7 +139,10 @@ class DSConv2d(InferenceCache):
                    bn: DSBatchNorm2d,
                    stats: StatsSelector,
                    out_channels: Optional[int] = None,
-                   kernel_size: Optional[int] = None) -> torch.Tensor:
+                   kernel_size: Optional[int] = None,
+                   mask: Optional[Callable[[torch.Tensor],
+                                           torch.Tensor]] = None
+                   ) -> torch.Tensor:
         """The conv, then ``bn`` with statistics ``stats``.
 
         In cached inference (see :func:`~dsnet_mm.ops.inference_cache`) with
@@ -147,7 +150,15 @@ class DSConv2d(InferenceCache):
         convolution with the BN folded into its weight and bias, cached per
         input width, output width, kernel, row and memory format, so a sliced
         sub-network runs the layers of a deployed static network.
+
+        ``mask`` (per-sample routing that masks before the activation, see
+        :class:`~dsnet_mm.models.routing.MaskedRouting`) is applied to the
+        conv's output and again to the BN's output, as the reference DS-Net
+        code's conv and BN each mask their outputs.
         """
+        if mask is not None:
+            return mask(bn(mask(self(x, out_channels,
+                                     kernel_size=kernel_size)), stats))
         if isinstance(stats, int) and bn.fold and self.inference() and \
                 bn.inference():
             c_in, fmt = x.shape[1], memory_format(x)
@@ -181,7 +192,7 @@ class DSConv2d(InferenceCache):
         weight = weight * scale.reshape(-1, 1, 1, 1)
         # clone, not contiguous(): a [C, 1, k, k] or [C, C', 1, 1] weight
         # passes the channels-last check in NCHW strides, and the conv kernel
-        # then picks its NCHW path (5x slower for a depthwise conv here)
+        # then picks its NCHW path (much slower for a depthwise conv)
         return (weight.detach().clone(memory_format=fmt),
                 shift.detach(), groups)
 

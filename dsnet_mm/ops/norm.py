@@ -118,8 +118,12 @@ class DSBatchNorm2d(InferenceCache, _BatchNorm):
                 'in Stage II)')
         c = x.shape[1]
         rows = list(rows)
-        mean = weights @ self.running_mean[rows, :c].to(weights.dtype)
-        var = weights @ self.running_var[rows, :c].to(weights.dtype)
+        # an element-wise sum, not a matmul: autocast would run a matmul in
+        # bfloat16 or float16 and round the statistics
+        dtype = torch.promote_types(weights.dtype, self.running_mean.dtype)
+        w = weights.to(dtype)[:, :, None]
+        mean = (w * self.running_mean[rows, :c].to(dtype)).sum(1)
+        var = (w * self.running_var[rows, :c].to(dtype)).sum(1)
         scale = self.weight[:c] * torch.rsqrt(var + self.eps)
         shift = self.bias[:c] - mean * scale
         return x * scale[:, :, None, None] + shift[:, :, None, None]

@@ -17,9 +17,9 @@ output projection, the MLP zeroes inactive hidden units after the
 activation, and every op ignores inactive input channels and zeroes its
 inactive output channels. Masks are prefixes (a sample's active units come
 first), and a sample with no active head or hidden unit (width 0) gets no
-branch output at all, output bias included. (The design is the
-recommendation of ``dsnet_pp_spec.md`` §1.2 and §2.4, not the paper's
-verified method.)
+branch output at all, output bias included. (The design is our reading of
+DS-Net++, whose method sections we could not check: see
+``docs/reference/dsnet_pp.md``.)
 """
 import math
 from typing import Optional, Tuple
@@ -209,14 +209,23 @@ class AttentionCore(nn.Module):
     A module of its own so that counters can hook the two matmuls (see
     :func:`~dsnet_mm.analysis.count_complexity`). Optionally zeroes the
     context of each sample's inactive heads (``head_mask``, ``[B, >= h]``).
+
+    Args:
+        attn_drop (float): Dropout rate of the attention weights in
+            training. Defaults to 0.
     """
+
+    def __init__(self, attn_drop: float = 0.) -> None:
+        super().__init__()
+        self.attn_drop = attn_drop
 
     def forward(self,
                 q: torch.Tensor,
                 k: torch.Tensor,
                 v: torch.Tensor,
                 head_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
-        out = F.scaled_dot_product_attention(q, k, v)
+        out = F.scaled_dot_product_attention(
+            q, k, v, dropout_p=self.attn_drop if self.training else 0.)
         if head_mask is None:
             return out
         h = q.shape[1]
@@ -238,12 +247,18 @@ class DSMultiheadAttention(nn.Module):
         num_heads (int): Stored number of heads; must divide ``embed_dims``
             (the head dimension is ``embed_dims // num_heads``).
         qkv_bias (bool): Whether q, k and v have a bias. Defaults to True.
+        attn_drop (float): Dropout rate of the attention weights.
+            Defaults to 0.
+        proj_drop (float): Dropout rate after the output projection.
+            Defaults to 0.
     """
 
     def __init__(self,
                  embed_dims: int,
                  num_heads: int,
-                 qkv_bias: bool = True) -> None:
+                 qkv_bias: bool = True,
+                 attn_drop: float = 0.,
+                 proj_drop: float = 0.) -> None:
         super().__init__()
         if not isinstance(num_heads, int) or num_heads < 1 or \
                 embed_dims % num_heads:
@@ -258,8 +273,9 @@ class DSMultiheadAttention(nn.Module):
         self.head_dims = embed_dims // num_heads
         self.qkv = DSQKVLinear(embed_dims, num_heads, self.head_dims,
                                qkv_bias)
-        self.core = AttentionCore()
+        self.core = AttentionCore(attn_drop)
         self.proj = DSLinear(embed_dims, embed_dims)
+        self.proj_drop = nn.Dropout(proj_drop)
 
     def forward(self,
                 x: torch.Tensor,
@@ -281,8 +297,9 @@ class DSMultiheadAttention(nn.Module):
         q, k, v = self.qkv(x, heads)
         b, h, n, _ = q.shape
         context = self.core(q, k, v, head_mask)
-        out = self.proj(context.transpose(1, 2).reshape(b, n, -1),
-                        x.shape[-1])
+        out = self.proj_drop(
+            self.proj(context.transpose(1, 2).reshape(b, n, -1),
+                      x.shape[-1]))
         if head_mask is not None:
             out = out * _any_active(head_mask, out)
         if mask is not None:
@@ -294,21 +311,47 @@ class DSMLP(nn.Module):
     """The transformer MLP, sliced by hidden width: ``fc2(act(fc1(x)))``.
 
     At input width ``d`` and hidden width ``m``: ``fc1.weight[:m, :d]`` and
-    ``fc2.weight[:d, :m]`` (both :class:`~dsnet_mm.ops.DSLinear`), GELU in
-    between.
+    ``fc2.weight[:d, :m]`` (both :class:`~dsnet_mm.ops.DSLinear`), the
+    activation (GELU by default) in between. The layers sit where
+    mmpretrain's ``FFN`` keeps them, ``layers.0.0`` (fc1, in a Sequential
+    with the activation and a dropout), ``layers.1`` (fc2) and a dropout
+    ``layers.2``, so the state-dict keys are mmpretrain's; ``fc1``, ``fc2``
+    and ``act`` name them.
 
     Args:
         embed_dims (int): Widest input (and output) width.
         hidden_dims (int): Widest hidden width.
+        act (nn.Module, optional): An element-wise activation. Defaults to
+            None (``nn.GELU()``).
+        drop (float): Dropout rate after the activation and after fc2.
+            Defaults to 0.
     """
 
-    def __init__(self, embed_dims: int, hidden_dims: int) -> None:
+    def __init__(self,
+                 embed_dims: int,
+                 hidden_dims: int,
+                 act: Optional[nn.Module] = None,
+                 drop: float = 0.) -> None:
         super().__init__()
         self.embed_dims = embed_dims
         self.hidden_dims = hidden_dims
-        self.fc1 = DSLinear(embed_dims, hidden_dims)
-        self.act = nn.GELU()
-        self.fc2 = DSLinear(hidden_dims, embed_dims)
+        self.layers = nn.Sequential(
+            nn.Sequential(DSLinear(embed_dims, hidden_dims),
+                          nn.GELU() if act is None else act,
+                          nn.Dropout(drop)),
+            DSLinear(hidden_dims, embed_dims), nn.Dropout(drop))
+
+    @property
+    def fc1(self) -> DSLinear:
+        return self.layers[0][0]
+
+    @property
+    def act(self) -> nn.Module:
+        return self.layers[0][1]
+
+    @property
+    def fc2(self) -> DSLinear:
+        return self.layers[1]
 
     def forward(self,
                 x: torch.Tensor,
@@ -327,10 +370,10 @@ class DSMLP(nn.Module):
         """
         if mask is not None:
             x = x * channel_mask(mask, x).to(x.dtype)
-        y = self.act(self.fc1(x, hidden))
+        y = self.layers[0][2](self.act(self.fc1(x, hidden)))
         if hidden_mask is not None:
             y = y * channel_mask(hidden_mask, y).to(y.dtype)
-        out = self.fc2(y, x.shape[-1])
+        out = self.layers[2](self.fc2(y, x.shape[-1]))
         if hidden_mask is not None:
             out = out * _any_active(hidden_mask, out)
         if mask is not None:

@@ -135,6 +135,14 @@ class InferenceCache(nn.Module):
         return super().train(mode)
 
     def _apply(self, fn, *args, **kwargs):
+        block = self._block
+        if block is not None and block._depth:
+            raise RuntimeError(
+                f'{type(self).__name__} was moved or converted (.to(), '
+                '.half(), ...) during a call of the model inside '
+                'inference_cache, whose entries that call already vouched '
+                'for: move the model between calls (the cache then rebuilds '
+                'from the moved tensors) or outside the block')
         self.clear_cache()
         InferenceCache.applied += 1
         return super()._apply(fn, *args, **kwargs)
@@ -153,13 +161,13 @@ class InferenceCacheBlock:
     span's. Weights must not change within a span, and a parameter replaced
     by assignment inside the block is not seen by spans (``.to()`` and
     ``load_state_dict`` are). Opening and closing a span costs one pass over
-    the tensors' version counters (DS-MobileNetV1: 378 tensors, 0.05 ms,
-    about 0.2 ms after a forward has evicted them from the CPU caches);
-    nothing else is read per op.
+    the tensors' version counters (a few hundred tensors for
+    DS-MobileNetV1, a small share of a batch-1 forward); nothing else is
+    read per op.
 
     Even with every op's arguments cached, a forward through the DS module
-    structure costs Python time a static network does not (0.2-0.6 ms per
-    forward of DS-MobileNetV1 at 224, up to 15 % at batch size 1). Within a
+    structure costs Python time a static network does not (a noticeable
+    share of a batch-1 forward of DS-MobileNetV1 at 224). Within a
     span the model may therefore run a plain module in place of its ops
     (:meth:`plain`), e.g. a sub-network as the static network built from
     the same folded weights; the block keeps the last ``max_plain`` of them

@@ -1,9 +1,10 @@
 # Copyright (c) dsnet_mm contributors. All rights reserved.
-"""Progressive sub-network search for dynamic inference (seed 003:
-trainable noise ranking, channel groups, fine-tuning threshold, sub-network
-re-selection), producing non-uniform ``subnets=`` lists for the DS
-backbones. A library: ``tools/search_subnets.py`` only calls it. Not
-imported by ``import dsnet_mm`` (nothing here registers into a registry).
+"""Progressive sub-network search for dynamic inference (Yang et al.,
+``docs/reference/progressive_search.md``: trainable noise ranking, channel
+groups, fine-tuning threshold, sub-network re-selection), producing
+non-uniform ``subnets=`` lists for the DS backbones. A library:
+``tools/search_subnets.py`` only calls it. Not imported by
+``import dsnet_mm`` (nothing here registers into a registry).
 """
 from .channels import ChannelAxes, classifier_axes, l1_scores, \
     permute_channels

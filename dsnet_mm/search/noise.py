@@ -7,8 +7,8 @@ gradient); in eval on ``W``. ``alpha`` starts at 0 and is trained with the
 network (the "base-noise" stage) but gets no weight decay. A channel whose
 learned noise scale stays large tolerates perturbation, so by default it
 is ranked least important and removed first (``order='descending'``, the
-seed's ResNet/MobileNetV1 scripts; ``'ascending'`` is its MobileNetV2
-script's reading).
+authors' ResNet/MobileNetV1 scripts; ``'ascending'`` is their MobileNetV2
+script's reading; ``docs/reference/progressive_search.md``).
 
 The noise is a ``torch.nn.utils.parametrize`` parametrization of the conv's
 ``weight``: the op itself is untouched, and :func:`remove_channel_noise`

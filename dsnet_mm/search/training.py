@@ -3,7 +3,7 @@
 
 The search visits width vectors that are in no sub-network list, so it runs
 the backbone's ``forward_spec`` on an ad-hoc :class:`SubnetSpec`. Scores use
-**batch statistics** in every BN (as the seed's search scores its held-out
+**batch statistics** in every BN (as the paper's search scores its held-out
 split with BN in train mode): the running statistics of a width vector that
 was never trained would be meaningless, and a recalibration per candidate
 would double the cost. The running statistics are left untouched.
@@ -96,7 +96,7 @@ def sgd(model: nn.Module, lr: float, weight_decay: float = 0.0,
         momentum: float = 0.9) -> torch.optim.SGD:
     """SGD over the backbone and head; weight decay only on conv and linear
     weights (never on BN, biases, depthwise filters or noise scales), as the
-    seed's optimizer."""
+    paper's code does."""
     alphas = {id(p) for p in noise_alphas(model)}
     decay, rest = [], []
     for part in (model.backbone, model.head):

@@ -39,7 +39,7 @@ from dsnet_mm.analysis.benchmark import (BACKENDS, DETECTOR_MODES, DEVICES,
 from dsnet_mm.deploy.allocator import reuse_freed_memory
 from dsnet_mm.engine import build_model_from_cfg
 from dsnet_mm.engine.cli import (add_cfg_options, add_shape, checked,
-                                 load_config, subnet_key)
+                                 input_size, load_config, subnet_key)
 
 
 def parse_args():
@@ -140,7 +140,7 @@ def main():
     allocator = 'system'
     if args.allocator == 'reuse':
         allocator = reuse_freed_memory() or 'system (not glibc)'
-    shape = (model.backbone.in_channels, *args.shape)
+    shape = (model.backbone.in_channels, *input_size(cfg, args.shape))
     images = None
     if 'dynamic' in args.modes and args.routing_mix is None:
         images = _images(cfg, model, max(args.batch_sizes))

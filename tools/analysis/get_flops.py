@@ -9,7 +9,8 @@ import json
 
 from dsnet_mm.analysis import subnet_complexity
 from dsnet_mm.engine import build_model_from_cfg
-from dsnet_mm.engine.cli import add_cfg_options, add_shape, load_config
+from dsnet_mm.engine.cli import (add_cfg_options, add_shape, input_size,
+                                 load_config)
 
 
 def parse_args():
@@ -33,7 +34,7 @@ def main():
     if space is None:
         raise SystemExit(f'{cfg.model.backbone.type} is not a DS backbone: '
                          'it has no sub-networks to list')
-    shape = (model.backbone.in_channels, *args.shape)
+    shape = (model.backbone.in_channels, *input_size(cfg, args.shape))
     rows = subnet_complexity(model, [*space.subnets, space.largest], shape)
     *subnets, largest = rows
     if args.json:

@@ -6,7 +6,7 @@
 ``IN`` is an mmpretrain ``ResNet`` / ``ResNet_CIFAR`` checkpoint: a full
 ``ImageClassifier`` checkpoint (its head is converted too) or a bare backbone
 state dict. ``OUT`` holds ``backbone.*`` (and ``head.*``) keys for the model
-of ``CONFIG`` (default: ``configs/ds_resnet50_imagenet.py``); start a
+of ``CONFIG`` (default: ``dsnet_mm::ds_resnet50_imagenet.py``); start a
 supernet from it with ``model.backbone.init_cfg=dict(type='Pretrained',
 checkpoint=OUT, prefix='backbone.')``. Every BN statistics row gets the static
 network's statistics: recalibrate (``tools/calibrate_bn.py``) before

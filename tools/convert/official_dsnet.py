@@ -5,7 +5,7 @@
 
 ``IN`` is the reference checkpoint (e.g. ``DS_MBNet-70_1.pth.tar``) holding
 ``state_dict`` and ``state_dict_ema``; ``OUT`` loads into the model of
-``CONFIG`` (default: ``configs/ds_mbnet_imagenet.py``; a Stage II config with
+``CONFIG`` (default: ``dsnet_mm::ds_mbnet_imagenet.py``; a Stage II config with
 a gate also takes the slimming head) with ``tools/test.py`` or ``load_from``.
 """
 from dsnet_mm.converters import convert_official_dsnet

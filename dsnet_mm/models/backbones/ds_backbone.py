@@ -16,7 +16,7 @@ from mmengine.model.weight_init import update_init_info
 from dsnet_mm.ops import DSBatchNorm2d, InferenceCacheBlock
 from dsnet_mm.ops.utils import (check_bool, check_choice, check_int,
                                 check_ints, check_keys)
-from ..gates.ds_gate import GATE_FEATURES
+from ..gates.ds_gate import GATE_FEATURES, GATE_HEAD_INITS
 from ..subnet import SubnetSpace, SubnetSpec
 
 SubnetKey = Union[int, str, SubnetSpec]
@@ -36,11 +36,17 @@ class DSBackboneMixin:
     ``forward_gate(x, spec)`` (up to and through the gate: the features
     after its attention and the slimming logits) and
     ``forward_after_gate(x, spec)`` (the rest of the block).
+
+    ``mask_positions`` lists where the backbone's layers can apply the
+    masks of per-sample routing (see
+    :class:`~dsnet_mm.models.routing.MaskedRouting`): a CNN whose layers
+    are conv, BN and activation both after and before the activation.
     """
 
     space: SubnetSpace
     in_channels: int
     norm_eval: bool
+    mask_positions: Tuple[str, ...] = ('after_act', 'before_act')
 
     # --- the active sub-network -----------------------------------------
     @property
@@ -245,9 +251,10 @@ class DSBackboneMixin:
 
         Args:
             gate (dict, optional): ``dict(<key>=..., window=(start, size))``
-                and optionally ``features`` (``'squeeze'`` or ``'pooled'``,
-                see :class:`~dsnet_mm.models.gates.DSGate`) and the
-                ``extra`` keys.
+                and optionally ``features`` (``'squeeze'`` or ``'pooled'``)
+                and ``head_init`` (``'torch'`` or ``'tf'``), see
+                :class:`~dsnet_mm.models.gates.DSGate`, and the ``extra``
+                keys.
             positions (Sequence): Where a gate may sit (the values its
                 ``key`` may take), e.g. stage names.
             groups_before (Sequence[Sequence[str]]): For each position, the
@@ -259,9 +266,12 @@ class DSBackboneMixin:
         """
         if gate is None:
             return None, [], None
-        check_keys('gate', gate, (key, 'window'), ('features', *extra))
+        check_keys('gate', gate, (key, 'window'),
+                   ('features', 'head_init', *extra))
         features = gate.get('features', 'squeeze')
         check_choice('gate.features', features, GATE_FEATURES)
+        head_init = gate.get('head_init', 'torch')
+        check_choice('gate.head_init', head_init, GATE_HEAD_INITS)
         positions = list(positions)
         if gate[key] not in positions:
             raise ValueError(f'gate.{key}={gate[key]!r} is not a {key}; '
@@ -282,7 +292,8 @@ class DSBackboneMixin:
                     f'group {group!r}, which runs before the gate '
                     f'({key}={gate[key]!r}): the window\'s sub-networks must '
                     'share every group before the gate')
-        kwargs = dict(num_choices=size, features=features)
+        kwargs = dict(num_choices=size, features=features,
+                      head_init=head_init)
         kwargs.update((k, gate[k]) for k in extra if k in gate)
         return position, specs, kwargs
 

@@ -28,8 +28,9 @@ class DSConvBNAct(nn.Module):
         self.act = nn.SiLU(inplace=True)
 
     def forward(self, x: torch.Tensor, spec: SubnetSpec) -> torch.Tensor:
-        x = self.act(self.conv.forward_bn(x, self.bn, spec.stats,
-                                          spec[self.group]))
+        x = self.act(self.conv.forward_bn(
+            x, self.bn, spec.stats, spec[self.group],
+            mask=spec.pre_act_mask(self.group)))
         return spec.mask(x, self.group)
 
 
@@ -87,23 +88,25 @@ class DSDepthwiseSeparable(nn.Module):
         sub-network's kernel. Under a routing whose window mixes kernels,
         each kernel runs and every image keeps its own's output."""
         group = self.kernel_group
+        mask = spec.pre_act_mask(self.in_group)
         if group is not None and isinstance(spec, MaskedRouting) and \
                 len({s[group] for s in spec.window}) > 1:
             kernels, weights = spec.choice_weights(group)
             x = sum(
                 w[:, None, None, None] * self.act(self.conv_dw.forward_bn(
-                    x, self.bn1, spec.stats, kernel_size=k))
+                    x, self.bn1, spec.stats, kernel_size=k, mask=mask))
                 for k, w in zip(kernels, weights.unbind(1)))
         else:
             kernel = None if group is None else spec[group]
-            x = self.act(self.conv_dw.forward_bn(x, self.bn1, spec.stats,
-                                                 kernel_size=kernel))
+            x = self.act(self.conv_dw.forward_bn(
+                x, self.bn1, spec.stats, kernel_size=kernel, mask=mask))
         return spec.mask(x, self.in_group)
 
     def forward_pw(self, x: torch.Tensor, spec: SubnetSpec) -> torch.Tensor:
         """Pointwise conv, BN and activation, widened to the block's group."""
-        x = self.act(
-            self.conv_pw.forward_bn(x, self.bn2, spec.stats, spec[self.group]))
+        x = self.act(self.conv_pw.forward_bn(
+            x, self.bn2, spec.stats, spec[self.group],
+            mask=spec.pre_act_mask(self.group)))
         return spec.mask(x, self.group)
 
     def forward(self, x: torch.Tensor, spec: SubnetSpec) -> torch.Tensor:
@@ -168,7 +171,8 @@ class DSMobileNetV1(DSBackboneMixin, BaseBackbone):
             follow the kernel. Defaults to None (3x3 everywhere).
         init_cfg (dict, optional): Initialization config. Defaults to None.
     """
-    # (group, widest width, blocks, stride of the first block): reference §2.1
+    # (group, widest width, blocks, stride of the first block): the
+    # reference supernet (docs/reference/dsnet.md, "DS-MobileNetV1 supernet")
     _stages = [('stage1', 88, 1, 1), ('stage2', 168, 2, 2),
                ('stage3', 264, 2, 2), ('stage4', 640, 6, 2),
                ('stage5', 1152, 2, 2)]
@@ -179,7 +183,7 @@ class DSMobileNetV1(DSBackboneMixin, BaseBackbone):
             stem=(24, 1),
             stages=[s[:3] + (st, ) for s, st in zip(_stages, (1, 2, 2, 2, 1))]),
     }
-    # DS-Net's 14 uniform sub-networks (reference §2.1)
+    # DS-Net's 14 uniform sub-networks (docs/reference/dsnet.md)
     default_subnets = dict(
         smallest=dict(
             stem=16, stage1=32, stage2=48, stage3=96, stage4=224, stage5=736),

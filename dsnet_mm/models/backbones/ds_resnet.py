@@ -15,8 +15,9 @@ from ..subnet import SubnetSpace, SubnetSpec, SubnetsCfg
 from .ds_backbone import DSBackboneMixin
 
 # DS-Net's description of DS-ResNet: every stage slimmed by one ratio rho;
-# our reading is rho in [0.25 : 0.25 : 1.0] (dsnet_spec.md §2.6 marks the
-# paper's DS-ResNet lists as not verified against the PDF)
+# our reading is rho in [0.25 : 0.25 : 1.0] (no DS-ResNet code was released
+# and the paper's lists were not available to us:
+# docs/reference/dsnet.md, "DS-ResNet")
 DEFAULT_RATIOS = (0.25, 0.5, 0.75, 1.0)
 
 
@@ -33,6 +34,10 @@ class DSResBlock(nn.Module):
     width is the block's stream group. After the add and the ReLU the stream
     group's mask is applied, so on the mask path of per-sample routing every
     image keeps only its own channels, on both sides of every later add.
+    A routing that masks before the activation (``mask_position=
+    'before_act'`` of :class:`~dsnet_mm.models.routing.MaskedRouting`)
+    masks every conv's and BN's output instead, the projection's included,
+    so both sides of the add arrive masked.
 
     Args:
         in_channels (int): Widest input width.
@@ -103,18 +108,21 @@ class DSResBlock(nn.Module):
         last = len(self.kernels)
         for k in range(1, last):
             conv, bn = getattr(self, f'conv{k}'), getattr(self, f'bn{k}')
-            x = self.relu(
-                conv.forward_bn(x, bn, spec.stats, spec[self.mid_group]))
+            x = self.relu(conv.forward_bn(
+                x, bn, spec.stats, spec[self.mid_group],
+                mask=spec.pre_act_mask(self.mid_group)))
             x = spec.mask(x, self.mid_group)
         conv, bn = getattr(self, f'conv{last}'), self.last_norm
-        return conv.forward_bn(x, bn, spec.stats, spec[self.group])
+        return conv.forward_bn(x, bn, spec.stats, spec[self.group],
+                               mask=spec.pre_act_mask(self.group))
 
     def forward_body(self, x: torch.Tensor, spec: SubnetSpec) -> torch.Tensor:
         """The block after its SE: both branches, the add and the mask."""
         identity = x
         if self.downsample is not None:
             conv, bn = self.downsample
-            identity = conv.forward_bn(x, bn, spec.stats, spec[self.group])
+            identity = conv.forward_bn(x, bn, spec.stats, spec[self.group],
+                                       mask=spec.pre_act_mask(self.group))
         out = self.relu(self.forward_residual(x, spec) + identity)
         return spec.mask(out, self.group)
 
@@ -371,8 +379,9 @@ class DSResNet(DSBackboneMixin, BaseBackbone):
 
     # --- forward ---------------------------------------------------------
     def _forward_stem(self, x: torch.Tensor, spec: SubnetSpec) -> torch.Tensor:
-        x = self.relu(
-            self.conv1.forward_bn(x, self.bn1, spec.stats, spec['stem']))
+        x = self.relu(self.conv1.forward_bn(
+            x, self.bn1, spec.stats, spec['stem'],
+            mask=spec.pre_act_mask('stem')))
         return self.maxpool(spec.mask(x, 'stem'))
 
     def _stages(self) -> List[nn.Module]:

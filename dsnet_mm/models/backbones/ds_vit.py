@@ -1,10 +1,10 @@
 # Copyright (c) dsnet_mm contributors. All rights reserved.
 """DS-ViT: a dynamic slimmable vision transformer with dynamic idle slicing.
 
-The design follows the recommendation of ``dsnet_pp_spec.md`` §1.2 and §2
-(DS-Net++'s DS-ViT++): the paper's method sections could not be retrieved,
-so the slicing rules and the reading of "dynamic idle slicing" below are
-[UNVERIFIED] proposals, with the listed alternatives selectable.
+DS-Net++'s DS-ViT++ as we read it (``docs/reference/dsnet_pp.md``): the
+paper's method sections were not available to us, so the slicing rules and
+the reading of "dynamic idle slicing" below are our proposals, with the
+listed alternatives selectable.
 """
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -57,7 +57,7 @@ class DSTransformerEncoderLayer(nn.Module):
     width ``d``, ``h`` heads and MLP hidden width ``m`` (the block's three
     width groups), the block reads and writes only the first ``d`` channels;
     the others are idle and pass through bit-identical (reading (A) of
-    ``dsnet_pp_spec.md`` §2.2)::
+    ``docs/reference/dsnet_pp.md``, "Dynamic idle slicing")::
 
         a = x[..., :d]
         a = a + Attn_{d,h}(LN_d(a))      # LN statistics over the d channels
@@ -137,7 +137,7 @@ class DSViT(DSBackboneMixin, BaseBackbone):
     and classifier have no group: with dynamic idle slicing the stream keeps
     all channels (see :class:`DSTransformerEncoderLayer`).
 
-    **Idle slicing readings** (``dsnet_pp_spec.md`` §2.2-2.3, [UNVERIFIED]).
+    **Idle slicing readings** (our readings, ``docs/reference/dsnet_pp.md``).
     The default is reading (A): idle channels pass through a block unchanged
     and reach the final norm and the head. ``idle_head=True`` selects
     reading (B): an output of block ``i`` keeps only its first
@@ -163,8 +163,8 @@ class DSViT(DSBackboneMixin, BaseBackbone):
     of every token (in Stage I too, as an SE), and its slimming head picks
     one sub-network of the window per image for blocks ``k+1`` on. The
     window's sub-networks must share every group of blocks ``0..k``
-    (reading of ``dsnet_pp_spec.md`` §5, [UNVERIFIED]: the CNN gate moved
-    onto the token sequence).
+    (our reading, ``docs/reference/dsnet_pp.md``: the CNN gate moved onto
+    the token sequence).
 
     ``describe_channels`` (the progressive search's channel reordering) is
     not implemented: every block's embedding group indexes one shared
@@ -183,7 +183,7 @@ class DSViT(DSBackboneMixin, BaseBackbone):
         in_channels (int): Image channels. Defaults to 3.
         subnets (dict | list, optional): The sub-network list, see above.
             Defaults to the arch's ladder (DeiT-S: ``embed`` 192-384,
-            ``heads`` 3-6, ``mlp`` 384-1536 in 4 steps, spec §1.2), or for a
+            ``heads`` 3-6, ``mlp`` 384-1536 in 4 steps), or for a
             dict arch the full-width network only.
         fixed_blocks (int): Leading blocks that never slice. Defaults to 0.
         out_indices (int | Sequence[int]): Blocks whose outputs are returned
@@ -197,9 +197,10 @@ class DSViT(DSBackboneMixin, BaseBackbone):
         idle_head (bool): Reading (B), see above. Defaults to False.
         idle_branches (bool): Reading (C), see above. Defaults to False.
         gate (dict, optional): ``dict(block=k, window=(start, size))`` and
-            optionally ``features`` (``'squeeze'`` or ``'pooled'``, see
-            ``DSGate``) and ``tokens`` (``'cls_token'`` or ``'mean'``).
-            Defaults to None (no gate, e.g. Stage I).
+            optionally ``features`` (``'squeeze'`` or ``'pooled'``),
+            ``head_init`` (``'torch'`` or ``'tf'``), see ``DSGate``, and
+            ``tokens`` (``'cls_token'`` or ``'mean'``). Defaults to None
+            (no gate, e.g. Stage I).
         qkv_bias (bool): Whether q, k and v have a bias. Defaults to True.
         drop_path_rate (float): Stochastic depth, rising linearly to this
             over the blocks. Defaults to 0.
@@ -230,7 +231,8 @@ class DSViT(DSBackboneMixin, BaseBackbone):
                        feedforward_channels=128),
     }
     # per-dimension ladders from about half the width (or one head) to the
-    # full one; DeiT-S is spec §1.2's {192..384} x {3..6} x {384..1536}
+    # full one; DeiT-S: {192..384} x {3..6} x {384..1536}
+    # (docs/reference/dsnet_pp.md, "DS-ViT")
     default_subnets = {
         **dict.fromkeys(['deit-t', 'deit-tiny'], dict(
             smallest=dict(embed=64, heads=1, mlp=256),
@@ -247,6 +249,10 @@ class DSViT(DSBackboneMixin, BaseBackbone):
     }
     OUT_TYPES = ('cls_token', 'featmap', 'avg_featmap', 'raw')
     num_extra_tokens = 1  # the class token
+    # per-sample routing masks each op's input and output and the MLP's
+    # hidden units after its activation (dsnet_mm.ops.vit); there is no
+    # conv-BN-activation to mask before the activation
+    mask_positions = ('after_act', )
 
     def __init__(self,
                  arch: Union[str, dict] = 'deit-small',

@@ -10,12 +10,13 @@ from mmpretrain.models.classifiers import ImageClassifier
 from mmpretrain.registry import MODELS
 from mmpretrain.structures import DataSample
 
-from dsnet_mm.ops.utils import check_choice, check_float, check_type
+from dsnet_mm.ops.utils import (check_bool, check_choice, check_float,
+                                check_type)
 from ..gated import GatedRoutingMixin, check_routing
-from ..routing import (SGS_CLASS_WEIGHTS, MaskedRouting, route_weights,
-                       sgs_cross_entropy)
+from ..routing import (GATE_LOSS_INPUTS, SGS_CLASS_WEIGHTS, MaskedRouting,
+                       gumbel_route, sgs_cross_entropy)
 from ..subnet import SubnetSpec
-from .stage1_loading import load_stage1_weights
+from .stage1_loading import check_stage1_head, load_stage1_weights
 
 SGS_RULES = ('smallest', 'smallest_widest', 'narrowest_correct')
 
@@ -28,7 +29,15 @@ class DSGateClassifier(GatedRoutingMixin, ImageClassifier):
     (every parameter but the gate's slimming head has ``requires_grad=False``
     and every module stays in eval mode); only the slimming head learns, from:
 
-    - the SGS loss: cross-entropy of the gate *logits* against online targets.
+    - the SGS loss: cross-entropy of the gate *logits* against online
+      targets (``gate_loss_input='logits'``, the default: the gate trained
+      as a classifier of its targets, noise-free). With
+      ``gate_loss_input='gumbel_probs'`` (the reference DS-Net code) it is
+      the label-smoothed cross-entropy of the soft Gumbel-softmax sample
+      ``softmax((logits + noise) / tau)`` that also routes the task loss,
+      i.e. a second softmax over noisy probabilities (each in [0, 1], so
+      over ``K`` choices the loss never falls below ``log(1 + (K - 1) /
+      e)``, and its gradient passes through a second softmax's Jacobian).
       With ``sgs_rule='smallest'`` (the reference code), an image that the
       window's narrowest sub-network classifies correctly is easy (target:
       narrowest), any other is hard (target: widest of the window). With
@@ -41,8 +50,23 @@ class DSGateClassifier(GatedRoutingMixin, ImageClassifier):
       weighs the same in that loss (the mean over targets of each target's
       mean loss), so a rare hard target is not drowned by easy ones;
     - the task loss of the routed model, run on the mask path with a
-      straight-through Gumbel-softmax so it reaches the gate;
+      straight-through Gumbel-softmax so it reaches the gate. Where the
+      channel masks sit sets the gradient it gives the gate (the outputs
+      are the same, see :class:`~dsnet_mm.models.routing.MaskedRouting`):
+      after each activation (``mask_position='after_act'``, the default: a
+      dropped channel's gradient is what it would have added) or, as the
+      reference DS-Net code does, on each conv's and BN's output before the
+      activation (``'before_act'``: a dropped channel's gradient is
+      ``a'(0) * bn(0)``, the same whatever the image);
     - ``complexity_weight * (mean routed MAdds / madds_unit) ** 2``.
+
+    **Start.** ``stage1_checkpoint`` gives the supernet. The slimming head
+    starts from its init (the gate's ``head_init``: PyTorch's default or
+    the reference's TF-style init, see
+    :class:`~dsnet_mm.models.gates.DSGate`), or with ``keep_stage1_head``
+    from the Stage I checkpoint's head, as the reference code resumes its
+    whole supernet, slimming head included (a Stage I run that holds the
+    gate, as DS-ViT's, never trains that head: it is its own Stage I init).
 
     **Inference.** ``predict`` routes by the argmax of the gate (no noise) and
     runs ``routing_mode``: ``'bucket'`` (default: group the batch by chosen
@@ -88,6 +112,14 @@ class DSGateClassifier(GatedRoutingMixin, ImageClassifier):
         stage1_checkpoint (str, optional): Stage I checkpoint to start from,
             loaded by ``init_weights``; every key but the slimming head must
             match. Defaults to None.
+        mask_position (str): Where the task loss's mask path zeroes
+            channels: ``'after_act'`` or ``'before_act'`` (the reference's,
+            for a CNN backbone). Defaults to ``'after_act'``.
+        gate_loss_input (str): What the SGS loss reads: ``'logits'`` or
+            ``'gumbel_probs'`` (the reference's). Defaults to ``'logits'``.
+        keep_stage1_head (bool): Start the slimming head from the one in
+            ``stage1_checkpoint`` (which must hold it, with this window's
+            shape) instead of its init. Defaults to False.
         **kwargs: Passed to ``ImageClassifier``.
     """
 
@@ -103,11 +135,16 @@ class DSGateClassifier(GatedRoutingMixin, ImageClassifier):
                  tau: float = 1.0,
                  routing_mode: str = 'bucket',
                  stage1_checkpoint: Optional[str] = None,
+                 mask_position: str = 'after_act',
+                 gate_loss_input: str = 'logits',
+                 keep_stage1_head: bool = False,
                  **kwargs) -> None:
         check_type('backbone', backbone, (dict, nn.Module),
                    'a backbone config dict')
         check_choice('sgs_rule', sgs_rule, SGS_RULES)
-        check_routing(routing_mode, tau)
+        check_routing(routing_mode, tau, mask_position)
+        check_choice('gate_loss_input', gate_loss_input, GATE_LOSS_INPUTS)
+        check_bool('keep_stage1_head', keep_stage1_head)
         check_choice('sgs_class_weight', sgs_class_weight, SGS_CLASS_WEIGHTS)
         check_float('gate_label_smooth', gate_label_smooth, 0, 1,
                     high_open=True)
@@ -116,7 +153,9 @@ class DSGateClassifier(GatedRoutingMixin, ImageClassifier):
         check_type('stage1_checkpoint', stage1_checkpoint, (type(None), str),
                    'None or a checkpoint path')
         super().__init__(backbone, neck=neck, head=head, **kwargs)
-        self._init_routing(routing_mode, tau)
+        self._init_routing(routing_mode, tau, mask_position)
+        self.gate_loss_input = gate_loss_input
+        self.keep_stage1_head = keep_stage1_head
         self.sgs_rule = sgs_rule
         self.gate_label_smooth = gate_label_smooth
         self.sgs_class_weight = sgs_class_weight
@@ -127,10 +166,15 @@ class DSGateClassifier(GatedRoutingMixin, ImageClassifier):
 
     def init_weights(self) -> None:
         super().init_weights()
-        if self.stage1_checkpoint is not None:
-            load_stage1_weights(self, self.stage1_checkpoint,
-                                new_prefixes=(self.gate_prefix,
-                                              'cost_penalty'))
+        if self.stage1_checkpoint is None:
+            return
+        new_prefixes = ('cost_penalty', )
+        if self.keep_stage1_head:
+            check_stage1_head(self.stage1_checkpoint, self.gate_prefix)
+        else:
+            new_prefixes += (self.gate_prefix, )
+        load_stage1_weights(self, self.stage1_checkpoint,
+                            new_prefixes=new_prefixes)
 
     # --- routing (the paths: GatedRoutingMixin) ---------------------
     def _logits(self, early: List[torch.Tensor], late: List[torch.Tensor]):
@@ -214,28 +258,34 @@ class DSGateClassifier(GatedRoutingMixin, ImageClassifier):
             pending = pending[~right]
         return target
 
-    def sgs_loss(self, gate_logits: torch.Tensor,
+    def sgs_loss(self, scores: torch.Tensor,
                  target: torch.Tensor) -> torch.Tensor:
         """The SGS loss (:func:`~dsnet_mm.models.routing.sgs_cross_entropy`)
-        at this model's label smoothing and class weighting."""
-        return sgs_cross_entropy(gate_logits, target, self.gate_label_smooth,
+        at this model's label smoothing and class weighting, of ``scores``:
+        the gate logits, or with ``gate_loss_input='gumbel_probs'`` the
+        soft Gumbel-softmax sample (taken as logits: a second softmax)."""
+        return sgs_cross_entropy(scores, target, self.gate_label_smooth,
                                  self.sgs_class_weight)
 
     def forward(self, inputs: torch.Tensor, data_samples=None,
                 mode: str = 'tensor', **kwargs):
         """``mode='sgs'`` runs the Stage II forward for ``labels``: class
-        logits of the routed model (mask path, straight-through Gumbel), gate
-        logits, routing weights and SGS targets. The other modes are
-        mmpretrain's. Stage II calls it through the DDP wrapper when there is
-        one, so the gate's gradients are reduced."""
+        logits of the routed model (mask path at ``mask_position``,
+        straight-through Gumbel), what the SGS loss reads (the gate logits,
+        or the soft Gumbel sample, see ``gate_loss_input``), routing weights
+        and SGS targets. The other modes are mmpretrain's. Stage II calls it
+        through the DDP wrapper when there is one, so the gate's gradients
+        are reduced."""
         if mode != 'sgs':
             return super().forward(inputs, data_samples, mode)
         h, gate_logits, early = self.backbone.forward_pre_gate(inputs)
         target = self.sgs_targets(h, early, kwargs['labels'])
-        weights = route_weights(gate_logits, self.tau)
-        logits = self._run_window(h, early,
-                                  MaskedRouting(self.window, weights))
-        return logits, gate_logits, weights, target
+        weights, probs = gumbel_route(gate_logits, self.tau)
+        logits = self._run_window(
+            h, early, MaskedRouting(self.window, weights, self.mask_position))
+        scores = probs if self.gate_loss_input == 'gumbel_probs' \
+            else gate_logits
+        return logits, scores, weights, target
 
     def train_step(self,
                    data: dict,
@@ -253,12 +303,12 @@ class DSGateClassifier(GatedRoutingMixin, ImageClassifier):
         labels = torch.cat([s.gt_label for s in data_samples]).to(
             inputs.device)
         with optim_wrapper.optim_context(self):
-            logits, gate_logits, weights, target = forward(
+            logits, scores, weights, target = forward(
                 inputs, mode='sgs', labels=labels)
             losses = dict(loss_task=self.head._get_loss(
                 logits, data_samples)['loss'])
             if (target >= 0).any():
-                losses['loss_gate'] = self.sgs_loss(gate_logits, target)
+                losses['loss_gate'] = self.sgs_loss(scores, target)
             return self._update_gate(optim_wrapper, losses, weights, target,
                                      inputs.shape[1:],
                                      self.complexity_weight, self.madds_unit)

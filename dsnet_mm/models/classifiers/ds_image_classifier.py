@@ -6,13 +6,13 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from mmengine.model import ExponentialMovingAverage
 from mmengine.optim import OptimWrapper
 from mmpretrain.models.classifiers import ImageClassifier
 from mmpretrain.registry import MODELS
 
 from dsnet_mm.ops.utils import (check_choice, check_float, check_int,
                                 check_keys, check_type)
+from ..ema import LiveEMA
 from ..mvco import (MVCO_MODES, cross_view_target, view_mean_target,
                     views_symmetric_kl)
 from ..subnet import SubnetSpace, SubnetSpec
@@ -108,7 +108,9 @@ class DSImageClassifier(ImageClassifier):
     (so IB, IEB and in-place combine with it).
 
     The EMA teacher is kept for every mode (it is what the reference evaluates
-    and it costs one parameter copy) and updated after each optimizer step.
+    and it costs one parameter copy) and updated after each optimizer step
+    (:class:`~dsnet_mm.models.ema.LiveEMA`: it follows the model across
+    ``.to(device)``, dtype changes, ``deepcopy`` and resume).
     The sampled indices come from a generator seeded by ``seed`` and the
     iteration counter (a buffer, so a resumed run draws the same widths and
     every rank of a distributed run draws alike).
@@ -182,8 +184,8 @@ class DSImageClassifier(ImageClassifier):
         self.usnet_divisor = usnet_divisor
         self.dropout = nn.Dropout(largest_dropout)
         self.distill_loss = MODELS.build(distill_loss)
-        self.teacher = ExponentialMovingAverage(
-            self._student(), momentum=ema_momentum, update_buffers=True)
+        self.teacher = LiveEMA(self._student(), momentum=ema_momentum,
+                               update_buffers=True)
         self.register_buffer('sandwich_iter', torch.zeros((), dtype=torch.long))
 
     @property

@@ -51,6 +51,19 @@ def check_state_dict(own: Dict[str, torch.Tensor],
         raise ValueError('\n'.join(lines))
 
 
+def check_stage1_head(path: str, prefix: str) -> None:
+    """Raise a ValueError unless Stage I checkpoint ``path`` holds the
+    gate's slimming head (its keys under ``prefix``), for a Stage II that
+    keeps it (``keep_stage1_head=True``)."""
+    state = strip_module_prefix(read_state_dict(path))
+    if not any(k.startswith(prefix) for k in state):
+        raise ValueError(
+            f'keep_stage1_head=True but the Stage I checkpoint {path} holds '
+            f'no slimming head ({prefix}*): its supernet was trained '
+            'without the gate. Set keep_stage1_head=False to start the '
+            "head from its init (the gate's head_init)")
+
+
 def load_stage1_weights(model: nn.Module, path: str,
                         new_prefixes: Sequence[str] = ()) -> None:
     """Load the student of a Stage I checkpoint into ``model``.

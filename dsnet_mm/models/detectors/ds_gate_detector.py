@@ -10,13 +10,15 @@ from mmdet.structures import SampleList
 from mmengine.logging import print_log
 from mmengine.optim import OptimWrapper
 
-from dsnet_mm.ops.utils import (check_choice, check_float, check_keys,
-                                check_type)
-from ..classifiers.stage1_loading import (check_state_dict,
+from dsnet_mm.ops.utils import (check_bool, check_choice, check_float,
+                                check_keys, check_type)
+from ..classifiers.stage1_loading import (check_stage1_head,
+                                         check_state_dict,
                                          load_stage1_weights,
                                          read_state_dict, strip_module_prefix)
 from ..gated import GatedRoutingMixin, check_routing
-from ..routing import SGS_CLASS_WEIGHTS, route_weights, sgs_cross_entropy
+from ..routing import (GATE_LOSS_INPUTS, SGS_CLASS_WEIGHTS, gumbel_route,
+                       sgs_cross_entropy)
 from ..subnet import SubnetSpec
 from .ds_single_stage import DSSingleStageDetector, pad_to
 
@@ -29,7 +31,9 @@ GATE_TRAINING_DEFAULTS = dict(
     label_smooth=0.1,
     complexity_weight=0.0,
     madds_unit=1e8,
-    tau=1.0)
+    tau=1.0,
+    gate_loss_input='logits',
+    keep_stage1_head=False)
 """The other keys of ``DSGateDetector(gate_training=dict(...))`` and their
 defaults."""
 
@@ -39,6 +43,13 @@ def check_gate_training(cfg: Optional[dict]) -> Optional[dict]:
     validated."""
     if cfg is None:
         return None
+    if isinstance(cfg, dict) and 'mask_position' in cfg:
+        raise ValueError(
+            'gate_training.mask_position is not an option of detection SGS: '
+            'its gate learns from the SGS and complexity losses only, with '
+            'no routed task loss through channel masks whose placement '
+            'could change its gradient (DSGateClassifier takes '
+            'mask_position)')
     check_keys('gate_training', cfg, required=GATE_TRAINING_REQUIRED,
                optional=tuple(GATE_TRAINING_DEFAULTS))
     cfg = {**GATE_TRAINING_DEFAULTS, **cfg}
@@ -54,6 +65,9 @@ def check_gate_training(cfg: Optional[dict]) -> Optional[dict]:
     check_float('gate_training.madds_unit', cfg['madds_unit'], 0,
                 low_open=True)
     check_float('gate_training.tau', cfg['tau'], 0, low_open=True)
+    check_choice('gate_training.gate_loss_input', cfg['gate_loss_input'],
+                 GATE_LOSS_INPUTS)
+    check_bool('gate_training.keep_stage1_head', cfg['keep_stage1_head'])
     return cfg
 
 
@@ -120,10 +134,17 @@ class DSGateDetector(GatedRoutingMixin, DSSingleStageDetector):
     image alone). Mean average precision is not defined per image; the loss
     is what the detector minimises and is lower where it detects better.
     The gate loss is :func:`~dsnet_mm.models.routing.sgs_cross_entropy`
-    (``class_weight``, ``label_smooth``), plus ``complexity_weight *
-    (mean MAdds of a Gumbel routing / madds_unit) ** 2``. The routed task
-    loss of the classifier's Stage II is left out: it would run the
-    window's widest detector once more per step.
+    (``class_weight``, ``label_smooth``) of the gate logits, or with
+    ``gate_loss_input='gumbel_probs'`` of the soft Gumbel-softmax sample
+    (the reference DS-Net code's reading, as in
+    :class:`~dsnet_mm.models.classifiers.DSGateClassifier`), plus
+    ``complexity_weight * (mean MAdds of that Gumbel routing /
+    madds_unit) ** 2``. The routed task loss of the classifier's Stage II
+    is left out: it would run the window's widest detector once more per
+    step. So is the classifier's ``mask_position``, which only sets the
+    gradient of that loss (``gate_training`` refuses it). With
+    ``keep_stage1_head`` the slimming head starts from the one in
+    ``stage1_checkpoint`` instead of its init (the gate's ``head_init``).
 
     Args:
         backbone (dict): A DS backbone config with ``gate`` set, e.g.
@@ -137,8 +158,9 @@ class DSGateDetector(GatedRoutingMixin, DSSingleStageDetector):
             instead of the supernet by the sandwich rule; keys ``margin``
             and ``margin_mode`` (required), ``class_weight``
             (``'balanced'``), ``label_smooth`` (0.1),
-            ``complexity_weight`` (0), ``madds_unit`` (1e8), ``tau`` (1).
-            Defaults to None.
+            ``complexity_weight`` (0), ``madds_unit`` (1e8), ``tau`` (1),
+            ``gate_loss_input`` (``'logits'``; or ``'gumbel_probs'``),
+            ``keep_stage1_head`` (False). Defaults to None.
         stage1_checkpoint (str, optional): The detection Stage I checkpoint
             that gate training starts from, loaded by ``init_weights``;
             every key but the gate's slimming head must match. Defaults to
@@ -206,12 +228,16 @@ class DSGateDetector(GatedRoutingMixin, DSSingleStageDetector):
         super().init_weights()
         if self.stage1_checkpoint is not None:
             # a detection Stage I checkpoint: the sandwich's iteration
-            # counter is not carried over, the gate's slimming head and
-            # budget are this stage's own
+            # counter is not carried over, the budget is this stage's own
+            # and so is the gate's slimming head unless kept
+            new_prefixes = ('cost_penalty', 'sandwich_iter')
+            if self.gate_training is not None and \
+                    self.gate_training['keep_stage1_head']:
+                check_stage1_head(self.stage1_checkpoint, self.gate_prefix)
+            else:
+                new_prefixes += (self.gate_prefix, )
             load_stage1_weights(self, self.stage1_checkpoint,
-                                new_prefixes=(self.gate_prefix,
-                                              'cost_penalty',
-                                              'sandwich_iter'))
+                                new_prefixes=new_prefixes)
 
     # --- detection SGS ---------------------------------------------------
     @torch.no_grad()
@@ -261,15 +287,17 @@ class DSGateDetector(GatedRoutingMixin, DSSingleStageDetector):
         with optim_wrapper.optim_context(self):
             gate_logits, target = forward(inputs, data['data_samples'],
                                           mode='sgs')
+            weights, probs = gumbel_route(gate_logits, cfg['tau'])
+            scores = probs if cfg['gate_loss_input'] == 'gumbel_probs' \
+                else gate_logits
             losses = dict()
             if (target >= 0).any():
                 losses['loss_gate'] = sgs_cross_entropy(
-                    gate_logits, target, cfg['label_smooth'],
+                    scores, target, cfg['label_smooth'],
                     cfg['class_weight'])
             return self._update_gate(
-                optim_wrapper, losses, route_weights(gate_logits, cfg['tau']),
-                target, inputs.shape[1:], cfg['complexity_weight'],
-                cfg['madds_unit'])
+                optim_wrapper, losses, weights, target, inputs.shape[1:],
+                cfg['complexity_weight'], cfg['madds_unit'])
 
     # --- what the routing paths run -------------------------------------
     def _pre_gate(

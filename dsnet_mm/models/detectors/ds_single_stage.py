@@ -21,6 +21,18 @@ from ..subnet import SubnetSpec
 SubnetKey = Union[int, str, SubnetSpec]
 
 
+def _float32_outputs(module: torch.nn.Module, args, outputs):
+    """A forward hook: the module's bfloat16 / float16 outputs (tensors in
+    nested tuples and lists) in float32, the others unchanged."""
+    if isinstance(outputs, torch.Tensor):
+        low = outputs.dtype in (torch.bfloat16, torch.float16)
+        return outputs.float() if low else outputs
+    if isinstance(outputs, (tuple, list)):
+        return type(outputs)(_float32_outputs(module, args, o)
+                             for o in outputs)
+    return outputs
+
+
 def pad_to(feats: Sequence[torch.Tensor],
            widths: Sequence[int]) -> Tuple[torch.Tensor, ...]:
     """Zero-pad each feature map's channels up to ``widths``.
@@ -85,6 +97,10 @@ class DSSingleStageDetector(SingleStageDetector):
     (:meth:`subnet`, :meth:`set_subnet`, or the backbone's own; the largest
     by default): mmdet's ``val_step``/``test_step`` run it unchanged.
 
+    Under autocast (mixed precision) the head's outputs are taken to
+    float32 (a forward hook): its losses, box decoding and NMS are computed
+    from float32 scores and box deltas.
+
     Under distributed training use the project's wrapper,
     ``model_wrapper_cfg=dict(type='DSDistributedDataParallel',
     find_unused_parameters=True)``: mmengine's runs one plain forward.
@@ -140,6 +156,7 @@ class DSSingleStageDetector(SingleStageDetector):
             # (open-mmlab/mmdetection#11063, #11780; fix PR #11524 unmerged):
             # None makes that check false, as the head's own loss intends
             self.bbox_head.loss_cls = None
+        self.bbox_head.register_forward_hook(_float32_outputs)
         self.num_random = num_random
         self.seed = seed
         self.sampling = sampling

@@ -20,7 +20,8 @@ class DSLinearClsHead(LinearClsHead):
     the loss with a ``ValueError`` naming the sample's file (or
     ``sample_idx``) and ``gt_label``, before any backward of the step,
     instead of an ``IndexError`` (CPU) or a device assert (CUDA) deep in the
-    cross-entropy.
+    cross-entropy. The loss is computed from the scores in float32 (bfloat16
+    ones under autocast).
     """
 
     def __init__(self, num_classes: int, in_channels: int, **kwargs) -> None:
@@ -39,4 +40,4 @@ class DSLinearClsHead(LinearClsHead):
                                  f"sample_idx={meta.get('sample_idx')}")
                 check_int(f'{where}: gt_label', int(labels[i]), 0,
                           self.num_classes - 1)
-        return super()._get_loss(cls_score, data_samples, **kwargs)
+        return super()._get_loss(cls_score.float(), data_samples, **kwargs)

@@ -11,7 +11,8 @@ class SoftTargetCrossEntropy(nn.Module):
 
     ``loss = mean_batch( sum_c -p_c * log_softmax(z)_c )``: the distillation
     loss with which sub-networks learn from the (EMA) teacher's softmax in
-    in-place bootstrapping.
+    in-place bootstrapping. It is computed in float32 whatever the dtype of
+    the logits (bfloat16 ones under autocast).
 
     Args:
         loss_weight (float): Weight of the loss. Defaults to 1.0.
@@ -26,5 +27,6 @@ class SoftTargetCrossEntropy(nn.Module):
         if logits.shape != target_probs.shape:
             raise ValueError(f'logits {tuple(logits.shape)} and target '
                              f'{tuple(target_probs.shape)} differ in shape')
-        loss = torch.sum(-target_probs * F.log_softmax(logits, dim=-1), -1)
+        loss = torch.sum(
+            -target_probs.float() * F.log_softmax(logits.float(), dim=-1), -1)
         return self.loss_weight * loss.mean()
