@@ -106,6 +106,11 @@ def register_config_scope() -> None:
 
 
 # --- the dsnet command -------------------------------------------------------
+# tools of the checkout only, not shipped (setup.cfg): the GPU check drives
+# the repository's launch scripts (tools/gpu_check.sh)
+CHECKOUT_ONLY_TOOLS = ('gpu_check', )
+
+
 def available_tools() -> Dict[str, str]:
     """``{name: script}`` for every tool: the name is the script's path
     under ``tools/`` without ``.py`` (``train``, ``analysis/get_flops``)."""
@@ -118,7 +123,9 @@ def available_tools() -> Dict[str, str]:
             if file.endswith('.py') and not file.startswith('_'):
                 path = osp.join(folder, file)
                 name = osp.relpath(path, root)[:-len('.py')]
-                tools[name.replace(os.sep, '/')] = path
+                name = name.replace(os.sep, '/')
+                if name not in CHECKOUT_ONLY_TOOLS:
+                    tools[name] = path
     return tools
 
 

@@ -25,6 +25,25 @@ def test_mmengine_objects_load_with_weights_only(tmp_path):
     assert back['meta']['scalar'] == 2.0
 
 
+@pytest.mark.parametrize('writer', ['numpy.core.multiarray',
+                                    'numpy._core.multiarray'])
+def test_numpy_arrays_of_either_numpy_load(tmp_path, writer):
+    """A checkpoint names numpy's array functions by the module of the numpy
+    that wrote it (numpy.core.multiarray on 1.x, numpy._core.multiarray on
+    2.x): a checkpoint of either loads weights-only on this numpy."""
+    obj = dict(arr=np.arange(3.0), scalar=np.float64(2.0))
+    path = tmp_path / 'ckpt.pth'
+    # the legacy format is one plain pickle stream: the names can be edited
+    torch.save(obj, path, _use_new_zipfile_serialization=False)
+    here = np.arange(1).__reduce__()[0].__module__.encode()
+    data = path.read_bytes()
+    assert b'\n_reconstruct\n' in data and here in data
+    path.write_bytes(data.replace(here + b'\n', writer.encode() + b'\n'))
+    back = torch.load(path, weights_only=True)
+    assert back['arr'].tolist() == [0.0, 1.0, 2.0]
+    assert back['scalar'] == 2.0
+
+
 class _RunsCode:
 
     def __init__(self, path):

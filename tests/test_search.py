@@ -104,6 +104,9 @@ RESNET_HEAD = dict(type='DSLinearClsHead', num_classes=10)
           base_channels=8), 64),
     (dict(type='DSResNet', depth=50, stem='cifar', stem_channels=8,
           base_channels=4, se_stage='layer3'), 128),
+    # the deep stem's groups and the average-pooling projections
+    (dict(type='DSResNetV1d', depth=50, stem_channels=8, base_channels=4),
+     128),
 ])
 def test_reordering_keeps_the_function(backbone, feat):
     torch.manual_seed(0)

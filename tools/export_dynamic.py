@@ -12,7 +12,8 @@ penalty, input normalisation and shape, files, opset, measured differences);
 BN is folded. Run the folder with ``dsnet_mm.deploy.OrtDynamicModel``
 (numpy and onnxruntime only). The export checks itself on a random batch
 against the model's ``forward_dynamic(x, 'bucket')`` and fails if the class
-logits differ by more than 1e-4 or an image is routed differently.
+logits differ by more than 1e-4 of the largest one (1e-4 below 1) or an image
+is routed differently.
 ``--random-init`` exports the model as built, without a checkpoint (to check
 the export or to benchmark an architecture).
 """

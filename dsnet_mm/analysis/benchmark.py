@@ -553,8 +553,12 @@ def benchmark(model: nn.Module,
         if exports is not None:
             stack.callback(exports.close)
         if compile:
+            # torch 2.7 renamed cache_size_limit to recompile_limit
+            limit = ('recompile_limit'
+                     if hasattr(torch._dynamo.config, 'recompile_limit')
+                     else 'cache_size_limit')
             stack.enter_context(torch._dynamo.config.patch(
-                recompile_limit=RECOMPILE_LIMIT))
+                **{limit: RECOMPILE_LIMIT}))
         for bs in batch_sizes:
             x = _to_memory_format(
                 torch.randn(bs, *shape, device=device), channels_last)

@@ -22,8 +22,10 @@ the very same rules (which is what makes the two comparable). Rules, per image:
 - biases, batch norms, layer norms and activations: no MAdds.
 
 Parameters are the elements of the weight slices a layer used (a layer run
-twice counts once). Parameters that no counted layer holds (a ViT's class
-token and position embedding) are not counted.
+twice counts once). Parameters held directly by another module (a ViT's
+class token and position embedding, a layer scale) count in full when that
+module ran or any counted layer inside it did, except a DS layer scale,
+which counts the channels it scaled.
 """
 from typing import Callable, Dict, Sequence, Tuple
 
@@ -110,15 +112,36 @@ def count_complexity(model: nn.Module, run: Callable[[], object]) -> Dict:
             seen.add(id(module))
             totals['params'] += params
 
+    # modules holding parameters of their own outside the counted layers
+    holders = {id(m): m for m in model.modules()
+               if not isinstance(m, _COUNTED)
+               and any(True for _ in m.parameters(recurse=False))}
+    ran: Dict[int, int] = {}  # holder id -> parameters used, once it ran
+
+    def holder_hook(module, args, out):
+        x = args[0] if args else None
+        if type(module).__name__ == 'DSLayerScale' and \
+                isinstance(x, torch.Tensor):
+            ran[id(module)] = max(ran.get(id(module), 0), x.shape[-1])
+        else:
+            ran[id(module)] = sum(
+                p.numel() for p in module.parameters(recurse=False))
+
     handles = [
         m.register_forward_hook(hook, with_kwargs=True)
         for m in model.modules()
         if isinstance(m, _COUNTED)
-    ]
+    ] + [m.register_forward_hook(holder_hook) for m in holders.values()]
     try:
         with torch.no_grad(), unfolded_bn(model):
             run()
     finally:
         for h in handles:
             h.remove()
+    for key, m in holders.items():
+        if key in ran:
+            totals['params'] += ran[key]
+        elif any(id(c) in seen for c in m.modules()):
+            totals['params'] += sum(
+                p.numel() for p in m.parameters(recurse=False))
     return totals

@@ -9,6 +9,11 @@ every row. The ``largest`` row is then exact (the converted supernet at its
 largest *is* the static ResNet); the narrower rows are a starting point for
 ``tools/calibrate_bn.py``. The SE / gate of a stage's first block, which a
 static ResNet has no weights for, keeps its initialisation.
+
+DSResNet also takes such a checkpoint directly (``init_cfg=dict(type=
+'Pretrained', ...)``, ``load_state_dict``), with the same statistics rows;
+this converter writes a whole classifier's checkpoint (head included) for
+the tools.
 """
 from typing import Callable, Dict, List, Optional
 

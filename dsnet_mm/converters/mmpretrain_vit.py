@@ -1,15 +1,16 @@
 # Copyright (c) dsnet_mm contributors. All rights reserved.
-"""Load mmpretrain ``VisionTransformer`` weights into the full-width DSViT.
+"""Convert an mmpretrain ``VisionTransformer`` classifier into DSViT's.
 
-DSViT keeps mmpretrain's names (``patch_embed.projection``, ``cls_token``,
-``pos_embed``, ``layers.{i}.ln1``, ``layers.{i}.attn.qkv``,
-``layers.{i}.attn.proj``, ``layers.{i}.ln2``, the final ``ln1`` and the
-``avg_featmap`` norm ``ln2``) and the qkv layout (rows ``[q | k | v]``,
-each split into heads), so those weights map one to one at the same shape.
-The one renamed module is the MLP: mmpretrain's ``ffn.layers.0.0`` (fc1
-inside its Sequential with the activation) and ``ffn.layers.1`` (fc2) are
-DSViT's ``ffn.fc1`` and ``ffn.fc2``. A ``VisionTransformerClsHead``'s
-``layers.head`` is a ``DSLinearClsHead``'s ``fc``.
+DSViT keeps mmpretrain's names for every backbone parameter
+(``patch_embed.projection``, ``cls_token``, ``pos_embed``,
+``layers.{i}.ln1``, ``layers.{i}.attn.qkv``, ``layers.{i}.attn.proj``,
+``layers.{i}.ln2``, ``layers.{i}.ffn.layers.0.0``, ``layers.{i}.ffn.layers.1``,
+the final ``ln1`` and the ``avg_featmap`` norm ``ln2``) and the qkv layout
+(rows ``[q | k | v]``, each split into heads), so those weights map one to
+one at the same shape (a backbone checkpoint also loads into DSViT directly,
+by ``Pretrained`` or ``load_from``). The one renamed module is the head's: a
+``VisionTransformerClsHead``'s ``layers.head`` is a ``DSLinearClsHead``'s
+``fc``.
 """
 from typing import Dict, Tuple
 
@@ -18,8 +19,6 @@ import torch
 from dsnet_mm.models.backbones import DSViT
 from .mmpretrain_resnet import copy_matching, split_classifier_state
 
-# mmpretrain key part -> DSViT key part
-_RENAMES = (('.ffn.layers.0.0.', '.ffn.fc1.'), ('.ffn.layers.1.', '.ffn.fc2.'))
 _HEAD_RENAMES = (('layers.head.', 'fc.'), )
 
 
@@ -58,7 +57,7 @@ def convert_mmpretrain_vit(state: Dict[str, torch.Tensor],
             that differ (e.g. a position embedding for another image size).
     """
     parts = split_classifier_state(state)
-    source = {_rename(k, _RENAMES): v for k, v in parts['backbone'].items()}
+    source = parts['backbone']
     out = copy_matching(source, backbone.state_dict(), 'DSViT',
                         "mmpretrain's VisionTransformer", prefix)
     for key, value in parts['head'].items():

@@ -60,8 +60,10 @@ def _build_block(block: DSResBlock, spec: SubnetSpec, width: int,
         c_in = c_out
     shortcut = None
     if block.downsample is not None:
-        conv, bn = block.downsample
+        pool, conv, bn = block.projection
         shortcut = layers.conv_bn(conv, bn, width, spec[block.group], row)
+        if pool is not None:
+            shortcut = nn.Sequential(pool, shortcut)
     se = [] if block.se is None else [build_se(block.se, width, layers)]
     return se + [StaticResBlock(convs, shortcut)]
 
@@ -83,10 +85,12 @@ def build_resnet(model: nn.Module, spec: SubnetSpec, layers) -> StaticNet:
         StaticNet: the network, in eval mode.
     """
     bb = model.backbone
-    width = spec['stem']
-    stem = nn.Sequential(
-        layers.conv_bn(bb.conv1, bb.bn1, bb.in_channels, width, spec.index),
-        nn.ReLU(inplace=True), bb.maxpool)
+    stem, width = [], bb.in_channels
+    for _, conv, bn, group in bb.stem_layers():
+        stem += [layers.conv_bn(conv, bn, width, spec[group], spec.index),
+                 nn.ReLU(inplace=True)]
+        width = spec[group]
+    stem = nn.Sequential(*stem, bb.maxpool)
     body, stage_ends = [], []
     for name in bb.res_layers:
         for block in getattr(bb, name):

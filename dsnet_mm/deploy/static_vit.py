@@ -45,10 +45,13 @@ class StaticAttention(nn.Module):
 
 
 class StaticMLP(nn.Module):
-    def __init__(self, fc1: nn.Module, fc2: nn.Module) -> None:
+    """``fc2(act(fc1(x)))``; ``act`` defaults to GELU."""
+
+    def __init__(self, fc1: nn.Module, fc2: nn.Module,
+                 act: Optional[nn.Module] = None) -> None:
         super().__init__()
         self.fc1 = fc1
-        self.act = nn.GELU()
+        self.act = nn.GELU() if act is None else act
         self.fc2 = fc2
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -77,14 +80,16 @@ class StaticViTBlock(nn.Module):
 
 class StaticViTEmbed(nn.Module):
     """Patch embedding, class token and position embedding, for the stored
-    image size."""
+    image size, then the full-width ``pre_norm`` if given."""
 
     def __init__(self, patch_embed: nn.Module, cls_token: torch.Tensor,
-                 pos_embed: torch.Tensor) -> None:
+                 pos_embed: torch.Tensor,
+                 pre_norm: Optional[nn.Module] = None) -> None:
         super().__init__()
         self.patch_embed = patch_embed
         self.cls_token = nn.Parameter(cls_token.detach().clone())
         self.pos_embed = nn.Parameter(pos_embed.detach().clone())
+        self.pre_norm = nn.Identity() if pre_norm is None else pre_norm
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         tokens = self.patch_embed(x).flatten(2).transpose(1, 2)
@@ -93,7 +98,7 @@ class StaticViTEmbed(nn.Module):
                 f'the static ViT is built for {self.pos_embed.shape[1] - 1} '
                 f'patches, got {tokens.shape[1]} (input {tuple(x.shape)})')
         cls = self.cls_token.expand(x.shape[0], -1, -1)
-        return torch.cat([cls, tokens], dim=1) + self.pos_embed
+        return self.pre_norm(torch.cat([cls, tokens], dim=1) + self.pos_embed)
 
 
 class StaticClsTokenHead(nn.Module):
@@ -128,12 +133,14 @@ def build_vit(model: nn.Module, spec: SubnetSpec, layers) -> StaticNet:
     """
     bb = model.backbone
     if bb.out_type != 'cls_token' or model.with_neck or \
-            bb.out_indices != (bb.num_layers - 1, ):
+            bb.out_indices != (bb.num_layers - 1, ) or \
+            bb.patch_embed.norm is not None:
         raise ValueError(
             'a static DS-ViT is built for out_type=cls_token, '
-            'out_indices=-1 and no neck, got out_type='
+            'out_indices=-1, no neck and no patch_cfg.norm_cfg, got out_type='
             f'{bb.out_type!r}, out_indices={bb.out_indices}, neck='
-            f'{type(model.neck).__name__ if model.with_neck else None}')
+            f'{type(model.neck).__name__ if model.with_neck else None}, '
+            f'patch norm={type(bb.patch_embed.norm).__name__}')
     blocks = []
     for i, layer in enumerate(bb.layers):
         d, h, m = (spec[g] for g in block_groups(i))
@@ -146,7 +153,8 @@ def build_vit(model: nn.Module, spec: SubnetSpec, layers) -> StaticNet:
                             h, attn.head_dims) if h else None,
             layers.layer_norm(layer.ln2, d),
             StaticMLP(layers.sliced_linear(ffn.fc1, d, m),
-                      layers.sliced_linear(ffn.fc2, m, d)) if m else None))
+                      layers.sliced_linear(ffn.fc2, m, d),
+                      copy.deepcopy(ffn.act)) if m else None))
         if i == bb.gate_stage:
             blocks.append(build_se(bb.gate, d, layers))
     width = spec[block_groups(bb.num_layers - 1)[0]] if bb.idle_head \
@@ -155,5 +163,7 @@ def build_vit(model: nn.Module, spec: SubnetSpec, layers) -> StaticNet:
     # the patch embedding is never sliced: a copy for every builder
     patch_embed = copy.deepcopy(bb.patch_embed.projection)
     return StaticNet(
-        StaticViTEmbed(patch_embed, bb.cls_token, bb.pos_embed), blocks,
+        StaticViTEmbed(patch_embed, bb.cls_token, bb.pos_embed,
+                       layers.layer_norm(bb.pre_norm, bb.embed_dims)
+                       if bb.with_pre_norm else None), blocks,
         StaticClsTokenHead(norm, width, layers.linear(model.head.fc, width)))

@@ -58,9 +58,15 @@ def safe_globals() -> list:
     core = getattr(np, '_core', None)
     multiarray = core.multiarray if hasattr(core, 'multiarray') \
         else np.core.multiarray
+    # a checkpoint names these functions by the module of the numpy that
+    # wrote it: numpy.core.multiarray (1.x) or numpy._core.multiarray (2.x)
+    numpy_functions = [(getattr(multiarray, name), f'{module}.{name}')
+                       for name in ('_reconstruct', 'scalar')
+                       for module in ('numpy.core.multiarray',
+                                      'numpy._core.multiarray')]
     return [
-        HistoryBuffer, np.ndarray, np.dtype, multiarray._reconstruct,
-        multiarray.scalar, (_history_buffer_method, '__builtin__.getattr'),
+        HistoryBuffer, np.ndarray, np.dtype, *numpy_functions,
+        (_history_buffer_method, '__builtin__.getattr'),
         (_history_buffer_method, 'builtins.getattr')
     ] + [type(np.dtype(c)) for c in 'bBhHiIlLqQefdgFD?']
 

@@ -342,6 +342,11 @@ class DSMLP(nn.Module):
             DSLinear(hidden_dims, embed_dims), nn.Dropout(drop))
 
     @property
+    def feedforward_channels(self) -> int:
+        """The widest hidden width (mmpretrain's ``FFN`` attribute)."""
+        return self.hidden_dims
+
+    @property
     def fc1(self) -> DSLinear:
         return self.layers[0][0]
 

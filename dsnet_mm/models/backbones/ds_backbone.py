@@ -3,7 +3,6 @@
 the input check, static networks in cached inference, the widest output
 widths a detector's neck is built for, weights-only ``Pretrained`` init and
 mmpretrain's ``train(mode)`` conventions."""
-import os.path as osp
 import pickle
 from contextlib import contextmanager
 from typing import Iterator, List, Optional, Sequence, Tuple, Union
@@ -18,6 +17,7 @@ from dsnet_mm.ops.utils import (check_bool, check_choice, check_int,
                                 check_ints, check_keys)
 from ..gates.ds_gate import GATE_FEATURES, GATE_HEAD_INITS
 from ..subnet import SubnetSpace, SubnetSpec
+from .pretrained import allow_unmatched, check_prefixes, read_checkpoint
 
 SubnetKey = Union[int, str, SubnetSpec]
 
@@ -175,8 +175,12 @@ class DSBackboneMixin:
     # --- weights-only Pretrained init ------------------------------------
     def init_weights(self) -> None:
         """mmengine's ``init_weights``, except that an
-        ``init_cfg=dict(type='Pretrained', checkpoint=..., prefix=...)`` is
-        loaded here with ``torch.load(weights_only=True)``.
+        ``init_cfg=dict(type='Pretrained', checkpoint=..., prefix=...,
+        unmatched_keys=[...])`` is loaded here with
+        ``torch.load(weights_only=True)``: a local file, or a URL /
+        ``torchvision://`` / ``open-mmlab://`` name fetched by mmengine's
+        ``CheckpointLoader`` (see
+        :func:`~dsnet_mm.models.backbones.pretrained.read_checkpoint`).
 
         mmengine 0.10.7's ``PretrainedInit`` calls ``torch.load`` without
         ``weights_only``, which torch >= 2.6 turns into a weights-only load
@@ -184,11 +188,13 @@ class DSBackboneMixin:
         for every file. Here the backbone's checkpoint always loads
         weights-only, with the allow-list of
         :mod:`dsnet_mm.engine.checkpoint` (registered when ``dsnet_mm`` is
-        imported). As with mmengine's ``Pretrained``, missing and unexpected
-        keys are logged, not errors (a converted mmpretrain checkpoint lacks
-        the SE of a gated stage; a Stage II checkpoint holds a gate that a
-        detector's backbone may not); a shape mismatch, or a ``prefix`` that
-        matches no key, is an error.
+        imported). A backbone that loads whole
+        (:func:`~dsnet_mm.models.backbones.pretrained.register_whole_loading`)
+        refuses a checkpoint with missing, unexpected or mis-shaped keys,
+        except under its own allowed prefixes and ``unmatched_keys``;
+        otherwise missing and unexpected keys are logged, as with mmengine's
+        ``Pretrained``. A shape mismatch, or a ``prefix`` that matches no
+        key, is always an error.
         """
         cfgs = self.init_cfg if isinstance(self.init_cfg, list) \
             else [self.init_cfg] if self.init_cfg else []
@@ -208,18 +214,21 @@ class DSBackboneMixin:
 
     def _load_pretrained(self, cfg: dict) -> None:
         check_keys('init_cfg', cfg, ('type', 'checkpoint'),
-                   ('prefix', 'map_location'))
+                   ('prefix', 'map_location', 'unmatched_keys'))
+        unmatched = check_prefixes('init_cfg.unmatched_keys',
+                                   cfg.get('unmatched_keys', ()))
         path, prefix = cfg['checkpoint'], cfg.get('prefix') or ''
         if prefix and not prefix.endswith('.'):
             prefix += '.'
-        if not isinstance(path, str) or not osp.isfile(path):
+        if not isinstance(path, str):
             raise FileNotFoundError(
-                f'init_cfg.checkpoint={path!r} of {type(self).__name__} is '
-                'not a file (only local checkpoints load here)')
-        # here, not at the top: the classifiers import the backbones
-        from ..classifiers.stage1_loading import read_state_dict
+                f'init_cfg.checkpoint={path!r} of {type(self).__name__} '
+                'must be a path or a URL')
         try:
-            state = read_state_dict(path, cfg.get('map_location', 'cpu'))
+            state = read_checkpoint(path, cfg.get('map_location', 'cpu'))
+        except FileNotFoundError as e:
+            raise FileNotFoundError(
+                f'init_cfg.checkpoint of {type(self).__name__}: {e}') from e
         except pickle.UnpicklingError as e:
             raise pickle.UnpicklingError(
                 f'init_cfg.checkpoint={path!r} was refused by weights-only '
@@ -232,7 +241,8 @@ class DSBackboneMixin:
                 f'init_cfg.prefix={prefix!r} matches no key of {path}: a '
                 "DS classifier checkpoint keeps its backbone under "
                 "'backbone.'")
-        result = self.load_state_dict(state, strict=False)  # shapes: raise
+        with allow_unmatched(self, unmatched):
+            result = self.load_state_dict(state, strict=False)
         print_log(f'loaded {len(state)} tensors under {prefix!r} from {path}'
                   + ''.join(f'; {title}: {", ".join(keys)}' for title, keys in
                             (('missing in checkpoint', result.missing_keys),

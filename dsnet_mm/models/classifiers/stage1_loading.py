@@ -85,6 +85,10 @@ def load_stage1_weights(model: nn.Module, path: str,
     own = {k: v for k, v in model.state_dict().items()
            if not k.startswith(tuple(new_prefixes))}
     check_state_dict(own, state, f'Stage I checkpoint {path}')
-    model.load_state_dict(state, strict=False)
+    # checked above; the backbones' whole-loading check would refuse the
+    # keys under new_prefixes
+    from ..backbones.pretrained import partial_loading
+    with partial_loading(model):
+        model.load_state_dict(state, strict=False)
     MMLogger.get_current_instance().info(
         f'loaded Stage I weights from {path} ({len(state)} tensors)')

@@ -16,6 +16,7 @@ from ..classifiers.stage1_loading import (check_stage1_head,
                                          check_state_dict,
                                          load_stage1_weights,
                                          read_state_dict, strip_module_prefix)
+from ..backbones.pretrained import partial_loading
 from ..gated import GatedRoutingMixin, check_routing
 from ..routing import (GATE_LOSS_INPUTS, SGS_CLASS_WEIGHTS, gumbel_route,
                        sgs_cross_entropy)
@@ -220,7 +221,8 @@ class DSGateDetector(GatedRoutingMixin, DSSingleStageDetector):
                 f'gate_checkpoint={path!r} holds no {prefix}* key: it is not '
                 'a Stage II checkpoint of a gated backbone')
         check_state_dict(own, state, f'the gate of {path}')
-        self.load_state_dict(state, strict=False)
+        with partial_loading(self):  # the gate only, checked above
+            self.load_state_dict(state, strict=False)
         print_log(f'loaded the gate ({", ".join(sorted(state))}) from {path}',
                   logger='current')
 
