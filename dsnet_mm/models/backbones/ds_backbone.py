@@ -3,21 +3,18 @@
 the input check, static networks in cached inference, the widest output
 widths a detector's neck is built for, weights-only ``Pretrained`` init and
 mmpretrain's ``train(mode)`` conventions."""
-import pickle
 from contextlib import contextmanager
 from typing import Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
-from mmengine.logging import print_log
-from mmengine.model.weight_init import update_init_info
 
 from dsnet_mm.ops import DSBatchNorm2d, InferenceCacheBlock
 from dsnet_mm.ops.utils import (check_bool, check_choice, check_int,
                                 check_ints, check_keys)
 from ..gates.ds_gate import GATE_FEATURES, GATE_HEAD_INITS
 from ..subnet import SubnetSpace, SubnetSpec
-from .pretrained import allow_unmatched, check_prefixes, read_checkpoint
+from .pretrained import load_pretrained
 
 SubnetKey = Union[int, str, SubnetSpec]
 
@@ -213,43 +210,7 @@ class DSBackboneMixin:
             self._load_pretrained(cfg)
 
     def _load_pretrained(self, cfg: dict) -> None:
-        check_keys('init_cfg', cfg, ('type', 'checkpoint'),
-                   ('prefix', 'map_location', 'unmatched_keys'))
-        unmatched = check_prefixes('init_cfg.unmatched_keys',
-                                   cfg.get('unmatched_keys', ()))
-        path, prefix = cfg['checkpoint'], cfg.get('prefix') or ''
-        if prefix and not prefix.endswith('.'):
-            prefix += '.'
-        if not isinstance(path, str):
-            raise FileNotFoundError(
-                f'init_cfg.checkpoint={path!r} of {type(self).__name__} '
-                'must be a path or a URL')
-        try:
-            state = read_checkpoint(path, cfg.get('map_location', 'cpu'))
-        except FileNotFoundError as e:
-            raise FileNotFoundError(
-                f'init_cfg.checkpoint of {type(self).__name__}: {e}') from e
-        except pickle.UnpicklingError as e:
-            raise pickle.UnpicklingError(
-                f'init_cfg.checkpoint={path!r} was refused by weights-only '
-                'loading, which allows tensors and the few classes that '
-                f'mmengine/dsnet_mm checkpoints hold: {e}') from e
-        state = {k[len(prefix):]: v for k, v in state.items()
-                 if k.startswith(prefix)}
-        if not state:
-            raise ValueError(
-                f'init_cfg.prefix={prefix!r} matches no key of {path}: a '
-                "DS classifier checkpoint keeps its backbone under "
-                "'backbone.'")
-        with allow_unmatched(self, unmatched):
-            result = self.load_state_dict(state, strict=False)
-        print_log(f'loaded {len(state)} tensors under {prefix!r} from {path}'
-                  + ''.join(f'; {title}: {", ".join(keys)}' for title, keys in
-                            (('missing in checkpoint', result.missing_keys),
-                             ('not in the model', result.unexpected_keys))
-                            if keys), logger='current')
-        if hasattr(self, '_params_init_info'):
-            update_init_info(self, f'Pretrained (weights only): {path}')
+        load_pretrained(self, cfg)
 
     # --- checks ---------------------------------------------------------
     def _check_gate(self, gate: Optional[dict], positions: Sequence,

@@ -33,8 +33,7 @@ from ..routing import MaskedRouting
 from ..subnet import (SubnetSpace, SubnetSpec, SubnetsCfg,
                       check_subnets_cfg)
 from .ds_backbone import DSBackboneMixin
-from .pretrained import (load_pretrained, register_whole_loading,
-                         with_ds_layer_kinds)
+from .pretrained import register_whole_loading, with_ds_layer_kinds
 
 # the sliced dimensions of a block, in the order of its width groups
 DIMS = ('embed', 'heads', 'mlp')
@@ -783,11 +782,6 @@ class DSViT(DSBackboneMixin, BaseBackbone):
             super().init_weights()
         finally:
             self.init_cfg = init_cfg
-
-    def _load_pretrained(self, cfg: dict) -> None:
-        check_keys('init_cfg', cfg, ('type', 'checkpoint'),
-                   ('prefix', 'map_location', 'unmatched_keys'))
-        load_pretrained(self, cfg)
 
     def _freeze_stages(self) -> None:
         if self.frozen_stages <= 0:

@@ -33,7 +33,7 @@ import torch.nn as nn
 from mmengine.logging import print_log
 from mmengine.model.weight_init import update_init_info
 
-from dsnet_mm.ops.utils import check_type
+from dsnet_mm.ops.utils import check_keys, check_type
 
 # convert(module, state_dict, prefix): edits the keys under prefix in place
 Convert = Callable[[nn.Module, Dict[str, torch.Tensor], str], None]
@@ -124,34 +124,40 @@ def _hook(module: nn.Module, state_dict: dict, prefix: str, *args) -> None:
 
 def load_pretrained(module: nn.Module, cfg: dict) -> None:
     """Load ``init_cfg=dict(type='Pretrained', checkpoint=..., prefix=...,
-    map_location=..., unmatched_keys=...)`` into ``module`` (a module with
-    :func:`register_whole_loading`), read with ``torch.load(weights_only=
-    True)``.
+    map_location=..., unmatched_keys=...)`` into ``module``, read
+    weights-only (:func:`read_checkpoint`: a local file, a URL or
+    ``torchvision://...``).
 
     Only the checkpoint's keys under ``prefix`` (default: all) load, the
     prefix removed; ``unmatched_keys`` adds key prefixes that may stay
     unmatched in this load. mmengine 0.10.7's ``PretrainedInit`` calls
-    ``torch.load`` without ``weights_only`` and logs unmatched keys: here
-    the file always loads weights-only, with the allow-list of
-    :mod:`dsnet_mm.engine.checkpoint`, and whole or fails.
+    ``torch.load`` without ``weights_only`` and only logs unmatched keys:
+    here the file always loads weights-only, with the allow-list of
+    :mod:`dsnet_mm.engine.checkpoint`, and a module with
+    :func:`register_whole_loading` loads whole or fails (any other module
+    has its missing and unexpected keys logged).
 
     Raises:
-        FileNotFoundError: if ``checkpoint`` is not a local file.
+        FileNotFoundError: if ``checkpoint`` is a local path that is not a
+            file.
         pickle.UnpicklingError: if weights-only loading refuses the file.
         ValueError: if ``prefix`` matches no key, or any key is unmatched.
     """
+    check_keys('init_cfg', cfg, ('type', 'checkpoint'),
+               ('prefix', 'map_location', 'unmatched_keys'))
+    extra = check_prefixes('init_cfg.unmatched_keys',
+                           cfg.get('unmatched_keys', ()))
     path, prefix = cfg['checkpoint'], cfg.get('prefix') or ''
     if prefix and not prefix.endswith('.'):
         prefix += '.'
     name = type(module).__name__
-    if not isinstance(path, str) or not osp.isfile(path):
+    if not isinstance(path, str):
         raise FileNotFoundError(
-            f'init_cfg.checkpoint={path!r} of {name} is not a file (only '
-            'local checkpoints load here)')
-    # here, not at the top: the classifiers import the backbones
-    from ..classifiers.stage1_loading import read_state_dict
+            f'init_cfg.checkpoint={path!r} of {name} must be a path or a URL')
     try:
-        state = read_state_dict(path, cfg.get('map_location', 'cpu'))
+        state = read_checkpoint(path, cfg.get('map_location', 'cpu'))
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f'init_cfg.checkpoint of {name}: {e}') from e
     except pickle.UnpicklingError as e:
         raise pickle.UnpicklingError(
             f'init_cfg.checkpoint={path!r} was refused by weights-only '
@@ -163,12 +169,14 @@ def load_pretrained(module: nn.Module, cfg: dict) -> None:
         raise ValueError(
             f'init_cfg.prefix={prefix!r} matches no key of {path}: a '
             "classifier checkpoint keeps its backbone under 'backbone.'")
-    extra = check_prefixes('init_cfg.unmatched_keys',
-                           cfg.get('unmatched_keys', ()))
     with allow_unmatched(module, extra):
-        module.load_state_dict(state, strict=False)
+        result = module.load_state_dict(state, strict=False)
     print_log(f'loaded {len(state)} tensors under {prefix!r} from {path} '
-              f'into {name}', logger='current')
+              f'into {name}'
+              + ''.join(f'; {title}: {", ".join(keys)}' for title, keys in
+                        (('missing in checkpoint', result.missing_keys),
+                         ('not in the model', result.unexpected_keys))
+                        if keys), logger='current')
     if hasattr(module, '_params_init_info'):
         update_init_info(module, f'Pretrained (weights only): {path}')
 
