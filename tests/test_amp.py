@@ -355,16 +355,22 @@ def spread_routing(model: nn.Module, data: dict) -> None:
     model.fit_budget(logits, inputs.shape[1:], (low + 1) / 2)
 
 
-@pytest.mark.parametrize('mode', ['bucket', 'mask'])
-def test_routed_predictions_under_bfloat16_agree_with_float32(mode):
-    model = gate_classifier(routing_mode=mode).eval()
-    data = cls_batch(64)
+def routed_in_both(model, data):
+    """(float32 results, bfloat16 autocast results, the routed sub-network
+    of each image in each) of ``test_step`` on ``data``, with the budget
+    fitted so that the gate routes the images apart."""
     spread_routing(model, data)
     with torch.no_grad():
         exact = model.test_step(copy.deepcopy(data))
         with torch.autocast('cpu', dtype=torch.bfloat16):
             low = model.test_step(copy.deepcopy(data))
-    routes = [[s.routed_subnet for s in r] for r in (exact, low)]
+    return exact, low, [[s.routed_subnet for s in r] for r in (exact, low)]
+
+
+@pytest.mark.parametrize('mode', ['bucket', 'mask'])
+def test_routed_predictions_under_bfloat16_agree_with_float32(mode):
+    model = gate_classifier(routing_mode=mode).eval()
+    exact, low, routes = routed_in_both(model, cls_batch(64))
     labels = [[int(s.pred_label) for s in r] for r in (exact, low)]
     assert min(Counter(routes[0]).values()) >= 8  # routed apart
     assert agreement(*routes) >= AGREEMENT
@@ -395,13 +401,7 @@ def test_routed_detections_under_bfloat16_agree_with_float32():
     cfg = detector_cfg(type='DSGateDetector')
     cfg.backbone.gate = dict(stage='stage3', window=(0, 3))
     model = randomize_bn(build_in('mmdet', cfg)).eval()
-    data = det_batch(32)
-    spread_routing(model, data)
-    with torch.no_grad():
-        exact = model.test_step(copy.deepcopy(data))
-        with torch.autocast('cpu', dtype=torch.bfloat16):
-            low = model.test_step(copy.deepcopy(data))
-    routes = [[s.routed_subnet for s in r] for r in (exact, low)]
+    exact, low, routes = routed_in_both(model, det_batch(32))
     assert min(Counter(routes[0]).values()) >= 8  # routed apart
     assert agreement(*routes) >= AGREEMENT
     top = [[int(s.pred_instances.labels[s.pred_instances.scores.argmax()])

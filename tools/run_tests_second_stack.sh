@@ -70,18 +70,7 @@ onnxruntime==1.19.2
 pytest-xdist==3.8.0
 EOF
 PIP="$VENV/bin/python -m pip"
-have() { "$VENV/bin/python" - "$@" <<'PYEOF'
-import importlib.metadata as md, sys
-for spec in sys.argv[1:]:
-    name, _, ver = spec.partition('==')
-    try:
-        installed = md.version(name)
-    except md.PackageNotFoundError:
-        sys.exit(1)
-    if ver and installed.split('+')[0] != ver:
-        sys.exit(1)
-PYEOF
-}
+source tools/venv_have.sh  # have SPEC...: installed in $VENV?
 
 if ! have torch==2.6.0 torchvision==0.21.0 numpy==1.26.4 ninja wheel; then
     echo "[floor] installing torch 2.6.0, torchvision 0.21.0, numpy 1.26.4"

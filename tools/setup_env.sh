@@ -11,18 +11,7 @@ if [ ! -x "$VENV/bin/python" ]; then
     "$PY" -m venv "$VENV"
 fi
 PIP="$VENV/bin/python -m pip"
-have() { "$VENV/bin/python" - "$@" <<'PYEOF'
-import importlib.metadata as md, sys
-for spec in sys.argv[1:]:
-    name, _, ver = spec.partition('==')
-    try:
-        installed = md.version(name)
-    except md.PackageNotFoundError:
-        sys.exit(1)
-    if ver and installed.split('+')[0] != ver:
-        sys.exit(1)
-PYEOF
-}
+source tools/venv_have.sh  # have SPEC...: installed in $VENV?
 
 if ! have torch==2.13.0 torchvision==0.28.0 ninja wheel; then
     echo "[setup] installing torch 2.13.0 / torchvision 0.28.0"
