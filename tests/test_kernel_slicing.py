@@ -114,7 +114,11 @@ def test_static_and_indexed_subnets_equal_the_sliced_forward():
                                    atol=1e-5, rtol=1e-5)
 
 
-def test_mask_path_over_a_window_of_mixed_kernels_equals_slicing():
+@pytest.mark.parametrize('mask_position', ['after_act', 'before_act'])
+def test_mask_path_over_a_window_of_mixed_kernels_equals_slicing(
+        mask_position):
+    """Each kernel of the window runs masked (after or before the
+    activation); every image keeps its own kernel's output."""
     torch.manual_seed(0)
     model = MODELS.build(dict(
         type='DSGateClassifier',
@@ -123,7 +127,8 @@ def test_mask_path_over_a_window_of_mixed_kernels_equals_slicing():
                       # stage3's kernel differs in the window (5 and 7)
                       gate=dict(stage='stage2', window=(1, 2))),
         neck=dict(type='GlobalAveragePooling'),
-        head=dict(type='DSLinearClsHead', num_classes=5, in_channels=24)))
+        head=dict(type='DSLinearClsHead', num_classes=5, in_channels=24),
+        mask_position=mask_position))
     model.eval()
     route_cyclically(model, 2)
     x = torch.randn(4, 3, 16, 16)

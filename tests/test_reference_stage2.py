@@ -23,9 +23,6 @@ from dsnet_mm.models.subnet import SubnetSpec
 from dsnet_mm.ops import DSBatchNorm2d
 from test_gate import (ARCH, SUBNETS, backbone_cfg, batch, build,
                        route_cyclically)
-from test_kernel_slicing import ARCH as KERNEL_ARCH
-from test_kernel_slicing import KERNELS
-from test_kernel_slicing import SUBNETS as KERNEL_SUBNETS
 from test_resnet import small_classifier
 from test_vit_gate import backbone_cfg as vit_backbone_cfg
 
@@ -212,26 +209,6 @@ def test_paths_agree_with_masks_before_the_activation(backbone):
         assert torch.equal(results[mode][2], choice)
         torch.testing.assert_close(results[mode][0], logits, atol=1e-5,
                                    rtol=1e-5)
-
-
-def test_mixed_kernel_window_agrees_with_masks_before_the_activation():
-    """Each kernel of the window runs masked before the activation; every
-    image keeps its own kernel's output."""
-    torch.manual_seed(0)
-    model = MODELS.build(dict(
-        type='DSGateClassifier',
-        backbone=dict(type='DSMobileNetV1', arch=KERNEL_ARCH,
-                      subnets=KERNEL_SUBNETS, kernel_choices=KERNELS,
-                      gate=dict(stage='stage2', window=(1, 2))),
-        neck=dict(type='GlobalAveragePooling'),
-        head=dict(type='DSLinearClsHead', num_classes=5, in_channels=24),
-        mask_position='before_act')).eval()
-    route_cyclically(model, 2)
-    x = torch.randn(4, 3, 16, 16)
-    with torch.no_grad():
-        mask = model.forward_dynamic(x, 'mask')[0]
-        sliced = model.forward_dynamic(x, 'slice')[0]
-    torch.testing.assert_close(mask, sliced, atol=1e-5, rtol=1e-5)
 
 
 def test_vit_refuses_masks_before_the_activation():
