@@ -150,7 +150,10 @@ def distributed(launcher: str, cpu: bool = False) -> Iterator[None]:
     never destroys the group: a process that exits with it alive can abort
     at exit ("terminate called without an active exception", gloo's threads
     outliving the interpreter), so the block destroys whichever group is up
-    when it ends.
+    when it ends. A block that ends normally first waits at a barrier for
+    every rank: a rank that tore its group down while another still read
+    from it (the last collective's data, a checkpoint's broadcast) would
+    abort that rank the same way.
     """
     import torch
     import torch.distributed as dist
@@ -161,9 +164,13 @@ def distributed(launcher: str, cpu: bool = False) -> Iterator[None]:
         dist.init_process_group('gloo')
     try:
         yield
-    finally:
+    except BaseException:
         if dist.is_available() and dist.is_initialized():
             dist.destroy_process_group()
+        raise
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def add_trust_checkpoint(parser: argparse.ArgumentParser) -> None:
