@@ -12,11 +12,12 @@ from mmengine.config import Config
 
 from conftest import randomize_bn, run_tool
 from dsnet_mm.analysis import count_complexity, subnet_complexity
-from dsnet_mm.analysis.benchmark import (Timer, benchmark, check_routing_mix,
+from dsnet_mm.analysis.benchmark import (BenchmarkOptions, Timer, benchmark,
+                                         check_routing_mix,
                                          equal_madds_spec, measure,
                                          mix_counts, mix_routes,
                                          subnet_runners, summarize)
-from dsnet_mm.analysis.subnet_table import classifier_forward
+from dsnet_mm.models.subnet_table import classifier_forward
 from dsnet_mm.deploy.plain import PlainSubnet
 from dsnet_mm.engine import build_model_from_cfg
 from dsnet_mm.ops import DSBatchNorm2d, DSConv2d, DSLinear, inference_cache
@@ -364,8 +365,8 @@ def test_benchmark_refuses_a_routing_mix_that_does_not_fit_the_window(
                        'must give one fraction'):
         check_routing_mix(mix, gate_model.window)
     with pytest.raises(ValueError, match=message):
-        benchmark(gate_model, [], ['dynamic'], [1], (3, 32, 32),
-                  torch.device('cpu'), routing_mix=mix)
+        benchmark(gate_model, [], (3, 32, 32), torch.device('cpu'),
+                  BenchmarkOptions(['dynamic'], [1], routing_mix=mix))
 
 
 @pytest.mark.parametrize('key', [0, 9])
@@ -424,8 +425,9 @@ def test_equal_madds_spec_hits_the_target(model):
 def test_benchmark_rows_and_summary(model):
     rows = benchmark(model, [model.backbone.space[0],
                              model.backbone.space[13]],
-                     ['slice', 'static', 'mask', 'index'], [1, 2],
-                     (3, 32, 32), torch.device('cpu'), warmup=0, repeats=2)
+                     (3, 32, 32), torch.device('cpu'),
+                     BenchmarkOptions(['slice', 'static', 'mask', 'index'],
+                                      [1, 2], warmup=0, repeats=2))
     keys = {(r['mode'], r['subnet'], r['batch_size']) for r in rows}
     # mask brings the full-width reference along, and masks nothing there
     assert ('slice', 'largest', 2) in keys and ('mask', 'largest', 2) \
@@ -447,8 +449,9 @@ def test_benchmark_rows_and_summary(model):
 
 def test_dynamic_rows_route_real_images(gate_model):
     images = torch.randn(5, 3, 32, 32)
-    rows = benchmark(gate_model, [], ['dynamic'], [8], (3, 32, 32),
-                     torch.device('cpu'), warmup=0, repeats=1, images=images)
+    rows = benchmark(gate_model, [], (3, 32, 32), torch.device('cpu'),
+                     BenchmarkOptions(['dynamic'], [8], warmup=0, repeats=1),
+                     images=images)
     by = {(r['mode'], r['subnet']): r for r in rows}
     assert set(by) == {('dynamic', 'routed'), ('static', 'equal_madds'),
                        ('static', 'routed_limit')}
@@ -461,14 +464,16 @@ def test_dynamic_rows_route_real_images(gate_model):
         set(summarize(rows)['8'])
     with pytest.raises(ValueError, match='mode dynamic needs a gated'):
         benchmark(build_model_from_cfg(Config.fromfile(CONFIG)), [],
-                  ['dynamic'], [1], (3, 32, 32), torch.device('cpu'))
+                  (3, 32, 32), torch.device('cpu'),
+                  BenchmarkOptions(['dynamic'], [1]))
 
 
 def test_dynamic_rows_with_a_routing_mix_on_torch_and_ort(gate_model):
-    rows = benchmark(gate_model, [], ['dynamic'], [1, 6], (3, 32, 32),
-                     torch.device('cpu'), warmup=0, repeats=1,
-                     min_sample_ms=0, backends=('torch', 'ort'),
-                     routing_mix=[0.5, 0, 0, 0.5])
+    rows = benchmark(gate_model, [], (3, 32, 32), torch.device('cpu'),
+                     BenchmarkOptions(['dynamic'], [1, 6], warmup=0,
+                                      repeats=1, min_sample_ms=0,
+                                      backends=('torch', 'ort'),
+                                      routing_mix=[0.5, 0, 0, 0.5]))
     by = {(r['mode'], r['subnet'], r['batch_size'], r['backend']): r
           for r in rows}
     assert len(by) == len(rows) == 2 * 3 * 2
@@ -497,9 +502,11 @@ def test_compiled_rows_run_the_compiled_networks(model, monkeypatch):
         return module
 
     monkeypatch.setattr(torch, 'compile', spy)
-    rows = benchmark(model, [model.backbone.space[0]], ['slice', 'static'],
-                     [2], (3, 32, 32), torch.device('cpu'), warmup=0,
-                     repeats=1, min_sample_ms=0, compile=True)
+    rows = benchmark(model, [model.backbone.space[0]], (3, 32, 32),
+                     torch.device('cpu'),
+                     BenchmarkOptions(['slice', 'static'], [2], warmup=0,
+                                      repeats=1, min_sample_ms=0,
+                                      compile=True))
     by = {(r['mode'], r['backend']): r for r in rows}
     assert set(by) == {(m, b) for m in ('slice', 'static')
                        for b in ('torch', 'inductor')}

@@ -25,7 +25,8 @@ from dsnet_mm.engine import SubnetValLoop
 from dsnet_mm.engine.hooks import DDPConsistencyHook
 from dsnet_mm.models.backbones import DSMobileNetV1, DSResNet, DSViT
 from dsnet_mm.models.classifiers import DSGateClassifier, DSImageClassifier
-from dsnet_mm.models.detectors import DSGateDetector, DSSingleStageDetector
+from dsnet_mm.models.detectors import (DSGateDetector, DSSingleStageDetector,
+                                       DSTwoStageDetector)
 from dsnet_mm.models.gates import DSGate
 from dsnet_mm.search.runner import DEFAULTS, search_options
 
@@ -116,6 +117,15 @@ def build_detector(gated: bool = False, **kw):
 
 def build_gate_detector(**kw):
     return build_detector(gated=True, **kw)
+
+
+def build_two_stage(**kw):
+    """The tiny Faster R-CNN of ``test_ds_two_stage`` with the overrides."""
+    from test_ds_two_stage import faster_rcnn_cfg
+    cfg = dict(faster_rcnn_cfg())
+    cfg.pop('type')
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        return DSTwoStageDetector(**dict(cfg, **kw))
 
 
 def build_val_loop(**kw):
@@ -282,6 +292,7 @@ CASES: List[Case] = [
         usnet_divisor=NOT_INT + (0, ),
         mvco=NOT_DICT + (dict(views=2), ),
         student_label_weight=NOT_FLOAT + (-0.5, [0.5, 0.5, -1], [0.5] * 2),
+        draw_largest=NOT_BOOL,
     )),
     inner_case('DSImageClassifier', 'mvco.mode', build_stage1,
                dict(mode='view_mean'), NOT_CHOICE),
@@ -308,6 +319,16 @@ CASES: List[Case] = [
         seed=NOT_INT + (-1, ),
         sampling=NOT_CHOICE,
         usnet_divisor=NOT_INT + (0, ),
+    )),
+    *cases_of('DSTwoStageDetector', build_two_stage, dict(
+        backbone=('x', 1, dict(type='mmdet.ResNet', depth=18)),
+        rpn_head=('x', 1, None),
+        roi_head=('x', 1, None),
+        num_random=NOT_INT + (-1, ),
+        seed=NOT_INT + (-1, ),
+        sampling=NOT_CHOICE,
+        usnet_divisor=NOT_INT + (0, ),
+        madds_proposals=('4', 4.5, [4], {}, True, 0, -1),
     )),
     *cases_of('DSGateDetector', build_gate_detector, dict(
         # a backbone without a gate
@@ -348,6 +369,8 @@ CASES: List[Case] = [
     *cases_of('search options', build_search, dict(
         ranking=NOT_CHOICE[:2], noise_order=NOT_CHOICE[:2],
         criterion=NOT_CHOICE[:2],
+        ranking_scope=NOT_CHOICE[:2], step_rule=NOT_CHOICE[:2],
+        stage1_list=NOT_CHOICE[:2], keep_noise=('False', 1, []),
         base_epochs=SEARCH_NOT_INT + (-1, ),
         **{k: SEARCH_NOT_INT + (0, ) for k in (
             'held_out', 'finetune_iters', 'check_interval', 'divisor',
@@ -418,7 +441,9 @@ TOOLS = [
         '--finetune-iters': ('x', '0'), '--num-keep': ('x', '1'),
         '--ranking': ('x', ), '--noise-order': ('x', ),
         '--criterion': ('x', ), '--base-epochs': ('x', '-1'),
-        '--seed': ('x', '-1'), '--max-steps': ('x', '0')}),
+        '--seed': ('x', '-1'), '--max-steps': ('x', '0'),
+        '--ranking-scope': ('x', ), '--keep-noise': ('x', '1'),
+        '--step-rule': ('x', ), '--stage1-list': ('x', )}),
     TOOL('tools/train.py', ['c.py'], {'--launcher': ('x', )}),
     TOOL('tools/test.py', ['c.py', 'w.pth'], {'--launcher': ('x', )}),
     TOOL('tools/analysis/compare_subnets.py', ['RESULTS', 'RESULTS',
@@ -470,6 +495,7 @@ COMPONENTS = {
     'DDPConsistencyHook': DDPConsistencyHook,
     'DSSingleStageDetector': DSSingleStageDetector,
     'DSGateDetector': DSGateDetector,
+    'DSTwoStageDetector': DSTwoStageDetector,
 }
 
 

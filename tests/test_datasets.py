@@ -237,3 +237,49 @@ def test_rewrites_incomplete_or_corrupt(root, tmp_path):
     assert _tree_md5(osp.join(out, 'digits')) == _tree_md5(
         osp.join(root, 'digits'))
     assert sorted(os.listdir(out)) == ['digits']
+
+
+def test_write_atomically_replaces_only_what_is_not_complete(tmp_path):
+    from dsnet_mm.datasets.publish import publish, write_atomically
+
+    def complete(folder):
+        return osp.isfile(osp.join(folder, 'done'))
+
+    def fill(content):
+        def write(tmp):
+            with open(osp.join(tmp, 'data'), 'w') as f:
+                f.write(content)
+            with open(osp.join(tmp, 'done'), 'w') as f:
+                f.write('')
+        return write
+
+    def read(folder):
+        with open(osp.join(folder, 'data')) as f:
+            return f.read()
+
+    root = str(tmp_path)
+    final = write_atomically(root, 'set', complete, fill('first'))
+    assert final == osp.join(root, 'set') and read(final) == 'first'
+    # complete: left as it is
+    write_atomically(root, 'set', complete, fill('second'))
+    assert read(final) == 'first'
+
+    # a failing writer leaves the folder as it was, and no temporary folder
+    def broken(tmp):
+        fill('broken')(tmp)
+        raise RuntimeError('md5 mismatch')
+
+    os.remove(osp.join(final, 'done'))
+    with pytest.raises(RuntimeError, match='md5 mismatch'):
+        write_atomically(root, 'set', complete, broken)
+    assert read(final) == 'first' and os.listdir(root) == ['set']
+    # incomplete: replaced, the stale copy removed
+    write_atomically(root, 'set', complete, fill('third'))
+    assert read(final) == 'third' and os.listdir(root) == ['set']
+
+    # another writer finished first: its folder stays, this one's is unused
+    mine = tmp_path / 'mine'
+    mine.mkdir()
+    fill('fourth')(str(mine))
+    publish(str(mine), final, complete)
+    assert read(final) == 'third' and mine.is_dir()

@@ -14,7 +14,8 @@ from mmdet.registry import MODELS  # noqa: E402
 
 import dsnet_mm  # noqa: E402,F401 (registers the DS models)
 from conftest import randomize_bn, run_tool  # noqa: E402
-from dsnet_mm.analysis.benchmark import benchmark  # noqa: E402
+from dsnet_mm.analysis.benchmark import (BenchmarkOptions,  # noqa: E402
+                                         benchmark)
 from dsnet_mm.deploy import (StaticDetector,  # noqa: E402
                              detector_output_names, static_subnet)
 from dsnet_mm.ops import inference_cache  # noqa: E402
@@ -138,9 +139,9 @@ def test_cached_inference_of_a_last_stage_detector_predicts_the_same():
 def test_benchmark_times_slice_and_static_of_a_detector():
     model = detector()
     specs = [model.space.smallest, model.space.largest]
-    rows = benchmark(model, specs, ['slice', 'static'], [2], (3, 64, 64),
-                     torch.device('cpu'), warmup=0, repeats=1,
-                     min_sample_ms=0)
+    rows = benchmark(model, specs, (3, 64, 64), torch.device('cpu'),
+                     BenchmarkOptions(['slice', 'static'], [2], warmup=0,
+                                      repeats=1, min_sample_ms=0))
     assert {(r['mode'], r['subnet']) for r in rows} == {
         (m, s.name) for m in ('slice', 'static') for s in specs}
     madds = {r['subnet']: r['madds'] for r in rows}
@@ -155,8 +156,8 @@ def test_benchmark_refuses_what_a_detector_cannot_time(kwargs, match):
     model = detector()
     modes = kwargs.pop('modes')
     with pytest.raises(ValueError, match=match):
-        benchmark(model, [model.space.smallest], modes, [1], (3, 64, 64),
-                  torch.device('cpu'), **kwargs)
+        benchmark(model, [model.space.smallest], (3, 64, 64),
+                  torch.device('cpu'), BenchmarkOptions(modes, [1], **kwargs))
 
 
 def test_export_tool_writes_an_mmdet_free_digits_detector(tmp_path):

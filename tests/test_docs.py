@@ -476,7 +476,7 @@ def test_worked_example_backbone():
     from mmpretrain.structures import DataSample
 
     import dsnet_mm  # noqa: F401
-    from dsnet_mm.deploy import StaticLayers
+    from dsnet_mm.deploy import static_subnet
     from dsnet_mm.search import classifier_axes, permute_channels
     example = _example()
     torch.manual_seed(0)
@@ -517,16 +517,20 @@ def test_worked_example_backbone():
     for spec in [*space.subnets, space.largest]:
         with torch.no_grad(), model.backbone.subnet(spec):
             sliced = model(x, mode='tensor')
-        static = example.build_tiny_vgg(model, spec, StaticLayers())
-        with torch.no_grad():
-            torch.testing.assert_close(static(x), sliced, rtol=1e-4,
-                                       atol=1e-5)
+        for fold_bn in (True, False):
+            static = static_subnet(model, spec, fold_bn)
+            with torch.no_grad():
+                torch.testing.assert_close(static(x), sliced, rtol=1e-4,
+                                           atol=1e-5)
 
-    # cached inference runs the sliced ops (no static builder registered)
+    # cached inference runs the static form in place of the DS layers
     from dsnet_mm.ops import inference_cache
-    with torch.no_grad(), inference_cache(model), \
+    from dsnet_mm.static.plain import PlainSubnet
+    with torch.no_grad(), inference_cache(model) as cache, \
             model.backbone.subnet('subnet_1'):
         cached = model(x, mode='tensor')
+        plain, = cache._plain.values()
+        assert isinstance(plain, PlainSubnet)
     with torch.no_grad(), model.backbone.subnet('subnet_1'):
         torch.testing.assert_close(cached, model(x, mode='tensor'),
                                    rtol=1e-4, atol=1e-5)

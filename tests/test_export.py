@@ -9,7 +9,7 @@ import torch
 from mmengine.config import Config
 
 from conftest import randomize_bn, run_tool
-from dsnet_mm.deploy import static_mobilenet_v1
+from dsnet_mm.deploy import static_subnet
 from dsnet_mm.engine import build_model_from_cfg
 from dsnet_mm.ops import DSBatchNorm2d
 
@@ -26,7 +26,7 @@ def model():
 def test_static_network_equals_the_sliced_subnet(model, key):
     x = torch.randn(4, 3, 32, 32)
     with torch.no_grad(), model.backbone.subnet(key) as spec:
-        static = static_mobilenet_v1(model, spec)
+        static = static_subnet(model, spec)
         torch.testing.assert_close(static(x), model(x), atol=1e-5, rtol=1e-5)
     # plain layers at the sub-network's widths, BN folded away
     assert not any(isinstance(m, DSBatchNorm2d) for m in static.modules())

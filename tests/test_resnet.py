@@ -17,7 +17,7 @@ from mmpretrain.registry import MODELS
 from conftest import run_tool
 from dsnet_mm.analysis import count_complexity
 from dsnet_mm.converters import convert_mmpretrain_resnet
-from dsnet_mm.deploy import static_resnet
+from dsnet_mm.deploy import static_subnet
 from dsnet_mm.engine import build_model_from_cfg
 from dsnet_mm.models.backbones import DSResNet
 from dsnet_mm.ops import DSBatchNorm2d, unfolded_bn
@@ -175,7 +175,7 @@ def test_slicing_equals_the_static_resnet():
             with torch.no_grad(), model.backbone.subnet(spec):
                 sliced = model.head(model.neck(model.backbone(x)))
                 for fold_bn in (True, False):
-                    static = static_resnet(model, spec, fold_bn)
+                    static = static_subnet(model, spec, fold_bn)
                     assert (static(x) - sliced).abs().max() < 1e-5
             assert not any(isinstance(m, DSBatchNorm2d)
                            for m in static.modules())

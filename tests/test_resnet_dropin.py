@@ -13,11 +13,10 @@ from mmpretrain.models.backbones import (ResNet, ResNet_CIFAR, ResNetV1c,
                                          ResNetV1d)
 from mmpretrain.registry import MODELS
 
-from dsnet_mm.deploy import static_resnet
-from dsnet_mm.models.backbones import DSResNet
-from dsnet_mm.models.backbones.ds_resnet import (DSConvModule,
-                                                 DSResNet_CIFAR,
-                                                 DSResNetV1c, DSResNetV1d)
+from dsnet_mm.deploy import static_subnet
+from dsnet_mm.models.backbones import (DSResNet, DSResNet_CIFAR,
+                                       DSResNetV1c, DSResNetV1d)
+from dsnet_mm.models.backbones.ds_resnet_blocks import DSConvModule
 from dsnet_mm.ops import DSBatchNorm2d, DSConv2d
 
 init_default_scope('mmpretrain')
@@ -192,7 +191,7 @@ def test_deep_stem_and_avg_down_export_statically():
     for spec in [bb.space.subnets[1], bb.space.largest]:
         with bb.subnet(spec), torch.no_grad():
             ours = model(x, mode='tensor')
-            static = static_resnet(model, spec)(x)
+            static = static_subnet(model, spec)(x)
         assert (ours - static).abs().max() < 1e-4
     assert bb.space.max_widths['stem.0'] == 8
 

@@ -97,6 +97,20 @@ def test_noise_alpha_gets_gradients_and_no_weight_decay():
 RESNET_HEAD = dict(type='DSLinearClsHead', num_classes=10)
 
 
+def built(backbone: dict, feat: int):
+    """A classifier over ``backbone`` (``feat`` output channels) in float64,
+    so that a bar measures the reordering, not the summation order of
+    float32 convolutions, with randomised BN statistics and affines."""
+    torch.manual_seed(0)
+    model = MODELS.build(dict(
+        type='DSImageClassifier', backbone=backbone,
+        neck=dict(type='GlobalAveragePooling'),
+        head=dict(RESNET_HEAD, in_channels=feat)))
+    model.double()
+    randomise_norms(model, torch.randn(8, 3, 32, 32, dtype=torch.float64))
+    return model
+
+
 @pytest.mark.parametrize('backbone,feat', [
     (dict(type='DSMobileNetV1', arch='cifar',
           gate=dict(stage='stage3', window=(0, 4), features='pooled')), 1152),
@@ -109,15 +123,7 @@ RESNET_HEAD = dict(type='DSLinearClsHead', num_classes=10)
      128),
 ])
 def test_reordering_keeps_the_function(backbone, feat):
-    torch.manual_seed(0)
-    model = MODELS.build(dict(
-        type='DSImageClassifier', backbone=backbone,
-        neck=dict(type='GlobalAveragePooling'),
-        head=dict(RESNET_HEAD, in_channels=feat)))
-    # in float64, so that the bar measures the reordering, not the
-    # summation order of float32 convolutions
-    model.double()
-    randomise_norms(model, torch.randn(8, 3, 32, 32, dtype=torch.float64))
+    model = built(backbone, feat)
     x = torch.randn(2, 3, 32, 32, dtype=torch.float64)
     ref = model(x)
     assert ref.std() > 0.1  # the activations reach the logits
@@ -448,3 +454,15 @@ def test_usnet_sampling_draws_one_ratio_for_every_group():
     with pytest.raises(ValueError, match='sampling'):
         cfg.model.sampling = 'random'
         build_model_from_cfg(cfg)
+
+
+def test_vit_channel_reordering_is_refused_with_the_reason():
+    """DS-ViT's width groups are not groups of permutable channel axes:
+    the search refuses it by name instead of permuting part of it."""
+    model = MODELS.build(dict(
+        type='DSImageClassifier',
+        backbone=dict(type='DSViT', arch='digits', img_size=32,
+                      patch_size=4),
+        head=dict(type='DSLinearClsHead', num_classes=10, in_channels=64)))
+    with pytest.raises(TypeError, match='DSViT has no channel axes'):
+        classifier_axes(model)

@@ -326,3 +326,22 @@ def test_stochastic_depth_sits_where_mmpretrain_keeps_it():
         assert a.attn.out_drop.drop_prob == b.attn.out_drop.drop_prob
         assert a.ffn.dropout_layer.drop_prob == b.ffn.dropout_layer.drop_prob
         assert a.ffn.feedforward_channels == b.ffn.feedforward_channels
+
+
+@pytest.mark.parametrize('out_type, idle_head', [
+    ('cls_token', False), ('cls_token', True), ('featmap', False),
+    ('avg_featmap', False)])
+def test_out_widths_bound_every_subnets_outputs(out_type, idle_head):
+    """What a detector's neck is built for (``out_widths``, the DS
+    backbones' contract) holds every sub-network's outputs."""
+    ds = DSViT(arch=SMALL, img_size=16, patch_size=4, out_indices=(1, 2),
+               out_type=out_type, idle_head=idle_head).eval()
+    x = torch.randn(1, 3, 16, 16)
+    for spec in [*ds.space.subnets, ds.space.largest]:
+        with torch.no_grad(), ds.subnet(spec):
+            outs = ds(x)
+        channels = [o.shape[1] if out_type == 'featmap' else o.shape[-1]
+                    for o in outs]
+        assert all(c <= w for c, w in zip(channels, ds.out_widths))
+        if spec is ds.space.largest:
+            assert tuple(channels) == ds.out_widths

@@ -34,6 +34,8 @@ CASES = [
     dict(subnets=[dict(MIXED, **{'blocks.2.heads': 0, 'blocks.1.mlp': 0}),
                   MIXED], idle_branches=True),
     dict(fixed_blocks=1, gate=dict(block=0, window=(0, 3), tokens='mean')),
+    # per-channel layer scales (randomised by build): in the static form too
+    dict(layer_scale_init_value=0.1),
 ]
 
 

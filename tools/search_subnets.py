@@ -19,9 +19,10 @@ from mmengine.utils import ProgressBar
 
 from dsnet_mm.engine.cli import add_cfg_options, checked, load_config
 from dsnet_mm.search import SearchRunner
+from dsnet_mm.search.channels import SCOPES
 from dsnet_mm.search.noise import NOISE_ORDERS
-from dsnet_mm.search.progressive import CRITERIA
-from dsnet_mm.search.runner import RANKINGS, option_type
+from dsnet_mm.search.progressive import CRITERIA, STEP_RULES
+from dsnet_mm.search.runner import RANKINGS, STAGE1_LISTS, option_type
 
 
 def parse_args():
@@ -49,8 +50,19 @@ def parse_args():
                         help='channel importance: trained noise or L1 norm')
     parser.add_argument('--noise-order', choices=NOISE_ORDERS,
                         help="'descending': large noise is removed first")
+    parser.add_argument('--ranking-scope', choices=SCOPES,
+                        help="rank channels per width group or per layer")
+    parser.add_argument('--keep-noise', choices=('true', 'false'),
+                        help='keep the ranking noise while scoring and '
+                        'fine-tuning (the paper) or take it off first')
     parser.add_argument('--criterion', choices=CRITERIA,
                         help='what picks the removal of a step')
+    parser.add_argument('--step-rule', choices=STEP_RULES,
+                        help="'best': the best score; 'cost': the smallest "
+                        'score drop per MAdd saved')
+    parser.add_argument('--stage1-list', choices=STAGE1_LISTS,
+                        help="Stage I's list: the num_keep re-selected "
+                        'points or the whole filtered trajectory')
     parser.add_argument('--base-epochs', type=option_type('base_epochs'),
                         help='epochs of base (noise) training')
     parser.add_argument('--load-from',
@@ -86,6 +98,10 @@ def main():
         threshold=args.threshold, finetune_iters=args.finetune_iters,
         num_keep=args.num_keep, ranking=args.ranking,
         noise_order=args.noise_order, criterion=args.criterion,
+        ranking_scope=args.ranking_scope, step_rule=args.step_rule,
+        stage1_list=args.stage1_list,
+        keep_noise=None if args.keep_noise is None else
+        args.keep_noise == 'true',
         base_epochs=args.base_epochs, load_from=args.load_from,
         seed=args.seed)
     begin = time.time()

@@ -10,6 +10,11 @@ Apple's MPS), or with a CPU run whose config sets GPU-only keys
 (``optim_wrapper.loss_scale``), the tool stops with a message naming the flag
 and what to do. Evaluation autocasts with ``val_cfg.fp16=True`` /
 ``test_cfg.fp16=True`` (bfloat16 on the CPU).
+
+A run that loads or resumes a checkpoint (``load_from``, ``--resume``) checks
+it whole with :class:`~dsnet_mm.engine.CheckpointMatchHook`, added where the
+config's ``custom_hooks`` lack it: mmengine loads with ``strict=False`` and
+only logs what did not match.
 """
 import argparse
 import os.path as osp
@@ -88,6 +93,13 @@ def merge_args(cfg: Config, args) -> Config:
         cfg.load_from = args.resume
     if args.auto_scale_lr:
         cfg.auto_scale_lr.enable = True
+    hooks = list(cfg.get('custom_hooks') or [])
+    if cfg.get('load_from') and not any(
+            str(h.get('type', '')).endswith('CheckpointMatchHook')
+            for h in hooks):
+        # mmengine loads with strict=False and only logs what did not match
+        cfg.custom_hooks = [*hooks,
+                            dict(type='mmpretrain.CheckpointMatchHook')]
     return cfg
 
 

@@ -6,17 +6,17 @@ Three stages of 3x3 conv-BN-ReLU blocks after a 3x3 stem; each stage (and
 the stem) is one width group. ``tests/test_docs.py`` builds it, trains a
 sandwich step with it and checks its static form against the sliced one.
 """
-from typing import List
+from typing import List, Tuple
 
 import torch
 import torch.nn as nn
 from mmpretrain.models.backbones.base_backbone import BaseBackbone
 from mmpretrain.registry import MODELS
 
-from dsnet_mm.deploy.static_layers import StaticNet, pool_head
 from dsnet_mm.models.backbones.ds_backbone import DSBackboneMixin
 from dsnet_mm.models.subnet import SubnetSpace, SubnetSpec
 from dsnet_mm.ops import DSBatchNorm2d, DSConv2d
+from dsnet_mm.static import LayerBuilder
 
 
 class DSConvBNReLU(nn.Module):
@@ -35,6 +35,23 @@ class DSConvBNReLU(nn.Module):
         # the input width is read from x; the output width is the group's
         x = self.conv.forward_bn(x, self.bn, spec.stats, spec[self.group])
         return spec.mask(self.act(x), self.group)
+
+    def build_static(self, spec: SubnetSpec, width: int,
+                     layers: LayerBuilder) -> Tuple[List[nn.Module], int]:
+        """The static form beside the forward: (the block's layers at
+        ``spec``'s widths, its input ``width`` channels wide, built by
+        ``layers``; the output width)."""
+        out = spec[self.group]
+        return [layers.conv_bn(self.conv, self.bn, width, out, spec.stats),
+                nn.ReLU(inplace=True)], out
+
+    def describe_channels(self, axes, prefix: str, in_group) -> str:
+        """The channel axes beside the forward: every tensor axis of each
+        width group (module ``prefix``, input group ``in_group``) in the
+        search's ``ChannelAxes``; returns the output's group."""
+        axes.conv(f'{prefix}.conv', self.conv, in_group, self.group)
+        axes.bn(f'{prefix}.bn', self.group)
+        return self.group
 
 
 @MODELS.register_module()
@@ -102,43 +119,14 @@ class DSTinyVGG(DSBackboneMixin, BaseBackbone):
             for p in m.parameters():
                 p.requires_grad = False
 
-    def _plain_supported(self) -> bool:
-        # build_tiny_vgg below is not registered in dsnet_mm.deploy.builder:
-        # in cached inference the sliced ops run (each with its cached,
-        # BN-folded weights) instead of a static network
-        return False
+    # the static form: the mixin's build_static walks the stages, each
+    # block building its own; the stem is built here
+    def _static_stem(self, spec: SubnetSpec,
+                     layers: LayerBuilder) -> Tuple[nn.Module, int]:
+        stem, width = self.stem.build_static(spec, self.in_channels, layers)
+        return nn.Sequential(*stem), width
 
-    # the progressive search's channel reordering
-    def describe_channels(self, axes) -> str:
-        """Every tensor axis of each width group; returns the output's."""
-        axes.conv('stem.conv', self.stem.conv, None, 'stem')
-        axes.bn('stem.bn', 'stem')
-        group = 'stem'
-        for i, blocks in enumerate(self.layers):
-            for j, block in enumerate(blocks):
-                name = f'layers.{i}.{j}'
-                axes.conv(f'{name}.conv', block.conv, group, block.group)
-                axes.bn(f'{name}.bn', block.group)
-                group = block.group
-        return group
-
-
-def build_tiny_vgg(model: nn.Module, spec: SubnetSpec, layers) -> StaticNet:
-    """The static form: sub-network ``spec`` of a classifier over
-    ``DSTinyVGG`` as plain torch layers (``layers``: a
-    :class:`~dsnet_mm.deploy.StaticLayers`)."""
-    bb = model.backbone
-    row = spec.index  # the sub-network's BN statistics row
-    width = spec['stem']
-    stem = nn.Sequential(
-        layers.conv_bn(bb.stem.conv, bb.stem.bn, bb.in_channels, width, row),
-        nn.ReLU(inplace=True))
-    body, stage_ends = [], []
-    for blocks in bb.layers:
-        for b in blocks:
-            out = spec[b.group]
-            body += [layers.conv_bn(b.conv, b.bn, width, out, row),
-                     nn.ReLU(inplace=True)]
-            width = out
-        stage_ends.append(len(body))
-    return StaticNet(stem, body, pool_head(model, width, layers), stage_ends)
+    # the progressive search's channel reordering: the mixin's
+    # describe_channels walks the stages, each block describing its own
+    def _describe_stem(self, axes) -> str:
+        return self.stem.describe_channels(axes, 'stem', None)

@@ -1,8 +1,8 @@
 # Copyright (c) dsnet_mm contributors. All rights reserved.
 """MAdds per sub-network, and later latency benchmarks and plots."""
-from .complexity import count_complexity
+from dsnet_mm.models.complexity import count_complexity
 from .report import markdown_table, write_report
-from .subnet_table import subnet_complexity
+from dsnet_mm.models.subnet_table import subnet_complexity
 
 __all__ = [
     'count_complexity', 'subnet_complexity', 'markdown_table', 'write_report'

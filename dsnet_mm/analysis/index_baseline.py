@@ -14,10 +14,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from dsnet_mm.deploy import build_subnet
 from dsnet_mm.models.subnet import SubnetSpec
 from dsnet_mm.ops import (DSBatchNorm2d, DSConv2d, DSLayerNorm, DSLinear,
                           DSQKVLinear)
+from dsnet_mm.static import LayerBuilder
+from dsnet_mm.static.plain import build_subnet
 
 
 def _index(n: int, device: torch.device) -> torch.Tensor:
@@ -109,8 +110,9 @@ class IndexedLayerNorm(nn.Module):
                             ln.bias.index_select(0, i), ln.eps)
 
 
-class IndexedLayers:
-    """Layer builder (see :func:`~dsnet_mm.deploy.build_subnet`)."""
+class IndexedLayers(LayerBuilder):
+    """The layer builder of indexing layers (see
+    :class:`~dsnet_mm.static.LayerBuilder`)."""
 
     def conv_bn(self, conv: DSConv2d, bn: DSBatchNorm2d, c_in: int,
                 c_out: int, row: int,

@@ -20,7 +20,7 @@ from typing import Callable, Dict, List, Optional
 import torch
 
 from dsnet_mm.models.backbones import DSResNet
-from dsnet_mm.models.classifiers.stage1_loading import strip_module_prefix
+from dsnet_mm.models.checkpoint_io import strip_module_prefix
 
 _STATS = ('running_mean', 'running_var', 'num_batches_tracked')
 

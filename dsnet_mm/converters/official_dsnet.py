@@ -15,7 +15,7 @@ from typing import Dict, List
 import torch
 
 from dsnet_mm.models.backbones import DSMobileNetV1
-from dsnet_mm.models.classifiers.stage1_loading import strip_module_prefix
+from dsnet_mm.models.checkpoint_io import strip_module_prefix
 from dsnet_mm.ops import DSBatchNorm2d
 
 

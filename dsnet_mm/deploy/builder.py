@@ -4,28 +4,10 @@ from typing import List, Tuple
 
 import torch.nn as nn
 
-from dsnet_mm.models.backbones import DSMobileNetV1, DSResNet, DSViT
 from dsnet_mm.models.subnet import SubnetSpec
-from .static_layers import StaticLayers, StaticNet, StaticPreGate
+from dsnet_mm.static import StaticLayers, StaticNet, StaticPreGate
+from dsnet_mm.static.plain import build_subnet
 from .static_detector import build_detector
-from .static_mbnet import build_mobilenet_v1
-from .static_resnet import build_resnet
-from .static_vit import build_vit
-
-_BUILDERS = ((DSMobileNetV1, build_mobilenet_v1), (DSResNet, build_resnet),
-             (DSViT, build_vit))
-
-
-def build_subnet(model: nn.Module, spec: SubnetSpec, layers) -> StaticNet:
-    """Walk the classifier's DS backbone at ``spec`` with the layer builder
-    ``layers`` (see :class:`StaticLayers`)."""
-    for backbone, build in _BUILDERS:
-        if isinstance(model.backbone, backbone):
-            return build(model, spec, layers)
-    supported = [b.__name__ for b, _ in _BUILDERS]
-    raise ValueError(f'no static builder for a '
-                     f'{type(model.backbone).__name__} backbone; supported: '
-                     f'{supported}')
 
 
 def static_subnet(model: nn.Module,

@@ -1,109 +1,27 @@
 # Copyright (c) dsnet_mm contributors. All rights reserved.
-"""Static sub-networks standing in for the DS model in cached inference.
-
-Within :func:`~dsnet_mm.ops.inference_cache` every sliced op reuses its
-folded arguments, but a forward still walks the DS module structure: a
-Python call per block and layer, width look-ups, cache keys (a noticeable
-share of a batch-1 forward of DS-MobileNetV1 at 224). The
-static network :func:`~dsnet_mm.deploy.static_subnet` builds from the same
-weights computes the same function with plain torch layers, so the DS
-backbone (a fixed sub-network) and ``DSGateClassifier`` (the parts around
-the gate, per bucket) run it in their place, built once per sub-network and
-kept by the cache block (:meth:`~dsnet_mm.ops.InferenceCacheBlock.plain`),
-which drops it when a weight changes.
-"""
-import copy
-from typing import Optional
+"""Static networks for the benchmark: built like an input, compiled."""
+from typing import Callable
 
 import torch
 import torch.nn as nn
 
 from dsnet_mm.models.subnet import SubnetSpec
-from dsnet_mm.ops import InferenceCacheBlock
-from dsnet_mm.ops.weight_cache import memory_format
-from .builder import build_subnet, static_subnet
-from .static_layers import StaticLayers
+from dsnet_mm.static import StaticLayers
+from dsnet_mm.static.plain import (PlainSubnet, build_subnet, built_like,
+                                   compile_static)
+from .builder import static_subnet
 
-# dtypes whose values a static network built in float32 holds exactly (a
-# float64 model runs its ops)
-EXACT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+__all__ = ['PlainSubnet', 'compile_static', 'static_subnet_like']
 
 
 def static_subnet_like(model: nn.Module, spec: SubnetSpec,
                        like: torch.Tensor,
                        network_only: bool = False) -> nn.Module:
     """:func:`~dsnet_mm.deploy.static_subnet` (BN folded) for inputs like
-    ``like``: built on its device, in its dtype and memory format (the
-    weights in channels-last where the input is), without gradients. With
+    ``like`` (:func:`~dsnet_mm.static.plain.built_like`). With
     ``network_only`` a detector's is its backbone network alone (no neck
     or head copied)."""
-    with torch.device(like.device):
-        net = build_subnet(model, spec, StaticLayers(True)) \
-            if network_only else static_subnet(model, spec)
-    return net.to(dtype=like.dtype,
-                  memory_format=memory_format(like)).requires_grad_(False)
-
-
-def compile_static(module: nn.Module) -> nn.Module:
-    """``torch.compile`` of a static network for inference: inductor with
-    frozen weights (constants it may fold and prepack: PyTorch's CPU
-    inference setting; a plain module is rebuilt when a weight changes) and
-    static shapes (a new batch size recompiles rather than turning the graph
-    dynamic)."""
-    return torch.compile(module, dynamic=False, options=dict(freezing=True))
-
-
-class PlainSubnet:
-    """Sub-network ``spec`` of a DS classifier as the plain modules that run
-    in its place (see the module notes).
-
-    Attributes:
-        features (nn.Module): The static network's stem and body: a CNN
-            backbone's output (its last stage).
-        pre_gate (nn.Module, optional): In a gated model, images to the
-            features after the gate's attention and the slimming logits
-            (:meth:`~dsnet_mm.deploy.StaticNet.split_at_gate`).
-        post_gate (nn.Module, optional): In a gated model, those features
-            to class logits (neck and head included).
-
-    Args:
-        model (nn.Module): A DS classifier.
-        spec (SubnetSpec): The sub-network.
-        like (torch.Tensor): An input (device, dtype, memory format).
-    """
-
-    def __init__(self, model: nn.Module, spec: SubnetSpec,
-                 like: torch.Tensor) -> None:
-        net = static_subnet_like(model, spec, like, network_only=True)
-        self.features = nn.Sequential(net.stem, net.body)
-        self.pre_gate = self.post_gate = None
-        if getattr(model.backbone, 'gate_stage', None) is not None:
-            self.pre_gate, self.post_gate = net.split_at_gate()
-        self._compiled: Optional['PlainSubnet'] = None
-
-    def compiled(self) -> 'PlainSubnet':
-        """The same modules compiled (:func:`compile_static`; each
-        compiles on its first call)."""
-        if self._compiled is None:
-            compiled = copy.copy(self)
-            for name in ('features', 'pre_gate', 'post_gate'):
-                module = getattr(self, name)
-                if module is not None:
-                    setattr(compiled, name, compile_static(module))
-            self._compiled = compiled
-        return self._compiled
-
-
-def plain_subnet(block: InferenceCacheBlock, model: nn.Module,
-                 spec: SubnetSpec, x: torch.Tensor) -> Optional[PlainSubnet]:
-    """The :class:`PlainSubnet` of ``spec`` for inputs like ``x``, built
-    once per device, dtype and memory format and kept by ``block`` (its
-    compiled form where ``block.compile``); None where the ops must run (see
-    :meth:`~dsnet_mm.ops.InferenceCacheBlock.plain`) or ``x`` is float64."""
-    if x.dtype not in EXACT_DTYPES:
-        return None
-    key = (spec.index, tuple(spec.items()), x.device, x.dtype,
-           memory_format(x))
-    plain = block.plain(key, lambda: PlainSubnet(model, spec, x))
-    return plain.compiled() if plain is not None and block.compile \
-        else plain
+    build: Callable[[], nn.Module] = (
+        lambda: build_subnet(model, spec, StaticLayers(True))) \
+        if network_only else (lambda: static_subnet(model, spec))
+    return built_like(build, like)

@@ -9,7 +9,7 @@ import torch.nn as nn
 
 from dsnet_mm.models.subnet import SubnetSpec
 from dsnet_mm.ops import used_channels, zero_pad_channels
-from .static_layers import StaticNet
+from dsnet_mm.static import StaticNet
 
 # The image shape at which build_detector runs a detector to find (and
 # check) the convolutions that read each backbone tap: large enough for

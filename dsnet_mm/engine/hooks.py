@@ -10,8 +10,9 @@ from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 from mmpretrain.registry import HOOKS
 
-from dsnet_mm.models.classifiers.stage1_loading import (check_state_dict,
-                                                       strip_module_prefix)
+from dsnet_mm.models.backbones.pretrained import convert_loaded_keys
+from dsnet_mm.models.checkpoint_io import (check_state_dict,
+                                           strip_module_prefix)
 from dsnet_mm.ops.utils import check_int
 
 
@@ -110,19 +111,50 @@ class CheckpointMatchHook(Hook):
     stops the run instead, listing the missing, unexpected and mis-shaped
     keys.
 
+    The checkpoint is compared as the model's load will see it: a static
+    network's checkpoint (``load_from`` of an mmpretrain classifier, whose
+    backbone keys are under ``backbone.``) converted by the DS backbones
+    (BN statistics to every row, renamed keys, a resized position
+    embedding), and, where it holds no EMA teacher, given the teacher a new
+    run starts with (a copy of the loaded student: see
+    :meth:`~dsnet_mm.models.classifiers.DSImageClassifier.
+    start_teacher_from_student`). A file with no key under ``backbone.``
+    (a bare backbone's, as torchvision's and timm's) would load nothing
+    into the backbone: it is refused, naming the backbone's ``init_cfg`` to
+    load it with.
+
     A model may name key prefixes that it has already filled from elsewhere
     (``model.loaded_elsewhere``: a dynamic detector's gate, loaded from a
     classification checkpoint when it was built); the checkpoint may lack
-    those keys, and holds them to the same shapes if it has them.
+    those keys, and holds them to the same shapes if it has them. Prefixes
+    a DS backbone lets stay unmatched (its ``unmatched_keys``) may stay
+    unmatched here too.
     """
     priority = 'VERY_HIGH'
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
         model = runner.model.module if is_model_wrapper(runner.model) \
             else runner.model
-        state = strip_module_prefix(checkpoint.get('state_dict', {}))
-        elsewhere = tuple(getattr(model, 'loaded_elsewhere', ()))
+        state = strip_module_prefix(checkpoint.get('state_dict', checkpoint))
+        backbone = getattr(model, 'backbone', None)
+        if backbone is not None and \
+                not any(k.startswith('backbone.') for k in state):
+            raise ValueError(
+                'the loaded checkpoint holds no key under \'backbone.\' '
+                f'(first keys: {sorted(state)[:3]}): a bare backbone\'s '
+                'file (torchvision\'s, timm\'s) would load nothing into '
+                f'the {type(backbone).__name__}. Load it with '
+                "model.backbone.init_cfg=dict(type='Pretrained', "
+                'checkpoint=...) instead of load_from')
+        start_teacher = getattr(model, 'start_teacher_from_student', None)
+        if start_teacher is not None:
+            start_teacher(state)
+        allowed = convert_loaded_keys(model, state)
+        elsewhere = (*getattr(model, 'loaded_elsewhere', ()), *allowed)
         own = {k: v for k, v in model.state_dict().items()
                if k in state or not k.startswith(elsewhere)} \
             if elsewhere else model.state_dict()
+        if allowed:
+            state = {k: v for k, v in state.items()
+                     if k in own or not k.startswith(allowed)}
         check_state_dict(own, state, 'The loaded checkpoint')

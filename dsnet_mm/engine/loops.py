@@ -2,7 +2,6 @@
 """Validation and test loops that evaluate every sub-network."""
 import json
 import os.path as osp
-import re
 import time
 from contextlib import contextmanager, nullcontext
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
@@ -15,6 +14,8 @@ from mmengine.runner import TestLoop, ValLoop
 from mmpretrain.registry import LOOPS
 
 from dsnet_mm.analysis import subnet_complexity, write_report
+from dsnet_mm.analysis.report import DynamicResult, LevelResult, SubnetRow
+from dsnet_mm.evaluation import RoutingMetric, RoutingResult
 from dsnet_mm.models.subnet import SubnetSpec
 from dsnet_mm.ops import DSBatchNorm2d
 from dsnet_mm.ops.utils import check_bool, check_int, check_keys, check_type
@@ -84,7 +85,7 @@ class SubnetEvalMixin:
     (``'pascal_voc/mAP'`` with mmdet's ``VOCMetric``). MAdds are per image
     at the input shape of the first evaluated batch (the report states it):
     backbone, neck and head, no post-processing or NMS
-    (:func:`~dsnet_mm.analysis.subnet_table.network_forward`).
+    (:func:`~dsnet_mm.models.subnet_table.network_forward`).
     """
 
     stage = ''  # 'val' or 'test': which hooks the loop calls
@@ -176,7 +177,8 @@ class SubnetEvalMixin:
         if self.dynamic and hasattr(model, 'forward_dynamic'):
             result = self._evaluate()
             metrics.update({f'dynamic/{k}': v for k, v in result.items()})
-            dynamic = self._dynamic_summary(model, result, self.metric)
+            dynamic = self._dynamic_summary(model, self._routing(), result,
+                                            self.metric)
         ema_rows = None
         if self.ema:
             with _teacher_as_model(model):
@@ -186,10 +188,10 @@ class SubnetEvalMixin:
         self._report(rows, dynamic, ema_rows)
         return metrics
 
-    def _eval_specs(self, model) -> Tuple[Dict[str, float], List[dict]]:
+    def _eval_specs(self, model) -> Tuple[Dict[str, float], List[SubnetRow]]:
         """(metrics, report rows) of every sub-network of :meth:`specs`,
         each recalibrated first if ``calibrate`` is set."""
-        static = getattr(model, 'static_predict', nullcontext)
+        unrouted = getattr(model, 'without_routing', nullcontext)
         metrics: Dict[str, float] = {}
         rows = []
         specs = self.specs()
@@ -198,7 +200,7 @@ class SubnetEvalMixin:
             if self.calibrate is not None:
                 calibrate_bn(model, self._calibration_batches(), spec,
                              self.calibrate.get('num_batches', 100))
-            with model.backbone.subnet(spec), static():
+            with model.backbone.subnet(spec), unrouted():
                 result = self._evaluate()
             self._check_metric(result)
             # one line per sub-network: a long evaluation shows progress
@@ -208,13 +210,12 @@ class SubnetEvalMixin:
             cost = self._complexity[spec.name]
             metrics.update({f'{spec.name}/{k}': v for k, v in result.items()})
             metrics[f'{spec.name}/madds'] = cost['madds']
-            rows.append(dict(name=spec.name, index=spec.index,
-                             madds=cost['madds'], params=cost['params'],
-                             metrics=result))
+            rows.append(SubnetRow(spec.name, cost['madds'], cost['params'],
+                                  result, spec.index,
+                                  cost.get('backbone_madds')))
             if 'backbone_madds' in cost:  # a detector
                 metrics[f'{spec.name}/backbone_madds'] = \
                     cost['backbone_madds']
-                rows[-1]['backbone_madds'] = cost['backbone_madds']
         return metrics, rows
 
     def _check_metric(self, result: Dict[str, float]) -> None:
@@ -225,41 +226,39 @@ class SubnetEvalMixin:
                 "loop's metric to one of them (e.g. 'pascal_voc/mAP' for "
                 "VOCMetric, 'accuracy/top1' for Accuracy)")
 
+    def _routing(self) -> Optional[RoutingResult]:
+        """What the evaluator's :class:`RoutingMetric` measured in the last
+        evaluation (None without one, or without routed samples)."""
+        for metric in getattr(self.evaluator, 'metrics', ()):
+            if isinstance(metric, RoutingMetric):
+                return metric.result
+        return None
+
     @staticmethod
-    def _dynamic_summary(model, result: Dict[str, float],
-                         metric: str = 'accuracy/top1') -> dict:
-        """The report's ``dynamic`` dict (see :mod:`dsnet_mm.analysis.report`)
-        from the evaluator's metrics, with ``levels`` where the samples carry
-        a difficulty level."""
-        if 'routing/mean_madds' not in result:
+    def _dynamic_summary(model, routing: Optional[RoutingResult],
+                         result: Dict[str, float],
+                         metric: str = 'accuracy/top1') -> DynamicResult:
+        """The report's dynamic model (see :mod:`dsnet_mm.analysis.report`)
+        from what :class:`RoutingMetric` measured (``routing``) and the
+        evaluator's metrics (``result``: ``metric``, and the top-1 per
+        level), with ``levels`` where the samples carry a difficulty
+        level."""
+        if routing is None:
             raise ValueError('evaluating a dynamic model needs RoutingMetric '
                              "in the evaluator: dict(type='RoutingMetric')")
         window = [s.name for s in model.window]
-        summary = {
-            metric: result[metric],
-            'madds': result['routing/mean_madds'],
-            'routing': {name: int(result.get(f'routing/{name}', 0))
-                        for name in window},
-            'window': window,
+
+        def counts(part) -> Dict[str, int]:
+            return {name: part.routing.get(name, 0) for name in window}
+
+        levels = {
+            level: LevelResult(part.images, part.mean_madds, counts(part),
+                               result.get(f'accuracy/level_{level}/top1'))
+            for level, part in routing.levels.items()
         }
-        levels = sorted(int(m.group(1)) for m in map(
-            re.compile(r'routing/level_(\d+)/images').fullmatch, result) if m)
-        if levels:
-            summary['levels'] = {
-                level: {
-                    'images': int(result[f'routing/level_{level}/images']),
-                    'madds': result[f'routing/level_{level}/mean_madds'],
-                    'accuracy/top1':
-                    result.get(f'accuracy/level_{level}/top1'),
-                    'routing': {
-                        name: int(result.get(
-                            f'routing/level_{level}/{name}', 0))
-                        for name in window
-                    },
-                }
-                for level in levels
-            }
-        return summary
+        return DynamicResult(metric, result[metric],
+                             routing.overall.mean_madds, counts(
+                                 routing.overall), window, levels or None)
 
     def _count_complexity(self, data_batch: dict) -> None:
         model = self.model
@@ -271,43 +270,46 @@ class SubnetEvalMixin:
         self._complexity = {r['name']: r for r in rows}
 
     @master_only
-    def _report(self, rows: List[dict], dynamic: Optional[dict],
-                ema_rows: Optional[List[dict]] = None) -> None:
+    def _report(self, rows: List[SubnetRow], dynamic: Optional[DynamicResult],
+                ema_rows: Optional[List[SubnetRow]] = None) -> None:
         """Log the table and write the work dir's files, once (rank 0):
         every rank holds the same metrics, the evaluator having gathered
         them. The EMA teacher's rows (``ema_rows``) follow the model's in
         the table and ``subnet_results.json``; ``report.md`` is the
         model's."""
-        keys = sorted({k for r in rows for k in r['metrics']})
+        keys = sorted({k for r in rows for k in r.metrics})
         size = 'x'.join(map(str, self._input_shape[1:]))
-        named = [(r['name'], r) for r in rows] + [
-            (EMA_PREFIX + r['name'], r) for r in ema_rows or []]
+        named = [(r.name, r) for r in rows] + [
+            (EMA_PREFIX + r.name, r) for r in ema_rows or []]
         w = max([12] + [len(name) for name, _ in named])
         head = f"{'sub-network':<{w}} {'MAdds (M)':>10} {'params (M)':>10} " \
             + ' '.join(f'{k:>18}' for k in keys)
         lines = [head, '-' * len(head)]
         for name, r in named:
-            lines.append(f"{name:<{w}} {r['madds'] / 1e6:>10.2f} "
-                         f"{r['params'] / 1e6:>10.3f} " +
-                         ' '.join(_cell(r['metrics'].get(k), k)
+            lines.append(f'{name:<{w}} {r.madds / 1e6:>10.2f} '
+                         f'{r.params / 1e6:>10.3f} ' +
+                         ' '.join(_cell(r.metrics.get(k), k)
                                   for k in keys))
         if dynamic is not None:
             routed = ', '.join(f'{k}: {v}'
-                               for k, v in dynamic['routing'].items())
-            value = _cell(dynamic[self.metric], self.metric)
-            lines.append(f"{'dynamic':<{w}} {dynamic['madds'] / 1e6:>10.2f} "
+                               for k, v in dynamic.routing.items())
+            value = _cell(dynamic.value, self.metric)
+            lines.append(f"{'dynamic':<{w}} {dynamic.madds / 1e6:>10.2f} "
                          f"{'':>10} {value}  ({self.metric}; routed {routed})")
         self.runner.logger.info(
             f'Per-sub-network results (MAdds per image at {size}):\n' +
             '\n'.join(lines))
         work_dir = self.runner.work_dir
         with open(osp.join(work_dir, 'subnet_results.json'), 'w') as f:
-            results = dict(subnets=rows, dynamic=dynamic, metric=self.metric,
+            results = dict(subnets=[r.to_dict() for r in rows],
+                           dynamic=None if dynamic is None
+                           else dynamic.to_dict(),
+                           metric=self.metric,
                            input_shape=self._input_shape)
             if ema_rows is not None:
-                results['ema'] = ema_rows
+                results['ema'] = [r.to_dict() for r in ema_rows]
             json.dump(results, f, indent=2, default=float)
-        if rows and all(self.metric in r['metrics'] for r in rows):
+        if rows and all(self.metric in r.metrics for r in rows):
             paths = write_report(rows, work_dir, dynamic,
                                  title=f'DS-Net results (MAdds per image at '
                                  f'{size})',

@@ -1,4 +1,5 @@
 # Copyright (c) dsnet_mm contributors. All rights reserved.
-from .routing_metric import LevelAccuracy, RoutingMetric
+from .routing_metric import (LevelAccuracy, RoutedImages, RoutingMetric,
+                             RoutingResult)
 
-__all__ = ['LevelAccuracy', 'RoutingMetric']
+__all__ = ['LevelAccuracy', 'RoutedImages', 'RoutingMetric', 'RoutingResult']

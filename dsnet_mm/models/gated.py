@@ -23,6 +23,7 @@ from .gates import DSGate
 from .routing import (MASK_POSITIONS, MaskedRouting, budget_penalty,
                       penalized_choice, route_weights)
 from .subnet import SubnetSpec
+from .subnet_table import subnet_complexity
 
 ROUTING_MODES = ('slice', 'bucket', 'mask')
 
@@ -58,7 +59,7 @@ class GatedRoutingMixin:
     fitted, saved with the checkpoint) is set by :meth:`fit_budget`.
 
     **MAdds per image** of a window member (:meth:`window_madds`) are its
-    static sub-network's (:func:`~dsnet_mm.analysis.subnet_complexity`: for
+    static sub-network's (:func:`~dsnet_mm.models.subnet_table.subnet_complexity`: for
     a detector backbone, neck and head, no post-processing) plus the gate's
     slimming head, at the input shape of the batch.
     """
@@ -89,7 +90,7 @@ class GatedRoutingMixin:
         self.routing_mode = routing_mode
         self.tau = tau
         self.mask_position = mask_position
-        self._static_predict = False
+        self._routing_off = False
         self._window_madds: Dict[Tuple[int, ...], List[int]] = {}
         # float64: the penalty is fitted to sit between two routings
         self.register_buffer('cost_penalty',
@@ -173,8 +174,7 @@ class GatedRoutingMixin:
         ``(C, H, W)`` (cached per shape)."""
         shape = tuple(shape)
         if shape not in self._window_madds:
-            from dsnet_mm.analysis import subnet_complexity
-            with self.static_predict():
+            with self.without_routing():
                 rows = subnet_complexity(self, self.window, shape)
             # the gate reads the features entering the gated block
             param = next(self.parameters())
@@ -289,11 +289,13 @@ class GatedRoutingMixin:
         return _like(template, merged), gate_logits, choice
 
     @contextmanager
-    def static_predict(self) -> Iterator[None]:
-        """``predict`` runs the backbone's active sub-network in the block."""
-        previous = self._static_predict
-        self._static_predict = True
+    def without_routing(self) -> Iterator[None]:
+        """Within the block ``predict`` runs the backbone's active
+        sub-network for every image: no routing (the per-sub-network
+        evaluation of a gated model)."""
+        previous = self._routing_off
+        self._routing_off = True
         try:
             yield
         finally:
-            self._static_predict = previous
+            self._routing_off = previous

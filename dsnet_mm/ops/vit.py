@@ -207,7 +207,7 @@ class AttentionCore(nn.Module):
     """``softmax(q k^T / sqrt(head_dims)) v`` per head, holding no weights.
 
     A module of its own so that counters can hook the two matmuls (see
-    :func:`~dsnet_mm.analysis.count_complexity`). Optionally zeroes the
+    :func:`~dsnet_mm.models.complexity.count_complexity`). Optionally zeroes the
     context of each sample's inactive heads (``head_mask``, ``[B, >= h]``).
 
     Args:

@@ -8,16 +8,18 @@ non-uniform ``subnets=`` lists for the DS backbones. A library:
 """
 from .channels import ChannelAxes, classifier_axes, l1_scores, \
     permute_channels
-from .noise import (ChannelNoise, add_channel_noise, noise_alphas,
-                    noise_scores, ranking_perms, remove_channel_noise)
+from .noise import (ChannelNoise, add_channel_noise, channel_alphas,
+                    noise_alphas, noise_scores, noisy_scoring, ranking_perms,
+                    remove_channel_noise)
 from .progressive import ProgressiveSearch, check_search_args
 from .reselect import pareto_front, reselect, subnet_list
-from .runner import DEFAULTS, SearchRunner, search_options
+from .runner import DEFAULTS, SearchRunner, matched_uniform, search_options
 
 __all__ = [
     'ChannelAxes', 'classifier_axes', 'l1_scores', 'permute_channels',
-    'ChannelNoise', 'add_channel_noise', 'noise_alphas', 'noise_scores',
-    'ranking_perms', 'remove_channel_noise', 'ProgressiveSearch',
-    'check_search_args', 'pareto_front', 'reselect', 'subnet_list',
-    'DEFAULTS', 'SearchRunner', 'search_options'
+    'ChannelNoise', 'add_channel_noise', 'channel_alphas', 'noise_alphas',
+    'noise_scores', 'noisy_scoring', 'ranking_perms', 'remove_channel_noise',
+    'ProgressiveSearch', 'check_search_args', 'pareto_front', 'reselect',
+    'subnet_list', 'DEFAULTS', 'SearchRunner', 'matched_uniform',
+    'search_options'
 ]

@@ -12,8 +12,11 @@ script's reading; ``docs/reference/progressive_search.md``).
 
 The noise is a ``torch.nn.utils.parametrize`` parametrization of the conv's
 ``weight``: the op itself is untouched, and :func:`remove_channel_noise`
-leaves the plain trained weights behind.
+leaves the plain trained weights behind. With ``keep_noise`` the search
+keeps it: :func:`channel_alphas` reads the scales, and
+:func:`noisy_scoring` turns the noise on while candidates are scored.
 """
+from contextlib import contextmanager
 from typing import Dict, Iterator, List
 
 import torch
@@ -72,10 +75,9 @@ def noise_alphas(model: nn.Module) -> Iterator[nn.Parameter]:
             yield m.alpha
 
 
-def remove_channel_noise(model: nn.Module, axes: ChannelAxes
-                         ) -> Dict[str, torch.Tensor]:
-    """Take the noise off, keeping the trained weights; returns each
-    producing conv's ``|alpha|`` by weight name."""
+def channel_alphas(model: nn.Module, axes: ChannelAxes
+                   ) -> Dict[str, torch.Tensor]:
+    """Each producing conv's ``|alpha|`` by weight name (the noise stays)."""
     alphas = {}
     for weight_names in axes.producers.values():
         for name in weight_names:
@@ -84,26 +86,58 @@ def remove_channel_noise(model: nn.Module, axes: ChannelAxes
                 raise ValueError(f'{name} carries no ranking noise')
             alphas[name] = conv.parametrizations.weight[0].alpha.detach()\
                 .abs().clone()
-            parametrize.remove_parametrizations(
-                conv, 'weight', leave_parametrized=False)
     return alphas
+
+
+def remove_channel_noise(model: nn.Module, axes: ChannelAxes
+                         ) -> Dict[str, torch.Tensor]:
+    """Take the noise off, keeping the trained weights; returns each
+    producing conv's ``|alpha|`` by weight name."""
+    alphas = channel_alphas(model, axes)
+    for name in alphas:
+        parametrize.remove_parametrizations(
+            _owner(model, name), 'weight', leave_parametrized=False)
+    return alphas
+
+
+@contextmanager
+def noisy_scoring(model: nn.Module, seed: int) -> Iterator[None]:
+    """Inside, the ranking noise is on whatever the model's mode (as the
+    paper scores its held-out split in train mode), drawn from ``seed``;
+    the global random state and the noise modules' modes are restored
+    after."""
+    noises = [m for m in model.modules() if isinstance(m, ChannelNoise)]
+    modes = [m.training for m in noises]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for m in noises:
+            m.train()
+        try:
+            yield
+        finally:
+            for m, mode in zip(noises, modes):
+                m.train(mode)
 
 
 def noise_scores(axes: ChannelAxes,
                  alphas: Dict[str, torch.Tensor],
-                 order: str = 'descending') -> Dict[str, torch.Tensor]:
-    """Channel importance from the noise scales (higher: kept longer)."""
+                 order: str = 'descending',
+                 scope: str = 'group') -> Dict[object, torch.Tensor]:
+    """Channel importance from the noise scales (higher: kept longer), per
+    width group or per layer (``scope``, see
+    :func:`~dsnet_mm.search.channels.channel_scores`)."""
     if order not in NOISE_ORDERS:
         raise ValueError(f'noise order must be one of {NOISE_ORDERS}, got '
                          f'{order!r}')
-    scores = channel_scores(axes, alphas)
+    scores = channel_scores(axes, alphas, scope)
     sign = -1.0 if order == 'descending' else 1.0
     return {g: sign * s for g, s in scores.items()}
 
 
-def ranking_perms(scores: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-    """The permutation of each group that puts its most important channel
-    first (stable: ties keep their order)."""
+def ranking_perms(scores: Dict[object, torch.Tensor]
+                  ) -> Dict[object, torch.Tensor]:
+    """The permutation of each group (or layer) that puts its most important
+    channel first (stable: ties keep their order)."""
     return {g: torch.sort(s, descending=True, stable=True).indices
             for g, s in scores.items()}
 

@@ -5,8 +5,11 @@ From the widest width vector, each step tries, for every searched group not
 yet at its minimum, removing its next channel group (``G`` groups per width
 group: the widths ``round(w * (G - k) / G)``, never below
 ``ceil(min_ratio * w)``), scores each candidate on a held-out part of the
-*training* split, and commits the removal that costs least (highest top-1,
-or lowest loss). Channels were reordered by importance before
+*training* split, and commits the removal that costs least: the best score
+(highest top-1, or lowest loss; ``step_rule='best'``, the paper's), or the
+smallest score drop per MAdd saved (``'cost'``; drops below zero count as
+zero, and ties go to the larger saving). Channels were reordered by
+importance before
 (:mod:`dsnet_mm.search.channels`), so a removal drops the least important
 remaining channels. When the committed sub-network's top-1 falls below the
 fine-tuning threshold it is fine-tuned (at its widths, the head's loss) for
@@ -23,12 +26,14 @@ import math
 from typing import Callable, Dict, Iterable, Iterator, List, Optional, \
     Sequence, Tuple
 
+import torch
 import torch.nn as nn
 
 from dsnet_mm.ops.utils import check_float, check_int
 from .training import Widths, evaluate_at, madds_at, sgd, train_at
 
 CRITERIA = ('accuracy', 'loss')
+STEP_RULES = ('best', 'cost')
 
 
 class ProgressiveSearch:
@@ -62,6 +67,12 @@ class ProgressiveSearch:
         criterion (str): ``'accuracy'`` (highest top-1) or ``'loss'``
             (lowest held-out cross-entropy) picks the removal.
             Defaults to ``'accuracy'``.
+        step_rule (str): ``'best'`` (the best score) or ``'cost'`` (the
+            smallest score drop per MAdd saved) picks the removal.
+            Defaults to ``'best'``.
+        noisy_scoring (bool): Score with the ranking noise on (the model
+            carries it, ``keep_noise``), each evaluation's draw seeded by
+            the search seed and its count. Defaults to False.
         seed (int): Seeds the fine-tuning data order. Defaults to 0.
     """
 
@@ -79,6 +90,8 @@ class ProgressiveSearch:
                  finetune_lr: float = 0.01,
                  check_interval: int = 20,
                  criterion: str = 'accuracy',
+                 step_rule: str = 'best',
+                 noisy_scoring: bool = False,
                  seed: int = 0) -> None:
         check_search_args(start, groups, num_groups, min_ratio)
         check_int('finetune_iters', finetune_iters, 1)
@@ -86,6 +99,9 @@ class ProgressiveSearch:
         if criterion not in CRITERIA:
             raise ValueError(f'criterion must be one of {CRITERIA}, got '
                              f'{criterion!r}')
+        if step_rule not in STEP_RULES:
+            raise ValueError(f'step_rule must be one of {STEP_RULES}, got '
+                             f'{step_rule!r}')
         self.model = model
         self.held_out = held_out
         self.train_batches = train_batches
@@ -97,6 +113,8 @@ class ProgressiveSearch:
         self.finetune_lr = finetune_lr
         self.check_interval = check_interval
         self.criterion = criterion
+        self.step_rule = step_rule
+        self.noisy_scoring = noisy_scoring
         self.seed = seed
         self.start = dict(start)
         self.min_widths = {
@@ -137,7 +155,9 @@ class ProgressiveSearch:
     def evaluate(self, widths: Widths) -> Dict[str, float]:
         """Held-out top-1 and loss of ``widths`` (one evaluation)."""
         self.evaluations += 1
-        return evaluate_at(self.model, self.held_out, widths)
+        noise_seed = (self.seed * 1_000_003 + self.evaluations) \
+            if self.noisy_scoring else None
+        return evaluate_at(self.model, self.held_out, widths, noise_seed)
 
     def _key(self, score: Dict[str, float]) -> float:
         return score['accuracy'] if self.criterion == 'accuracy' \
@@ -168,8 +188,12 @@ class ProgressiveSearch:
             result['score'] = self.evaluate(widths)
             return result['score']['accuracy'] >= self.threshold
 
-        iters = train_at(self.model, widths, self._cycle(step), optimizer,
-                         self.finetune_iters, stop=stop)
+        # the noise drawn in training (with noisy_scoring) repeats with the
+        # step, so a resumed search fine-tunes as an uninterrupted one
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed * 1_000_003 + 7_919 * step)
+            iters = train_at(self.model, widths, self._cycle(step),
+                             optimizer, self.finetune_iters, stop=stop)
         return iters, result['score']
 
     def _record(self, widths: Widths, score: Dict[str, float],
@@ -199,14 +223,32 @@ class ProgressiveSearch:
                                'at its minimum width')
         scored = [(group, widths, self.evaluate(widths))
                   for group, widths in candidates]
-        # the first best in group order wins a tie (deterministic)
-        group, widths, score = max(
-            scored, key=lambda c: self._key(c[2]))
+        if self.step_rule == 'cost':
+            group, widths, score = self._cheapest(scored)
+        else:
+            # the first best in group order wins a tie (deterministic)
+            group, widths, score = max(
+                scored, key=lambda c: self._key(c[2]))
         self.widths = widths
         iters = 0
         if self.threshold is not None and score['accuracy'] < self.threshold:
             iters, score = self.finetune(widths, score, len(self.trajectory))
         return self._record(widths, score, group, iters)
+
+    def _cheapest(self, scored: List[tuple]) -> tuple:
+        """The candidate of the smallest score drop per MAdd saved, from the
+        committed point (drops below zero count as zero); a tie goes to the
+        larger saving, then to the first in group order."""
+        last = self.trajectory[-1]
+        now = self._key(dict(accuracy=last['score'], loss=last['loss']))
+
+        def rank(candidate: tuple) -> Tuple[float, int]:
+            saving = max(1, last['madds'] - madds_at(
+                self.model, candidate[1], self.input_shape))
+            drop = max(0.0, now - self._key(candidate[2]))
+            return drop / saving, -saving
+
+        return min(scored, key=rank)
 
     def run(self, max_steps: Optional[int] = None,
             on_step: Optional[Callable[[dict], None]] = None) -> List[dict]:

@@ -8,12 +8,16 @@ loadable) so that a killed search resumes where it stopped:
    trained with plain supervision, with
    trainable ranking noise on every producing conv (``ranking='noise'``) or
    without (``'l1'``); a state per epoch.
-2. **rank**: channels ranked per width group (``|alpha|`` or L1 norm) and
-   reordered, most important first.
+2. **rank**: channels ranked per width group or per layer
+   (``ranking_scope``; ``|alpha|`` or L1 norm) and reordered, most
+   important first; the noise is taken off, or kept for the search
+   (``keep_noise``: candidates scored and fine-tuned with it on).
 3. **search**: :class:`~dsnet_mm.search.ProgressiveSearch`, a state per step.
 4. **re-selection** and outputs: ``trajectory.json``, ``subnets.json``,
    ``trajectory.png`` and configs that train the result: ``searched.py``
-   (Stage I over the searched list), ``uniform.py`` (the US-Net baseline:
+   (Stage I over the searched list: the ``num_keep`` re-selected points,
+   or the whole filtered trajectory with ``stage1_list='trajectory'``),
+   ``uniform.py`` (the US-Net baseline:
    a uniform list matched in MAdds, trained with ``sampling='usnet'``) and,
    given a gate config, ``searched_gate.py`` (Stage II over the searched
    list).
@@ -34,19 +38,23 @@ from dsnet_mm.engine.cli import checked
 from dsnet_mm.models.subnet import SubnetSpace
 from dsnet_mm.ops.utils import (check_choice, check_float, check_int,
                                 check_type)
-from .channels import classifier_axes, l1_scores, permute_channels
+from .channels import SCOPES, classifier_axes, l1_scores, permute_channels
 from .data import search_data
-from .noise import (NOISE_ORDERS, add_channel_noise, noise_scores,
-                    ranking_perms, remove_channel_noise)
-from .progressive import CRITERIA, ProgressiveSearch, check_search_args
-from .reselect import reselect, subnet_list
+from .noise import (NOISE_ORDERS, add_channel_noise, channel_alphas,
+                    noise_scores, ranking_perms, remove_channel_noise)
+from .progressive import (CRITERIA, STEP_RULES, ProgressiveSearch,
+                          check_search_args)
+from .reselect import pareto_front, reselect, subnet_list
 from .training import madds_at, sgd, train_at
 
 RANKINGS = ('noise', 'l1')
+STAGE1_LISTS = ('kept', 'trajectory')
 # every option of a search, with its default (config ``search=dict(...)``)
 DEFAULTS = dict(
     ranking='noise',
     noise_order='descending',
+    ranking_scope='group',
+    keep_noise=False,
     base_epochs=1,
     base_lr=0.1,
     base_weight_decay=1e-4,
@@ -58,7 +66,9 @@ DEFAULTS = dict(
     finetune_lr=0.01,
     check_interval=20,
     criterion='accuracy',
+    step_rule='best',
     num_keep=8,
+    stage1_list='kept',
     search_groups=None,
     divisor=1,
     load_from=None,
@@ -87,8 +97,16 @@ def search_options(cfg_search: Optional[Mapping],
         options.update({k: v for k, v in source.items() if v is not None})
     for key, allowed in (('ranking', RANKINGS),
                          ('noise_order', NOISE_ORDERS),
-                         ('criterion', CRITERIA)):
+                         ('ranking_scope', SCOPES),
+                         ('criterion', CRITERIA),
+                         ('step_rule', STEP_RULES),
+                         ('stage1_list', STAGE1_LISTS)):
         check_choice(f'search {key}', options[key], allowed)
+    check_type('search keep_noise', options['keep_noise'], bool, 'a bool')
+    if options['keep_noise'] and options['ranking'] != 'noise':
+        raise ValueError(
+            "search keep_noise=True needs ranking='noise' (there is no noise "
+            f"to keep with ranking={options['ranking']!r})")
     for key, low in INT_OPTIONS.items():
         check_int(f'search {key}', options[key], low)
     for key, (low, high, low_open) in FLOAT_OPTIONS.items():
@@ -217,11 +235,13 @@ class SearchRunner:
                        rng=torch.get_rng_state()), self.state_path)
             self.log(f'base training ({opts["ranking"]}): epoch '
                      f'{epoch}/{epochs} in {time.time() - begin:.1f}s')
+        scope = opts['ranking_scope']
         if noisy:
-            alphas = remove_channel_noise(self.model, self.axes)
-            return noise_scores(self.axes, alphas,
-                                opts['noise_order'])
-        return l1_scores(self.model, self.axes)
+            alphas = channel_alphas(self.model, self.axes) \
+                if opts['keep_noise'] else \
+                remove_channel_noise(self.model, self.axes)
+            return noise_scores(self.axes, alphas, opts['noise_order'], scope)
+        return l1_scores(self.model, self.axes, scope)
 
     # --- the whole search --------------------------------------------------
     def _new_search(self) -> ProgressiveSearch:
@@ -233,6 +253,7 @@ class SearchRunner:
             finetune_iters=o['finetune_iters'],
             finetune_lr=o['finetune_lr'],
             check_interval=o['check_interval'], criterion=o['criterion'],
+            step_rule=o['step_rule'], noisy_scoring=o['keep_noise'],
             seed=o['seed'])
 
     def run(self, max_steps: Optional[int] = None) -> Optional[dict]:
@@ -255,6 +276,8 @@ class SearchRunner:
             permute_channels(self.model, self.axes, ranking_perms(scores))
             state = None
         else:
+            if self.options['keep_noise']:
+                add_channel_noise(self.model, self.axes)
             search.load_state_dict(state['search'])
         begin = time.time()
         total = search.total_steps()
@@ -282,9 +305,14 @@ class SearchRunner:
     def _write(self, search: ProgressiveSearch) -> Dict[str, str]:
         o = self.options
         kept = reselect(search.trajectory, o['num_keep'])
-        searched = subnet_list(search.trajectory, kept)
+        # Stage I's list: the kept points, or every point of the filtered
+        # trajectory (its Pareto front and both ends)
+        trained = kept if o['stage1_list'] == 'kept' else sorted(
+            {0, len(search.trajectory) - 1,
+             *pareto_front(search.trajectory)})
+        searched = subnet_list(search.trajectory, trained)
         uniform = self.matched_uniform(
-            [search.trajectory[i]['madds'] for i in reversed(kept)],
+            [search.trajectory[i]['madds'] for i in reversed(trained)],
             search.min_widths)
         out = {k: osp.join(self.work_dir, f) for k, f in dict(
             trajectory='trajectory.json', subnets='subnets.json',
@@ -296,7 +324,8 @@ class SearchRunner:
                       evaluations=search.evaluations,
                       num_held_out=sum(len(b['data_samples'])
                                        for b in self.held_out),
-                      steps=search.trajectory, kept=kept)
+                      input_shape=list(self.input_shape),
+                      steps=search.trajectory, kept=kept, trained=trained)
         with open(out['trajectory'], 'w') as f:
             json.dump(record, f, indent=1)
         with open(out['subnets'], 'w') as f:
@@ -366,25 +395,36 @@ class SearchRunner:
         """The uniform (one ratio) width vectors between the searched
         minimum and the start whose MAdds are nearest to each target,
         narrowest first, duplicates dropped."""
-        ladder = SubnetSpace(self.model.backbone.space.max_widths,
-                             [{**self.start, **min_widths}, self.start])
-        divisor = self.options['divisor']
-        model, shape = self.model, self.input_shape
+        return matched_uniform(self.model, self.start, min_widths, targets,
+                               self.options['divisor'], self.input_shape)
 
-        def madds(t: float) -> int:
-            return madds_at(model, ladder.interpolate(t, divisor), shape)
 
-        out = []
-        for target in targets:
-            a, b = 0.0, 1.0
-            for _ in range(30):  # MAdds grow with t: bisection
-                mid = (a + b) / 2
-                a, b = (mid, b) if madds(mid) < target else (a, mid)
-            t = min((a, b), key=lambda t: abs(madds(t) - target))
-            widths = ladder.interpolate(t, divisor)
-            if not out or widths != out[-1]:
-                out.append(widths)
-        return out
+def matched_uniform(model, start: Mapping[str, int],
+                    min_widths: Mapping[str, int], targets: Sequence[int],
+                    divisor: int, input_shape: Sequence[int]
+                    ) -> List[Dict[str, int]]:
+    """The uniform (one ratio ``t`` for every group, from ``min_widths`` to
+    ``start``, rounded to ``divisor``) width vectors of ``model`` whose
+    MAdds on ``input_shape`` images are nearest to each target, narrowest
+    first, duplicates dropped."""
+    ladder = SubnetSpace(model.backbone.space.max_widths,
+                         [{**start, **min_widths}, dict(start)])
+    shape = tuple(input_shape)
+
+    def madds(t: float) -> int:
+        return madds_at(model, ladder.interpolate(t, divisor), shape)
+
+    out = []
+    for target in targets:
+        a, b = 0.0, 1.0
+        for _ in range(30):  # MAdds grow with t: bisection
+            mid = (a + b) / 2
+            a, b = (mid, b) if madds(mid) < target else (a, mid)
+        t = min((a, b), key=lambda t: abs(madds(t) - target))
+        widths = ladder.interpolate(t, divisor)
+        if not out or widths != out[-1]:
+            out.append(widths)
+    return out
 
 
 def _nearest(values: Sequence[int], target: int) -> int:

@@ -8,7 +8,7 @@ split with BN in train mode): the running statistics of a width vector that
 was never trained would be meaningless, and a recalibration per candidate
 would double the cost. The running statistics are left untouched.
 """
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Callable, Dict, Iterable, Iterator, Mapping, Optional
 
 import torch
@@ -16,9 +16,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from dsnet_mm.analysis.complexity import count_complexity
+from dsnet_mm.models.complexity import count_complexity
 from dsnet_mm.models.subnet import SubnetSpec
-from .noise import noise_alphas
+from .noise import noise_alphas, noisy_scoring
 
 Widths = Mapping[str, int]
 
@@ -74,10 +74,14 @@ def batch_statistics(model: nn.Module) -> Iterator[None]:
 
 @torch.no_grad()
 def evaluate_at(model: nn.Module, batches: Iterable[dict],
-                widths: Widths) -> Dict[str, float]:
-    """Top-1 (%) and mean cross-entropy of the classifier at ``widths``."""
+                widths: Widths,
+                noise_seed: Optional[int] = None) -> Dict[str, float]:
+    """Top-1 (%) and mean cross-entropy of the classifier at ``widths``;
+    with ``noise_seed``, the ranking noise on, drawn from that seed."""
     correct, loss, total = 0, 0.0, 0
-    with batch_statistics(model):
+    with batch_statistics(model), (
+            nullcontext() if noise_seed is None else
+            noisy_scoring(model, noise_seed)):
         for data in batches:
             data = model.data_preprocessor(data, False)
             labels = torch.cat(

@@ -33,7 +33,7 @@ from mmengine.runner import load_checkpoint
 from mmengine.utils import mkdir_or_exist
 
 from dsnet_mm.analysis.benchmark import (BACKENDS, DETECTOR_MODES, DEVICES,
-                                         MODES,
+                                         MODES, BenchmarkOptions,
                                          benchmark, check_device,
                                          plot_latency, summarize)
 from dsnet_mm.deploy.allocator import reuse_freed_memory
@@ -146,14 +146,15 @@ def main():
         images = _images(cfg, model, max(args.batch_sizes))
         shape = tuple(images.shape[1:])
     try:
-        rows = benchmark(model, specs, args.modes, args.batch_sizes, shape,
-                         device, args.warmup, args.repeats,
-                         args.channels_last, images,
-                         min_sample_ms=args.min_sample_ms,
+        options = BenchmarkOptions(
+            modes=args.modes, batch_sizes=args.batch_sizes,
+            warmup=args.warmup, repeats=args.repeats,
+            min_sample_ms=args.min_sample_ms,
+            channels_last=args.channels_last, backends=args.backends,
+            compile=args.compile, routing_mix=args.routing_mix)
+        rows = benchmark(model, specs, shape, device, options, images,
                          progress=lambda line: print(line, file=sys.stderr,
-                                                     flush=True),
-                         backends=args.backends, compile=args.compile,
-                         routing_mix=args.routing_mix)
+                                                     flush=True))
     except ValueError as e:
         sys.exit(f'benchmark.py: error: {e}')
     name = torch.cuda.get_device_name(device) if device.type == 'cuda' \

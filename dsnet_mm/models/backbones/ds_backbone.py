@@ -12,6 +12,8 @@ import torch.nn as nn
 from dsnet_mm.ops import DSBatchNorm2d, InferenceCacheBlock
 from dsnet_mm.ops.utils import (check_bool, check_choice, check_int,
                                 check_ints, check_keys)
+from dsnet_mm.static import LayerBuilder, StaticNet, pool_head
+from dsnet_mm.static.plain import plain_subnet
 from ..gates.ds_gate import GATE_FEATURES, GATE_HEAD_INITS
 from ..subnet import SubnetSpace, SubnetSpec
 from .pretrained import load_pretrained
@@ -137,7 +139,6 @@ class DSBackboneMixin:
         attached = None
         if block is not None and getattr(model, 'backbone', None) is self \
                 and self._plain_supported():
-            from dsnet_mm.deploy.plain import plain_subnet
             attached = (plain_subnet, block, model)
         self.__dict__['_plain_attached'] = attached
 
@@ -147,7 +148,7 @@ class DSBackboneMixin:
         return self.out_indices == (len(self._stages()) - 1, )
 
     def plain_subnet(self, x: torch.Tensor, spec: SubnetSpec):
-        """The :class:`~dsnet_mm.deploy.plain.PlainSubnet` that runs
+        """The :class:`~dsnet_mm.static.plain.PlainSubnet` that runs
         sub-network ``spec`` on inputs like ``x`` in a checked span of the
         classifier's inference cache (see
         :meth:`~dsnet_mm.ops.InferenceCacheBlock.plain`), else None (the DS
@@ -157,6 +158,51 @@ class DSBackboneMixin:
             return None
         build, block, model = attached
         return build(block, model, spec, x)
+
+    # --- the static form ---------------------------------------------
+    def build_static(self,
+                     spec: SubnetSpec,
+                     layers: LayerBuilder,
+                     fc: Optional[nn.Module] = None,
+                     neck: Optional[nn.Module] = None) -> StaticNet:
+        """Sub-network ``spec`` as a :class:`~dsnet_mm.static.StaticNet`
+        whose layers ``layers`` builds: the stem (``_static_stem``), each
+        block's own static form (its ``build_static(spec, width, layers)``)
+        stage by stage, and global pooling with the classifier ``fc`` (the
+        classifier's global-average-pooling neck; an identity where ``fc``
+        is None, as for a detector's backbone).
+
+        Args:
+            spec (SubnetSpec): The sub-network (its widths and BN row).
+            layers (LayerBuilder): The layer builder.
+            fc (nn.Module, optional): The classifier's linear layer.
+            neck (nn.Module, optional): The classifier's neck (a CNN's
+                static head pools globally, as ``GlobalAveragePooling``).
+        """
+        stem, width = self._static_stem(spec, layers)
+        body: List[nn.Module] = []
+        stage_ends = []
+        for blocks in self._stages():
+            for block in blocks:
+                modules, width = block.build_static(spec, width, layers)
+                body += modules
+            stage_ends.append(len(body))
+        return StaticNet(stem, body, pool_head(fc, width, layers),
+                         stage_ends)
+
+    # --- the channel axes (the progressive search's reordering) -------
+    def describe_channels(self, axes) -> str:
+        """Fill a :class:`~dsnet_mm.search.channels.ChannelAxes` with every
+        tensor axis of each width group: the stem's (``_describe_stem``),
+        then each block's own (its ``describe_channels(axes, prefix,
+        in_group)``, returning its output's group) stage by stage; returns
+        the output's group."""
+        group = self._describe_stem(axes)
+        names = {id(m): n for n, m in self.named_modules()}
+        for blocks in self._stages():
+            for block in blocks:
+                group = block.describe_channels(axes, names[id(block)], group)
+        return group
 
     # --- what a detector's neck reads ---------------------------------
     @property

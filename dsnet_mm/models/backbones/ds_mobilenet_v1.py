@@ -10,6 +10,7 @@ from mmpretrain.registry import MODELS
 from dsnet_mm.ops import DSBatchNorm2d, DSConv2d, DSSqueezeExcite
 from dsnet_mm.ops.utils import (check_choice, check_int, check_ints,
                                 check_keys, check_type)
+from dsnet_mm.static import LayerBuilder, build_se
 from ..gates import DSGate
 from ..routing import MaskedRouting
 from ..subnet import SubnetSpace, SubnetSpec, SubnetsCfg
@@ -32,6 +33,22 @@ class DSConvBNAct(nn.Module):
             x, self.bn, spec.stats, spec[self.group],
             mask=spec.pre_act_mask(self.group)))
         return spec.mask(x, self.group)
+
+    def build_static(self, spec: SubnetSpec, width: int,
+                     layers: LayerBuilder) -> Tuple[List[nn.Module], int]:
+        """(conv-BN and Swish at ``spec``'s width built by ``layers``, that
+        width)."""
+        out = spec[self.group]
+        return [layers.conv_bn(self.conv, self.bn, width, out, spec.stats),
+                nn.SiLU(inplace=True)], out
+
+    def describe_channels(self, axes, prefix: str,
+                          in_group: Optional[str]) -> str:
+        """The conv's and BN's axes (module ``prefix``); returns the output's
+        group."""
+        axes.conv(f'{prefix}.conv', self.conv, in_group, self.group)
+        axes.bn(f'{prefix}.bn', self.group)
+        return self.group
 
 
 class DSDepthwiseSeparable(nn.Module):
@@ -120,6 +137,37 @@ class DSDepthwiseSeparable(nn.Module):
     def forward_after_gate(self, x: torch.Tensor,
                            spec: SubnetSpec) -> torch.Tensor:
         return self.forward_pw(x, spec)
+
+    def build_static(self, spec: SubnetSpec, width: int,
+                     layers: LayerBuilder) -> Tuple[List[nn.Module], int]:
+        """The block at ``spec``'s widths and kernel, its input ``width``
+        channels wide, built by ``layers``: (depthwise conv-BN, Swish, the
+        SE or gate, pointwise conv-BN, Swish; the output width)."""
+        out = spec[self.group]
+        kernel = None if self.kernel_group is None \
+            else spec[self.kernel_group]
+        return [
+            layers.conv_bn(self.conv_dw, self.bn1, width, width, spec.stats,
+                           kernel),
+            nn.SiLU(inplace=True),
+            build_se(self.se, width, layers),
+            layers.conv_bn(self.conv_pw, self.bn2, width, out, spec.stats),
+            nn.SiLU(inplace=True)
+        ], out
+
+    def describe_channels(self, axes, prefix: str,
+                          in_group: Optional[str]) -> str:
+        """Every tensor axis of the block (module ``prefix``): the depthwise
+        conv, its BN and the SE at the input's group, the pointwise conv
+        and its BN at the block's; returns the output's group."""
+        axes.conv(f'{prefix}.conv_dw', self.conv_dw, self.in_group,
+                  self.in_group)
+        axes.bn(f'{prefix}.bn1', self.in_group)
+        axes.se(f'{prefix}.se', self.se, self.in_group)
+        axes.conv(f'{prefix}.conv_pw', self.conv_pw, self.in_group,
+                  self.group)
+        axes.bn(f'{prefix}.bn2', self.group)
+        return self.group
 
 
 @MODELS.register_module()
@@ -307,23 +355,13 @@ class DSMobileNetV1(DSBackboneMixin, BaseBackbone):
     def _stages(self) -> List[nn.ModuleList]:
         return list(self.layers)
 
-    def describe_channels(self, axes) -> str:
-        """Fill a :class:`~dsnet_mm.search.channels.ChannelAxes` with every
-        tensor axis of each width group; returns the output's group."""
-        axes.conv('stem.conv', self.stem.conv, None, 'stem')
-        axes.bn('stem.bn', 'stem')
-        group = 'stem'
-        for i, blocks in enumerate(self.layers):
-            for j, block in enumerate(blocks):
-                name, group = f'layers.{i}.{j}', block.group
-                axes.conv(f'{name}.conv_dw', block.conv_dw, block.in_group,
-                          block.in_group)
-                axes.bn(f'{name}.bn1', block.in_group)
-                axes.se(f'{name}.se', block.se, block.in_group)
-                axes.conv(f'{name}.conv_pw', block.conv_pw, block.in_group,
-                          group)
-                axes.bn(f'{name}.bn2', group)
-        return group
+    def _static_stem(self, spec: SubnetSpec,
+                     layers: LayerBuilder) -> Tuple[nn.Module, int]:
+        stem, width = self.stem.build_static(spec, self.in_channels, layers)
+        return nn.Sequential(*stem), width
+
+    def _describe_stem(self, axes) -> str:
+        return self.stem.describe_channels(axes, 'stem', None)
 
     # --- mmpretrain conventions ----------------------------------------
     def _freeze_stages(self) -> None:

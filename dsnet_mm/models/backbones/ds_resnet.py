@@ -2,310 +2,27 @@
 """DS-ResNet: dynamic slimmable ResNets (BasicBlock and Bottleneck), a
 drop-in for mmpretrain's ``ResNet``, ``ResNet_CIFAR``, ``ResNetV1c`` and
 ``ResNetV1d``."""
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-import torch.utils.checkpoint as cp
-from mmcv.cnn.bricks import DropPath
 from mmpretrain.models.backbones.base_backbone import BaseBackbone
 from mmpretrain.registry import MODELS
 
-from dsnet_mm.ops import DSBatchNorm2d, DSConv2d, DSSqueezeExcite
+from dsnet_mm.ops import DSBatchNorm2d, DSConv2d
 from dsnet_mm.ops.utils import (check_bool, check_choice, check_float,
-                                check_int, check_ints, check_keys,
-                                check_type)
-from ..gates import DSGate
+                                check_int, check_ints)
+from dsnet_mm.static import LayerBuilder
 from ..subnet import SubnetSpace, SubnetSpec, SubnetsCfg
 from .ds_backbone import DSBackboneMixin
-from .pretrained import register_whole_loading, with_ds_layer_kinds
-
-InitCfg = Union[dict, List[dict], None]
-
-# mmpretrain ResNet's default initialisation
-DEFAULT_INIT_CFG = [
-    dict(type='Kaiming', layer=['Conv2d']),
-    dict(type='Constant', val=1, layer=['_BatchNorm', 'GroupNorm'])
-]
-# mmpretrain's threshold below which a block has no DropPath
-DROP_PATH_EPS = 1e-5
-
-
-def _ds_init_cfg(init_cfg: InitCfg) -> InitCfg:
-    """``init_cfg`` with its torch layer kinds extended to the DS layers
-    (:func:`~dsnet_mm.models.backbones.pretrained.with_ds_layer_kinds`),
-    except that ``'Conv2d'`` stops naming torch's own ``nn.Conv2d``: the
-    only one of a DS-ResNet is a gate's slimming head, which keeps the
-    initialisation its ``head_init`` chose."""
-    cfg = with_ds_layer_kinds(init_cfg)
-    if isinstance(cfg, list):
-        return [_ds_init_cfg(c) if 'layer' in c else c for c in cfg]
-    if isinstance(cfg, dict) and 'layer' in cfg:
-        layers = [cfg['layer']] if isinstance(cfg['layer'], str) \
-            else cfg['layer']
-        if 'DSConv2d' in layers:
-            return dict(cfg, layer=[k for k in layers if k != 'Conv2d'])
-    return cfg
-
-
-# DS-Net's description of DS-ResNet: every stage slimmed by one ratio rho;
-# our reading is rho in [0.25 : 0.25 : 1.0] (no DS-ResNet code was released
-# and the paper's lists were not available to us:
-# docs/reference/dsnet.md, "DS-ResNet")
-DEFAULT_RATIOS = (0.25, 0.5, 0.75, 1.0)
-
-
-class DSResBlock(nn.Module):
-    """A residual block built from its class table of convs.
-
-    The residual branch is ``len(kernels)`` convs, each followed by BN; all
-    but the last run at the block's interior width (its own group) and are
-    followed by ReLU and the interior's mask; the last widens to the stream.
-    The shortcut is the identity when the block keeps its stream (same widest
-    width, stride 1), so both sides of the add are the same width group.
-    Otherwise it is a projection (1x1 conv with the block's stride, then BN;
-    with ``avg_down`` an average pooling with the stride, then a stride-1
-    conv and BN), sliced on both sides: its input width is read from the
-    input, its output width is the block's stream group. After the add and
-    the ReLU the stream group's mask is applied, so on the mask path of
-    per-sample routing every image keeps only its own channels, on both
-    sides of every later add. A routing that masks before the activation
-    (``mask_position='before_act'`` of
-    :class:`~dsnet_mm.models.routing.MaskedRouting`) masks every conv's and
-    BN's output instead, the projection's included, so both sides of the add
-    arrive masked.
-
-    The layer names are mmpretrain's (``conv1``, ``bn1`` .., ``downsample.0``
-    ..), and so are ``norm1`` .. (the BNs), ``style``, ``dilation``,
-    ``with_cp`` and ``drop_path``.
-
-    Args:
-        in_channels (int): Widest input width.
-        out_channels (int): Widest output width (the stream).
-        stride (int): Stride of the block.
-        group (str): Width group of the output stream.
-        mid_group (str): Width group of the block's interior.
-        num_stats (int): BN statistics rows (sub-networks + largest).
-        se (bool): Start with an SE on the block input. Defaults to False.
-        gate (dict, optional): ``DSGate`` keyword arguments (``num_choices``,
-            ``features``) if that SE is the gate's attention head (the block
-            holds the gate). Defaults to None.
-        se_ratio (float): Squeeze ratio of the SE. Defaults to 0.25.
-        expansion (int, optional): Widest stream / widest interior; None is
-            the class's. Defaults to None.
-        dilation (int): Dilation of the first 3x3 conv. Defaults to 1.
-        style (str): ``'pytorch'`` (a bottleneck's stride on its 3x3 conv)
-            or ``'caffe'`` (on its first 1x1 conv). Defaults to
-            ``'pytorch'``.
-        avg_down (bool): Downsample the projection shortcut by average
-            pooling before a stride-1 conv. Defaults to False.
-        with_cp (bool): Recompute the block in the backward pass (activation
-            checkpointing) instead of storing its activations. Defaults to
-            False.
-        drop_path_rate (float): Stochastic depth rate of the residual
-            branch. Defaults to 0.
-        bn_kwargs (dict, optional): ``eps`` / ``momentum`` of the BNs.
-            Defaults to None.
-    """
-
-    expansion = 1  # widest stream / widest interior (the class's default)
-    kernels: Tuple[int, ...] = (3, 3)  # kernel size of each conv
-    stride_at = 0  # which conv has the block's stride (style 'pytorch')
-    caffe_stride_at = 0  # the same in style 'caffe'
-
-    def __init__(self,
-                 in_channels: int,
-                 out_channels: int,
-                 stride: int,
-                 group: str,
-                 mid_group: str,
-                 num_stats: int,
-                 se: bool = False,
-                 gate: Optional[dict] = None,
-                 se_ratio: float = 0.25,
-                 expansion: Optional[int] = None,
-                 dilation: int = 1,
-                 style: str = 'pytorch',
-                 avg_down: bool = False,
-                 with_cp: bool = False,
-                 drop_path_rate: float = 0.0,
-                 bn_kwargs: Optional[dict] = None) -> None:
-        super().__init__()
-        self.in_channels = in_channels
-        self.out_channels = out_channels
-        self.expansion = expansion or type(self).expansion
-        self.mid_channels = out_channels // self.expansion
-        self.stride = stride
-        self.dilation = dilation
-        self.style = style
-        self.with_cp = with_cp
-        self.group = group
-        self.mid_group = mid_group
-        bn_kwargs = bn_kwargs or {}
-        self.se = None
-        if gate:
-            self.se = DSGate(in_channels, se_ratio=se_ratio, **gate)
-        elif se:
-            self.se = DSSqueezeExcite(in_channels, se_ratio)
-        last = len(self.kernels)
-        stride_at = self.stride_at if style == 'pytorch' \
-            else self.caffe_stride_at
-        dilate_at = self.kernels.index(3)
-        width = in_channels
-        for k, kernel in enumerate(self.kernels):
-            out = out_channels if k == last - 1 else self.mid_channels
-            self.add_module(
-                f'conv{k + 1}',
-                DSConv2d(width, out, kernel,
-                         stride if k == stride_at else 1,
-                         dilation=dilation if k == dilate_at else 1))
-            self.add_module(f'bn{k + 1}',
-                            DSBatchNorm2d(out, num_stats, **bn_kwargs))
-            width = out
-        self.downsample = None
-        if stride != 1 or in_channels != out_channels:
-            layers: List[nn.Module] = []
-            if avg_down and stride != 1:
-                layers.append(nn.AvgPool2d(stride, stride, ceil_mode=True,
-                                           count_include_pad=False))
-            layers += [
-                DSConv2d(in_channels, out_channels, 1,
-                         1 if layers else stride),
-                DSBatchNorm2d(out_channels, num_stats, **bn_kwargs)
-            ]
-            self.downsample = nn.ModuleList(layers)
-        self.relu = nn.ReLU(inplace=True)
-        self.drop_path = DropPath(drop_path_rate) \
-            if drop_path_rate > DROP_PATH_EPS else nn.Identity()
-
-    @property
-    def norm1(self) -> DSBatchNorm2d:
-        """mmpretrain's name of ``bn1``."""
-        return self.bn1
-
-    @property
-    def norm2(self) -> DSBatchNorm2d:
-        """mmpretrain's name of ``bn2``."""
-        return self.bn2
-
-    @property
-    def last_norm(self) -> DSBatchNorm2d:
-        """The BN before the add (zeroed by ``zero_init_residual``)."""
-        return getattr(self, f'bn{len(self.kernels)}')
-
-    @property
-    def projection(self) -> Tuple[Optional[nn.Module], DSConv2d,
-                                  DSBatchNorm2d]:
-        """(pooling or None, conv, BN) of the projection shortcut."""
-        *pool, conv, bn = self.downsample
-        return (pool[0] if pool else None), conv, bn
-
-    def forward_residual(self, x: torch.Tensor,
-                         spec: SubnetSpec) -> torch.Tensor:
-        """The residual branch up to its last BN, at ``spec``'s widths."""
-        last = len(self.kernels)
-        for k in range(1, last):
-            conv, bn = getattr(self, f'conv{k}'), getattr(self, f'bn{k}')
-            x = self.relu(conv.forward_bn(
-                x, bn, spec.stats, spec[self.mid_group],
-                mask=spec.pre_act_mask(self.mid_group)))
-            x = spec.mask(x, self.mid_group)
-        conv, bn = getattr(self, f'conv{last}'), self.last_norm
-        return conv.forward_bn(x, bn, spec.stats, spec[self.group],
-                               mask=spec.pre_act_mask(self.group))
-
-    def _body(self, x: torch.Tensor, spec: SubnetSpec) -> torch.Tensor:
-        identity = x
-        if self.downsample is not None:
-            pool, conv, bn = self.projection
-            identity = conv.forward_bn(
-                x if pool is None else pool(x), bn, spec.stats,
-                spec[self.group], mask=spec.pre_act_mask(self.group))
-        out = self.drop_path(self.forward_residual(x, spec))
-        out = self.relu(out + identity)
-        return spec.mask(out, self.group)
-
-    def forward_body(self, x: torch.Tensor, spec: SubnetSpec) -> torch.Tensor:
-        """The block after its SE: both branches, the add and the mask."""
-        if self.with_cp and x.requires_grad:
-            return cp.checkpoint(self._body, x, spec, use_reentrant=False)
-        return self._body(x, spec)
-
-    def forward(self, x: torch.Tensor, spec: SubnetSpec) -> torch.Tensor:
-        if self.se is not None:
-            x = self.se(x)  # a gate's attention head only: a fixed subnet
-        return self.forward_body(x, spec)
-
-    def forward_gate(self, x: torch.Tensor, spec: SubnetSpec
-                     ) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Through the gate: (input scaled by its attention, logits)."""
-        return self.se.forward_gate(x)
-
-    def forward_after_gate(self, x: torch.Tensor,
-                           spec: SubnetSpec) -> torch.Tensor:
-        return self.forward_body(x, spec)
-
-
-class DSBasicBlock(DSResBlock):
-    """ResNet basic block: 3x3 conv (with the stride), 3x3 conv."""
-
-    expansion = 1
-    kernels = (3, 3)
-    stride_at = 0
-    caffe_stride_at = 0
-
-
-class DSBottleneck(DSResBlock):
-    """ResNet bottleneck: 1x1 reduce, 3x3, 1x1 expand; both inner convs run
-    at the interior width. The stride is on the 3x3 conv (``'pytorch'``
-    style) or on the first 1x1 (``'caffe'``)."""
-
-    expansion = 4
-    kernels = (1, 3, 1)
-    stride_at = 1
-    caffe_stride_at = 0
-
-    @property
-    def norm3(self) -> DSBatchNorm2d:
-        """mmpretrain's name of ``bn3``."""
-        return self.bn3
-
-
-class DSConvModule(nn.Module):
-    """Conv, BN and ReLU at one width group: a layer of the deep stem,
-    named as mmcv's ``ConvModule`` (``conv``, ``bn``, ``activate``).
-
-    Args:
-        in_channels (int): Widest input width.
-        out_channels (int): Widest output width.
-        stride (int): Stride of the 3x3 conv.
-        group (str): Width group of the output.
-        num_stats (int): BN statistics rows; a forward without a
-            sub-network runs the last (the largest architecture's).
-        bn_kwargs (dict, optional): ``eps`` / ``momentum`` of the BN.
-            Defaults to None.
-    """
-
-    def __init__(self, in_channels: int, out_channels: int, stride: int,
-                 group: str, num_stats: int,
-                 bn_kwargs: Optional[dict] = None) -> None:
-        super().__init__()
-        self.group = group
-        self.conv = DSConv2d(in_channels, out_channels, 3, stride)
-        self.bn = DSBatchNorm2d(out_channels, num_stats, **(bn_kwargs or {}))
-        self.activate = nn.ReLU(inplace=True)
-
-    def forward(self, x: torch.Tensor,
-                spec: Optional[SubnetSpec] = None) -> torch.Tensor:
-        if spec is None:  # the largest architecture
-            return self.activate(self.conv.forward_bn(
-                x, self.bn, self.bn.num_subnets - 1))
-        x = self.activate(self.conv.forward_bn(
-            x, self.bn, spec.stats, spec[self.group],
-            mask=spec.pre_act_mask(self.group)))
-        return spec.mask(x, self.group)
-
+from .ds_resnet_blocks import (DSBasicBlock, DSBottleneck, DSConvModule,
+                               DSResBlock)
+from .ds_resnet_config import (DEFAULT_INIT_CFG, DEFAULT_RATIOS, InitCfg,
+                               check_conv_cfg, check_expansion,
+                               check_norm_cfg, convert_static_resnet,
+                               ds_init_cfg, ratio_subnets)
+from .pretrained import register_whole_loading
 
 @MODELS.register_module()
 class DSResNet(DSBackboneMixin, BaseBackbone):
@@ -478,7 +195,7 @@ class DSResNet(DSBackboneMixin, BaseBackbone):
                  gate: Optional[dict] = None,
                  se_ratio: float = 0.25,
                  unmatched_keys: Optional[Sequence[str]] = None) -> None:
-        super().__init__(_ds_init_cfg(init_cfg))
+        super().__init__(ds_init_cfg(init_cfg))
         check_choice('depth', depth, sorted(self.arch_settings))
         check_choice('stem', stem, self.stems)
         check_choice('style', style, self.styles)
@@ -498,9 +215,9 @@ class DSResNet(DSBackboneMixin, BaseBackbone):
         check_ints('dilations', dilations, 1, length=num_stages)
         check_int('stem_channels', stem_channels, 2 if deep_stem else 1)
         check_int('base_channels', base_channels, 1)
-        expansion = self._check_expansion(block, expansion)
-        bn_kwargs = self._check_norm_cfg(norm_cfg)
-        self._check_conv_cfg(conv_cfg)
+        expansion = check_expansion(block, expansion)
+        bn_kwargs = check_norm_cfg(norm_cfg, self.norm_types)
+        check_conv_cfg(conv_cfg)
         check_float('drop_path_rate', drop_path_rate, 0, 1, high_open=True)
         if isinstance(out_indices, Sequence) and \
                 not isinstance(out_indices, str):
@@ -555,7 +272,7 @@ class DSResNet(DSBackboneMixin, BaseBackbone):
                     'give either subnets (explicit widths) or ratios / '
                     'fixed_ratios (slimming ratios), not both')
         else:
-            subnets = self._ratio_subnets(
+            subnets = ratio_subnets(
                 DEFAULT_RATIOS if ratios is None else ratios,
                 {} if fixed_ratios is None else fixed_ratios, max_widths,
                 owner)
@@ -622,81 +339,6 @@ class DSResNet(DSBackboneMixin, BaseBackbone):
                 else [f'{self.res_layers[se_index]}.0.se.']
         register_whole_loading(self, convert_static_resnet, unmatched_keys)
 
-    # --- argument checks -------------------------------------------------
-    @staticmethod
-    def _check_expansion(block: type, expansion: Optional[int]) -> int:
-        if expansion is None:
-            return block.expansion
-        check_int('expansion', expansion, 1)
-        if block is DSBasicBlock and expansion != 1:
-            raise ValueError(
-                f'expansion={expansion} does not apply to the basic blocks '
-                'of ResNet-18/34, whose two convs share one width: use '
-                'expansion=None (or 1)')
-        return expansion
-
-    @classmethod
-    def _check_norm_cfg(cls, norm_cfg: dict) -> dict:
-        """The BN keyword arguments of ``norm_cfg``."""
-        check_type('norm_cfg', norm_cfg, dict, "a dict such as dict(type='BN')")
-        check_keys('norm_cfg', norm_cfg, ('type', ),
-                   ('requires_grad', 'eps', 'momentum'))
-        if norm_cfg['type'] in ('SyncBN', 'MMSyncBN', 'TorchSyncBN'):
-            raise ValueError(
-                f"norm_cfg.type={norm_cfg['type']!r}: the BNs of a DS "
-                'backbone are DSBatchNorm2d, which keep one statistics row '
-                'per sub-network and do not synchronise them across GPUs: '
-                "use norm_cfg=dict(type='BN')")
-        if norm_cfg['type'] not in cls.norm_types:
-            raise ValueError(
-                f"norm_cfg.type={norm_cfg['type']!r} cannot apply: the "
-                'norms of a DS backbone are DSBatchNorm2d (one statistics '
-                "row per sub-network); allowed: {list(cls.norm_types)}")
-        check_bool('norm_cfg.requires_grad',
-                   norm_cfg.get('requires_grad', True))
-        return {k: norm_cfg[k] for k in ('eps', 'momentum') if k in norm_cfg}
-
-    @staticmethod
-    def _check_conv_cfg(conv_cfg: Optional[dict]) -> None:
-        if conv_cfg is None or conv_cfg == dict(type='Conv2d') or \
-                conv_cfg == dict(type='Conv'):
-            return
-        raise ValueError(
-            f'conv_cfg={conv_cfg!r} cannot apply: the convs of a DS '
-            'backbone are DSConv2d, sliced to each sub-network\'s widths; '
-            'use conv_cfg=None')
-
-    @staticmethod
-    def _ratio_subnets(ratios: Sequence[float], fixed: Mapping[str, float],
-                       max_widths: Dict[str, int],
-                       owner: Dict[str, str]) -> List[Dict[str, int]]:
-        """Explicit widths of the uniform ratio list."""
-        check_type('ratios', ratios, (list, tuple),
-                   'a list of slimming ratios')
-        ratios = list(ratios)
-        for k, r in enumerate(ratios):
-            check_float(f'ratios[{k}]', r, 0, 1, low_open=True)
-        if not ratios or any(a >= b for a, b in zip(ratios, ratios[1:])):
-            raise ValueError('ratios must be increasing slimming ratios in '
-                             f'(0, 1], got {ratios!r}')
-        stages = sorted(set(owner.values()), key=list(owner.values()).index)
-        check_type('fixed_ratios', fixed, Mapping,
-                   'a dict {stage: ratio}')
-        unknown = [s for s in fixed if s not in stages]
-        if unknown:
-            raise ValueError(f'fixed_ratios names unknown stage(s) {unknown};'
-                             f' allowed: {stages}')
-        for s, r in fixed.items():
-            check_float(f'fixed_ratios.{s}', r, 0, 1, low_open=True)
-        if len(ratios) > 1 and set(fixed) == set(stages):
-            raise ValueError(
-                f'fixed_ratios fixes every stage {stages}: the ratios '
-                f'{ratios} would give identical sub-networks')
-        return [{
-            g: max(1, int(fixed.get(owner[g], r) * w + 0.5))
-            for g, w in max_widths.items()
-        } for r in ratios]
-
     # --- forward ---------------------------------------------------------
     @property
     def norm1(self) -> DSBatchNorm2d:
@@ -722,11 +364,16 @@ class DSResNet(DSBackboneMixin, BaseBackbone):
     def _stages(self) -> List[nn.Module]:
         return [getattr(self, name) for name in self.res_layers]
 
-    def describe_channels(self, axes) -> str:
-        """Fill a :class:`~dsnet_mm.search.channels.ChannelAxes` with every
-        tensor axis of each width group (a stage's stream runs through every
-        block's last conv, projection and the next blocks' first convs);
-        returns the output's group."""
+    def _static_stem(self, spec: SubnetSpec,
+                     layers: LayerBuilder) -> Tuple[nn.Module, int]:
+        stem, width = [], self.in_channels
+        for _, conv, bn, group in self.stem_layers():
+            stem += [layers.conv_bn(conv, bn, width, spec[group], spec.stats),
+                     nn.ReLU(inplace=True)]
+            width = spec[group]
+        return nn.Sequential(*stem, self.maxpool), width
+
+    def _describe_stem(self, axes) -> str:
         group = None
         for name, conv, _, out in self.stem_layers():
             conv_name, bn_name = (f'{name}.conv', f'{name}.bn') \
@@ -734,25 +381,6 @@ class DSResNet(DSBackboneMixin, BaseBackbone):
             axes.conv(conv_name, conv, group, out)
             axes.bn(bn_name, out)
             group = out
-        for name in self.res_layers:
-            for j, block in enumerate(getattr(self, name)):
-                prefix, in_group = f'{name}.{j}', group
-                if block.se is not None:
-                    axes.se(f'{prefix}.se', block.se, in_group)
-                last = len(block.kernels)
-                width = in_group
-                for k in range(1, last + 1):
-                    out = block.group if k == last else block.mid_group
-                    axes.conv(f'{prefix}.conv{k}',
-                              getattr(block, f'conv{k}'), width, out)
-                    axes.bn(f'{prefix}.bn{k}', out)
-                    width = out
-                if block.downsample is not None:
-                    n = len(block.downsample)
-                    axes.conv(f'{prefix}.downsample.{n - 2}',
-                              block.downsample[n - 2], in_group, block.group)
-                    axes.bn(f'{prefix}.downsample.{n - 1}', block.group)
-                group = block.group
         return group
 
     # --- mmpretrain conventions ----------------------------------------
@@ -820,75 +448,3 @@ class DSResNet(DSBackboneMixin, BaseBackbone):
             m.eval()
             for p in m.parameters():
                 p.requires_grad = False
-
-
-@MODELS.register_module()
-class DSResNet_CIFAR(DSResNet):
-    """:class:`DSResNet` with mmpretrain ``ResNet_CIFAR``'s stem (3x3
-    stride-1 conv, no pooling): ``stem='cifar'``; ``deep_stem`` must stay
-    False. Takes every other argument of :class:`DSResNet`."""
-
-    def __init__(self, depth: int, deep_stem: bool = False, **kwargs) -> None:
-        if deep_stem:
-            raise ValueError('DSResNet_CIFAR has a 3x3 stride-1 stem conv '
-                             'and no deep stem (as mmpretrain\'s '
-                             'ResNet_CIFAR): set deep_stem=False')
-        if kwargs.setdefault('stem', 'cifar') != 'cifar':
-            raise ValueError(f"DSResNet_CIFAR has stem='cifar', got "
-                             f"stem={kwargs['stem']!r}")
-        super().__init__(depth, **kwargs)
-
-
-@MODELS.register_module()
-class DSResNetV1c(DSResNet):
-    """:class:`DSResNet` as mmpretrain's ``ResNetV1c``: the deep stem
-    (``deep_stem=True``), plain projection shortcuts."""
-
-    def __init__(self, **kwargs) -> None:
-        super().__init__(deep_stem=True, avg_down=False, **kwargs)
-
-
-@MODELS.register_module()
-class DSResNetV1d(DSResNet):
-    """:class:`DSResNet` as mmpretrain's ``ResNetV1d``: the deep stem and
-    average-pooling projection shortcuts (``deep_stem=True,
-    avg_down=True``)."""
-
-    def __init__(self, **kwargs) -> None:
-        super().__init__(deep_stem=True, avg_down=True, **kwargs)
-
-
-def convert_static_resnet(module: DSResNet, state: Dict[str, torch.Tensor],
-                          prefix: str) -> None:
-    """Turn the keys under ``prefix`` of a static ResNet's state dict into
-    ``module``'s, in place: a timm deep stem (``conv1.0``, ``conv1.1``,
-    ``conv1.3``, ``conv1.4``, ``conv1.6``, ``bn1``) renamed to
-    ``stem.{0,1,2}.{conv,bn}``, and each static BN's running mean and
-    variance (one row) repeated into every sub-network's row (a missing
-    ``num_batches_tracked``, as in old torchvision files, counts 0). A
-    supernet's own keys are left as they are."""
-    if module.deep_stem and prefix + 'conv1.0.weight' in state:
-        renames = {'conv1.0.': 'stem.0.conv.', 'conv1.1.': 'stem.0.bn.',
-                   'conv1.3.': 'stem.1.conv.', 'conv1.4.': 'stem.1.bn.',
-                   'conv1.6.': 'stem.2.conv.', 'bn1.': 'stem.2.bn.'}
-        for key in [k for k in state if k.startswith(prefix)]:
-            rest = key[len(prefix):]
-            for old, new in renames.items():
-                if rest.startswith(old):
-                    state[prefix + new + rest[len(old):]] = state.pop(key)
-                    break
-    for name, m in module.named_modules():
-        if not isinstance(m, DSBatchNorm2d):
-            continue
-        base = f'{prefix}{name}.'
-        rows = m.num_subnets
-        for stat in ('running_mean', 'running_var'):
-            value = state.get(base + stat)
-            if value is not None and value.dim() == 1:
-                state[base + stat] = value.unsqueeze(0).repeat(rows, 1)
-        count = state.get(base + 'num_batches_tracked')
-        if count is not None and count.dim() == 0:
-            state[base + 'num_batches_tracked'] = count.repeat(rows)
-        elif count is None and base + 'running_mean' in state:
-            state[base + 'num_batches_tracked'] = torch.zeros(
-                rows, dtype=torch.long)

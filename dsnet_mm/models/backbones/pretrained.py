@@ -199,6 +199,27 @@ def register_whole_loading(module: nn.Module,
     module._register_load_state_dict_pre_hook(_hook, with_module=True)
 
 
+def convert_loaded_keys(model: nn.Module, state: dict) -> tuple:
+    """What a load of ``state`` into ``model`` does to it before any check:
+    the conversion of every whole-loading module of ``model`` (a static
+    network's keys renamed, its BN statistics given to every row, a ViT
+    position embedding resized), at the module's prefix, in place, parents
+    first as ``load_state_dict`` runs them. Returns the key prefixes (from
+    ``model``) that its modules allow to stay unmatched."""
+    allowed = []
+    for name, m in model.named_modules():
+        entry = m.__dict__.get(_ATTR)
+        if entry is None:
+            continue
+        prefix = f'{name}.' if name else ''
+        convert, own = entry
+        if convert is not None:
+            convert(m, state, prefix)
+        allowed += [prefix + p for p in
+                    (*own, *m.__dict__.get('_extra_unmatched', ()))]
+    return tuple(allowed)
+
+
 @contextmanager
 def allow_unmatched(module: nn.Module,
                     prefixes: Sequence[str]) -> Iterator[None]:

@@ -16,7 +16,7 @@ from ..gated import GatedRoutingMixin, check_routing
 from ..routing import (GATE_LOSS_INPUTS, SGS_CLASS_WEIGHTS, MaskedRouting,
                        gumbel_route, sgs_cross_entropy)
 from ..subnet import SubnetSpec
-from .stage1_loading import check_stage1_head, load_stage1_weights
+from ..checkpoint_io import check_stage1_head, load_stage1_weights
 
 SGS_RULES = ('smallest', 'smallest_widest', 'narrowest_correct')
 
@@ -73,7 +73,7 @@ class DSGateClassifier(GatedRoutingMixin, ImageClassifier):
     sub-network, run each group sliced), ``'slice'`` (one image at a time) or
     ``'mask'`` (widest width with channel masks). Each data sample gets
     ``routed_subnet`` (index in the sub-network list) and ``routed_madds``.
-    Within :meth:`static_predict` the active static sub-network runs instead.
+    Within :meth:`without_routing` the active sub-network runs instead.
     Within the model's :func:`~dsnet_mm.ops.inference_cache` the part before
     the gate and each bucket's part after it run as the window members'
     static networks cut at the gate (built once from the same folded
@@ -205,7 +205,7 @@ class DSGateClassifier(GatedRoutingMixin, ImageClassifier):
                 inputs: torch.Tensor,
                 data_samples: Optional[List[DataSample]] = None,
                 **kwargs) -> List[DataSample]:
-        if self._static_predict:
+        if self._routing_off:
             return super().predict(inputs, data_samples, **kwargs)
         logits, _, choice = self.forward_dynamic(inputs)
         samples = self.head._get_predictions(logits, data_samples)

@@ -1,74 +1,25 @@
 # Copyright (c) dsnet_mm contributors. All rights reserved.
 """The DS classifier: Stage I supernet training by the sandwich rule."""
-import random
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from mmengine.logging import print_log
 from mmengine.optim import OptimWrapper
 from mmpretrain.models.classifiers import ImageClassifier
 from mmpretrain.registry import MODELS
 
-from dsnet_mm.ops.utils import (check_choice, check_float, check_int,
-                                check_keys, check_type)
+from dsnet_mm.ops.utils import (check_choice, check_float, check_keys,
+                                check_type)
 from ..ema import LiveEMA
 from ..mvco import (MVCO_MODES, cross_view_target, view_mean_target,
                     views_symmetric_kl)
-from ..subnet import SubnetSpace, SubnetSpec
+from ..sandwich import (check_finite_loss, check_sandwich_sampling,
+                        sample_random_subnets)
+from ..subnet import SubnetSpec
 
 BOOTSTRAP_MODES = ('ib', 'ieb', 'inplace')
-SAMPLING_MODES = ('list', 'usnet')
-
-
-def check_sandwich_sampling(num_random: int, seed: int, sampling: str,
-                            usnet_divisor: int) -> None:
-    """Check the arguments of :func:`sample_random_subnets` that a sandwich
-    model takes from its config."""
-    check_choice('sampling', sampling, SAMPLING_MODES)
-    check_int('usnet_divisor', usnet_divisor, 1)
-    check_int('num_random', num_random, 0)
-    check_int('seed', seed, 0)
-
-
-def check_finite_loss(loss: torch.Tensor, iteration: int, spec: SubnetSpec,
-                      suspect: str) -> None:
-    """Stop a sandwich iteration before a non-finite loss reaches the
-    weights: raised before any backward or optimizer step of the
-    iteration, so the parameters and the last checkpoint stay as they were
-    (``suspect``: what to check besides the learning rate)."""
-    if not torch.isfinite(loss):
-        raise FloatingPointError(
-            f'loss is {loss.item()} at sandwich iteration {iteration} in '
-            f'sub-network {spec.name} ({dict(spec)}); the last checkpoint is '
-            f'untouched. Lower the learning rate or check {suspect}.')
-
-
-def sample_random_subnets(space: SubnetSpace, num_random: int, seed: int,
-                          iteration: int, sampling: str = 'list',
-                          usnet_divisor: int = 1) -> List[SubnetSpec]:
-    """The random members of sandwich iteration ``iteration``.
-
-    Every model trained by the sandwich rule (the classifier, the detector)
-    draws them here: indices ``1..len-1`` of the list (as the reference
-    draws them) with ``sampling='list'``, or US-Net's one width ratio
-    ``t ~ U(0, 1)`` for every group (``'usnet'``, see
-    :meth:`~dsnet_mm.models.subnet.SubnetSpace.interpolate`). The generator
-    is seeded by ``seed`` and the iteration, so a resumed run draws the same
-    widths and every rank of a distributed run draws alike.
-    """
-    rng = random.Random(seed * 1_000_003 + int(iteration))
-    if sampling == 'usnet':
-        return [
-            space.adhoc(space.interpolate(rng.random(), usnet_divisor),
-                        name='usnet') for _ in range(num_random)
-        ]
-    high = len(space) - 1
-    if high < 1:
-        return []
-    return [space[rng.randint(1, high)] for _ in range(num_random)]
-
-
 @MODELS.register_module()
 class DSImageClassifier(ImageClassifier):
     """An ``ImageClassifier`` over a DS backbone, trained by the sandwich rule.
@@ -142,6 +93,9 @@ class DSImageClassifier(ImageClassifier):
             every width, or one per sub-network of the list (an off-list
             ``'usnet'`` width takes the weight of its statistics row, the
             narrowest listed sub-network as wide). Defaults to 0.
+        draw_largest (bool): With ``sampling='list'``, whether the random
+            draws may take the list's widest when it equals the largest.
+            Defaults to True.
         **kwargs: Passed to ``ImageClassifier``.
     """
 
@@ -159,6 +113,7 @@ class DSImageClassifier(ImageClassifier):
                  usnet_divisor: int = 1,
                  mvco: Optional[dict] = None,
                  student_label_weight: Union[float, Sequence[float]] = 0.0,
+                 draw_largest: bool = True,
                  **kwargs) -> None:
         check_type('backbone', backbone, (dict, nn.Module),
                    'a backbone config dict')
@@ -168,6 +123,7 @@ class DSImageClassifier(ImageClassifier):
         check_float('largest_dropout', largest_dropout, 0, 1,
                     high_open=True)
         check_type('distill_loss', distill_loss, dict, 'a loss config dict')
+        check_type('draw_largest', draw_largest, bool, 'a bool')
         super().__init__(backbone, neck=neck, head=head, **kwargs)
         if not hasattr(self.backbone, 'space'):
             raise ValueError(
@@ -182,11 +138,39 @@ class DSImageClassifier(ImageClassifier):
         self.seed = seed
         self.sampling = sampling
         self.usnet_divisor = usnet_divisor
+        self.draw_largest = draw_largest
         self.dropout = nn.Dropout(largest_dropout)
         self.distill_loss = MODELS.build(distill_loss)
         self.teacher = LiveEMA(self._student(), momentum=ema_momentum,
                                update_buffers=True)
         self.register_buffer('sandwich_iter', torch.zeros((), dtype=torch.long))
+        self._register_load_state_dict_pre_hook(self._teacher_on_load)
+
+    def start_teacher_from_student(self, state: dict,
+                                   prefix: str = '') -> bool:
+        """Give a checkpoint without the EMA teacher (a static network's,
+        a Stage II student's) the teacher a new run starts with: a copy of
+        the loaded student (the teacher's ``module.`` keys from the
+        student's), at step 0, with the sampler's counter at 0. ``state`` is
+        edited in place; a checkpoint holding any teacher key, or no key of
+        the student, is left as it is. Returns whether it was filled."""
+        teacher = prefix + 'teacher.'
+        parts = tuple(f'{prefix}{p}.' for p in self._student())
+        student = [k for k in state if k.startswith(parts)]
+        if not student or any(k.startswith(teacher) for k in state):
+            return False
+        for key in student:
+            state[f'{teacher}module.{key[len(prefix):]}'] = state[key]
+        state[teacher + 'steps'] = torch.zeros_like(self.teacher.steps)
+        state.setdefault(prefix + 'sandwich_iter',
+                         torch.zeros_like(self.sandwich_iter))
+        return True
+
+    def _teacher_on_load(self, state_dict: dict, prefix: str, *args) -> None:
+        if self.start_teacher_from_student(state_dict, prefix):
+            print_log('the checkpoint holds no EMA teacher: the teacher '
+                      'starts as a copy of the loaded student',
+                      logger='current')
 
     @property
     def space(self):
@@ -264,7 +248,7 @@ class DSImageClassifier(ImageClassifier):
         """The random sub-networks of the current iteration."""
         return sample_random_subnets(self.space, self.num_random, self.seed,
                                      int(self.sandwich_iter), self.sampling,
-                                     self.usnet_divisor)
+                                     self.usnet_divisor, self.draw_largest)
 
     # --- forward helpers ------------------------------------------------
     def forward(self, inputs: torch.Tensor, data_samples=None,

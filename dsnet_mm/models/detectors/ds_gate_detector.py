@@ -12,10 +12,9 @@ from mmengine.optim import OptimWrapper
 
 from dsnet_mm.ops.utils import (check_bool, check_choice, check_float,
                                 check_keys, check_type)
-from ..classifiers.stage1_loading import (check_stage1_head,
-                                         check_state_dict,
-                                         load_stage1_weights,
-                                         read_state_dict, strip_module_prefix)
+from ..checkpoint_io import (check_stage1_head, check_state_dict,
+                             load_stage1_weights, read_state_dict,
+                             strip_module_prefix)
 from ..backbones.pretrained import partial_loading
 from ..gated import GatedRoutingMixin, check_routing
 from ..routing import (GATE_LOSS_INPUTS, SGS_CLASS_WEIGHTS, gumbel_route,
@@ -94,7 +93,7 @@ class DSGateDetector(GatedRoutingMixin, DSSingleStageDetector):
     neck's first convs at the routed widths, no NMS) plus the gate's
     slimming head (:meth:`~dsnet_mm.models.gated.GatedRoutingMixin.
     window_madds`); ``RoutingMetric`` averages them and counts the routing.
-    Within :meth:`static_predict` the backbone's active sub-network runs
+    Within :meth:`without_routing` the backbone's active sub-network runs
     instead, as in :class:`DSSingleStageDetector`.
 
     Training is the sandwich rule of :class:`DSSingleStageDetector`, which
@@ -328,7 +327,7 @@ class DSGateDetector(GatedRoutingMixin, DSSingleStageDetector):
             return gate_logits, self.sgs_targets(h, early, data_samples)
         if spec is None:
             return super().forward(inputs, data_samples, mode)
-        with self.static_predict():
+        with self.without_routing():
             return super().forward(inputs, data_samples, mode, spec)
 
     def predict(self,
@@ -338,7 +337,7 @@ class DSGateDetector(GatedRoutingMixin, DSSingleStageDetector):
                 mode: Optional[str] = None) -> SampleList:
         """mmdet's ``predict`` on the routed backbone features (``mode``:
         the routing path, default ``routing_mode``)."""
-        if self._static_predict:
+        if self._routing_off:
             return super().predict(batch_inputs, batch_data_samples,
                                    rescale=rescale)
         feats, _, choice = self.forward_dynamic(batch_inputs, mode)

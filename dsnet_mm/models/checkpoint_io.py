@@ -7,6 +7,8 @@ import torch
 import torch.nn as nn
 from mmengine.logging import MMLogger
 
+from .backbones.pretrained import partial_loading
+
 # Stage I state that Stage II does not hold
 _STAGE1_ONLY = ('teacher.', 'sandwich_iter')
 
@@ -87,7 +89,6 @@ def load_stage1_weights(model: nn.Module, path: str,
     check_state_dict(own, state, f'Stage I checkpoint {path}')
     # checked above; the backbones' whole-loading check would refuse the
     # keys under new_prefixes
-    from ..backbones.pretrained import partial_loading
     with partial_loading(model):
         model.load_state_dict(state, strict=False)
     MMLogger.get_current_instance().info(
