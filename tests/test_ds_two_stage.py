@@ -280,3 +280,12 @@ def test_narrower_subnets_count_fewer_madds_and_the_roi_head_per_proposal():
 def test_a_bad_option_is_refused_naming_the_field(kwargs, error, match):
     with pytest.raises(error, match=match):
         tiny_detector(**kwargs)
+
+
+def test_static_export_is_refused_by_name():
+    """No silent backbone-only export: the two-stage detector has no static
+    form, and the tools' builder says so."""
+    from dsnet_mm.deploy import static_subnet
+    model = tiny_detector().eval()
+    with pytest.raises(ValueError, match='no static form of a two-stage'):
+        static_subnet(model, model.backbone.space.smallest)

@@ -18,6 +18,12 @@ def static_subnet(model: nn.Module,
     ``fold_bn=False``), in eval mode; of a DS detector (a model with a
     ``bbox_head``), the :class:`~dsnet_mm.deploy.static_detector.
     StaticDetector` from images to the head's raw outputs."""
+    if getattr(model, 'roi_head', None) is not None:
+        raise ValueError(
+            f'no static form of a two-stage detector '
+            f'({type(model).__name__}): its RoI head runs on the proposals '
+            'of each image, which a static export of the network does not '
+            'hold; export a single-stage detector or the classifier')
     net = build_subnet(model, spec, StaticLayers(fold_bn))
     if getattr(model, 'bbox_head', None) is None:
         return net
