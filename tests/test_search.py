@@ -269,6 +269,25 @@ def test_reselection_keeps_both_ends_and_only_pareto_points():
     assert subnet_list(steps, [0, 2]) == [dict(a=2), dict(a=4)]
 
 
+def test_only_points_scored_by_the_same_weights_dominate():
+    """A fine-tuned step scores a network trained further: the wider points
+    before it, scored lower by older weights, stay on the front."""
+    trajectory = [dict(madds=m, score=s, fine_tuned=f) for m, s, f in [
+        (100, 77, False), (90, 75, False), (80, 73, False), (70, 74, True),
+        (60, 72, False), (50, 73, True), (40, 71, False), (30, 70, True)]]
+    # without segments every point from 1 to 4 would be dominated by 5
+    assert pareto_front(trajectory) == [0, 1, 2, 3, 4, 5, 6, 7]
+    # within a segment the rule holds: (60, 72) is dominated by a cheaper,
+    # better point scored by the same weights
+    trajectory.insert(5, dict(madds=55, score=76, fine_tuned=False))
+    front = pareto_front(trajectory)
+    assert 3 not in front and 4 not in front
+    assert {0, 1, 2, 5} <= set(front)  # the earlier segment is not compared
+    kept = reselect(trajectory, 5)
+    assert kept[0] == 0 and kept[-1] == len(trajectory) - 1
+    assert len(kept) == 5
+
+
 # --- the whole search: resume, outputs, bad options -------------------------
 SMALL = dict(ranking='l1', base_epochs=1, groups=4, held_out=200,
              threshold=95.0, finetune_iters=4, check_interval=2,

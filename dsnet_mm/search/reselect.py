@@ -6,19 +6,41 @@ a valid nested sub-network list. Re-selection keeps ``K`` of them: both ends
 always (the widest and the narrowest), and in between only points on the
 Pareto front of (fewer MAdds, higher score), each the free front point
 nearest to one of ``K - 2`` MAdds targets evenly spaced between the ends.
+
+Scores are comparable only between points scored by the same weights: a
+step that fine-tuned (``fine_tuned``) scored a network trained further than
+the points before it, whose lower scores say nothing about their own widths
+against it. So a point is dominated only by a point of its own segment (a
+fine-tuned step and the steps after it up to the next fine-tuning); with
+fine-tuning at every step, nothing is filtered and the targets alone choose.
 """
 from typing import Dict, List, Mapping, Sequence
 
 
+def segments(trajectory: Sequence[Mapping]) -> List[int]:
+    """The segment of each point: the position of the last step at or
+    before it that fine-tuned (0 before any); points of one segment were
+    scored by the same weights."""
+    seg, current = [], 0
+    for i, p in enumerate(trajectory):
+        if p.get('fine_tuned', False):
+            current = i
+        seg.append(current)
+    return seg
+
+
 def pareto_front(trajectory: Sequence[Mapping]) -> List[int]:
-    """Positions of the points no other point dominates (as cheap or
-    cheaper and as good or better, one of them strictly)."""
+    """Positions of the points that no point of their segment (see
+    :func:`segments`) dominates (as cheap or cheaper and as good or better,
+    one of them strictly)."""
+    seg = segments(trajectory)
     front = []
     for i, p in enumerate(trajectory):
         dominated = any(
+            seg[j] == seg[i] and
             q['madds'] <= p['madds'] and q['score'] >= p['score'] and
             (q['madds'] < p['madds'] or q['score'] > p['score'])
-            for q in trajectory)
+            for j, q in enumerate(trajectory))
         if not dominated:
             front.append(i)
     return front
