@@ -33,6 +33,7 @@ sub-networks.
 import json
 import os
 import os.path as osp
+import sys
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
@@ -231,6 +232,25 @@ def load_subnet_rows(path: str) -> List[Dict]:
     return results['subnets']
 
 
+def comparison_paths(out_dir: str) -> Dict[str, str]:
+    """The files a comparison report writes, ``comparison.md``,
+    ``comparison.png`` and ``comparison.json`` in ``out_dir`` (created if
+    missing), by kind: ``markdown``, ``plot``, ``json``."""
+    os.makedirs(out_dir, exist_ok=True)
+    return {kind: osp.join(out_dir, f'comparison.{ext}')
+            for kind, ext in (('markdown', 'md'), ('plot', 'png'),
+                              ('json', 'json'))}
+
+
+def show_comparison(paths: Dict[str, str]) -> None:
+    """What the comparison tools print: the report's markdown on stdout,
+    the files written on stderr."""
+    with open(paths['markdown']) as f:
+        print(f.read(), end='')
+    for kind in ('markdown', 'plot', 'json'):
+        print(f'wrote {paths[kind]}', file=sys.stderr)
+
+
 def write_comparison(searched_json: str,
                      uniform_json: str,
                      out_dir: str,
@@ -260,10 +280,7 @@ def write_comparison(searched_json: str,
     uniform = load_subnet_rows(uniform_json)
     gaps = matched_gaps(searched, uniform)
     body = comparison_markdown(gaps, labels)
-    os.makedirs(out_dir, exist_ok=True)
-    paths = dict(markdown=osp.join(out_dir, 'comparison.md'),
-                 plot=osp.join(out_dir, 'comparison.png'),
-                 json=osp.join(out_dir, 'comparison.json'))
+    paths = comparison_paths(out_dir)
     with open(paths['markdown'], 'w') as f:
         f.write(f'# {title}\n\n{labels[0]}: `{searched_json}`  \n'
                 f'{labels[1]}: `{uniform_json}`\n\n{body}')

@@ -37,8 +37,8 @@ import numpy as np
 
 from dsnet_mm.analysis.report import (TOP1, _figure, curve_rows,
                                       save_madds_plot)
-from dsnet_mm.analysis.search_report import (load_subnet_rows,
-                                             matched_gaps)
+from dsnet_mm.analysis.search_report import (comparison_paths,
+                                             load_subnet_rows, matched_gaps)
 
 BUILTIN_ARMS = ('searched', 'uniform', 'usnet')
 LEVEL = 0.95
@@ -461,10 +461,7 @@ def write_report(runs_dir: str, seeds: Sequence[int], arms: Sequence[str],
                          f'{list(arms)}')
     runs = load_runs(runs_dir, seeds, arms)
     result = paired_comparison(runs, baseline)
-    os.makedirs(out_dir, exist_ok=True)
-    paths = dict(markdown=osp.join(out_dir, 'comparison.md'),
-                 json=osp.join(out_dir, 'comparison.json'),
-                 plot=osp.join(out_dir, 'comparison.png'))
+    paths = comparison_paths(out_dir)
     with open(paths['markdown'], 'w') as f:
         f.write(f'# {title}\n\nRuns: `{runs_dir}`, seeds '
                 f'{list(seeds)}, arms {list(arms)}.\n\n'

@@ -66,6 +66,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    from dsnet_mm.analysis.search_report import show_comparison
     from dsnet_mm.search import comparison as sc
     try:
         arms = sc.parse_arms(args.arms, args.baseline)
@@ -92,10 +93,7 @@ def main(argv=None):
                                 out, args.title)
     except ValueError as e:
         sys.exit(f'compare_search.py: error: {e}')
-    with open(paths['markdown']) as f:
-        print(f.read(), end='')
-    for kind in ('markdown', 'plot', 'json'):
-        print(f'wrote {paths[kind]}', file=sys.stderr)
+    show_comparison(paths)
 
 
 if __name__ == '__main__':

@@ -65,17 +65,15 @@ def parse_args():
 
 def main():
     args = parse_args()
-    from dsnet_mm.analysis.search_report import write_comparison
+    from dsnet_mm.analysis.search_report import (show_comparison,
+                                                 write_comparison)
     try:
         paths = write_comparison(args.searched_json, args.uniform_json,
                                  args.out, args.labels, args.title,
                                  args.num_images)
     except ValueError as e:
         sys.exit(f'compare_subnets.py: error: {e}')
-    with open(paths['markdown']) as f:
-        print(f.read(), end='')
-    for kind in ('markdown', 'plot', 'json'):
-        print(f'wrote {paths[kind]}', file=sys.stderr)
+    show_comparison(paths)
 
 
 if __name__ == '__main__':
