@@ -139,7 +139,7 @@ class DSBackboneMixin:
         attached = None
         if block is not None and getattr(model, 'backbone', None) is self \
                 and self._plain_supported():
-            attached = (plain_subnet, block, model)
+            attached = (block, model)
         self.__dict__['_plain_attached'] = attached
 
     def _plain_supported(self) -> bool:
@@ -156,8 +156,8 @@ class DSBackboneMixin:
         attached = self.__dict__.get('_plain_attached')
         if attached is None or not isinstance(spec, SubnetSpec):
             return None
-        build, block, model = attached
-        return build(block, model, spec, x)
+        block, model = attached
+        return plain_subnet(block, model, spec, x)
 
     # --- the static form ---------------------------------------------
     def build_static(self,
