@@ -1,5 +1,6 @@
 # Copyright (c) dsnet_mm contributors. All rights reserved.
 """The inference cache of the sliced ops, and the latency benchmark."""
+import copy
 import json
 import os
 import subprocess
@@ -21,7 +22,8 @@ from dsnet_mm.analysis.benchmark import (BenchmarkOptions, Timer, benchmark,
 from dsnet_mm.models.subnet_table import classifier_forward
 from dsnet_mm.deploy.plain import PlainSubnet
 from dsnet_mm.engine import build_model_from_cfg
-from dsnet_mm.ops import DSBatchNorm2d, DSConv2d, DSLinear, inference_cache
+from dsnet_mm.ops import (DSBatchNorm2d, DSConv2d, DSLinear, inference_cache,
+                          unfolded_bn)
 from dsnet_mm.ops import weight_cache
 
 CONFIG = 'configs/ds_mbnet_digits.py'
@@ -291,6 +293,40 @@ def test_complexity_counted_in_a_span_sees_the_ops(model):
         model(torch.randn(1, 3, 32, 32))
         assert subnet_complexity(model, [spec],
                                  (3, 32, 32))[0]['madds'] == expected
+
+
+def test_layer_by_layer_tool_entered_in_a_span_stops_the_static_network(
+        model):
+    spec = model.backbone.space[3]
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad(), inference_cache(model) as cache, cache.checked():
+        assert model.backbone.plain_subnet(x, spec) is not None
+        with unfolded_bn(model):
+            assert model.backbone.plain_subnet(x, spec) is None
+    with torch.no_grad(), unfolded_bn(model), inference_cache(model) as cache:
+        with cache.checked():  # watched before the block opened
+            assert model.backbone.plain_subnet(x, spec) is None
+        assert cache.model is model
+
+
+def test_a_cache_block_hears_only_its_own_models_ops(model):
+    """Another model's moves and mode switches leave a block's checks as
+    they were; its own ops' reach it."""
+    other = copy.deepcopy(model)
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad(), inference_cache(model) as cache:
+        model(x)
+        tensors, modes = cache._tensors, cache._eval
+        assert tensors is not None and modes is True
+        other.float().train().eval()
+        assert cache._tensors is tensors and cache._eval is modes
+        model.train()
+        assert cache._eval is None
+        model.eval()
+        model.float()
+        assert cache._tensors is None
+        torch.testing.assert_close(
+            model(x), _uncached(model, x, model.backbone.active_subnet))
 
 
 def test_cached_buckets_run_static_parts_and_equal_uncached(gate_model):

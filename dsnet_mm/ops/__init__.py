@@ -14,12 +14,13 @@ from .padding import used_channels, zero_pad_channels
 from .se import DSSqueezeExcite, TokenPool
 from .vit import (DSMLP, AttentionCore, DSLayerNorm, DSMultiheadAttention,
                   DSQKVLinear, rejoin_idle)
-from .weight_cache import InferenceCacheBlock, inference_cache
+from .weight_cache import (InferenceCacheBlock, InferenceCacheUser,
+                           inference_cache)
 
 __all__ = [
     'DSConv2d', 'DSLinear', 'DSBatchNorm2d', 'DSSqueezeExcite',
     'cumulative_bn_stats', 'unfolded_bn', 'inference_cache',
-    'InferenceCacheBlock', 'DSLayerNorm', 'DSQKVLinear', 'AttentionCore',
+    'InferenceCacheBlock', 'InferenceCacheUser', 'DSLayerNorm', 'DSQKVLinear', 'AttentionCore',
     'DSMultiheadAttention', 'DSMLP', 'TokenPool', 'rejoin_idle',
     'zero_pad_channels', 'used_channels'
 ]

@@ -167,9 +167,14 @@ def unfolded_bn(model: nn.Module) -> Iterator[None]:
     Folding (:meth:`DSConv2d.forward_bn`) skips the BN module in inference;
     layer-by-layer tools such as complexity counting need every BN called.
     """
-    InferenceCache.layerwise += 1
+    ops = [m for m in model.modules() if isinstance(m, InferenceCache)]
+    for m in ops:
+        m.layerwise += 1
+        if m._block is not None:
+            m._block.layerwise_started()
     try:
         with _set_on_norms(model, 'fold', False):
             yield
     finally:
-        InferenceCache.layerwise -= 1
+        for m in ops:
+            m.layerwise -= 1

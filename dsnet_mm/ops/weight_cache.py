@@ -69,22 +69,18 @@ class InferenceCache(nn.Module):
     """
 
     max_cached = 4
-    # counters that let a span skip what did not change: bumped by every
-    # move or conversion (``.to()``, ``.half()``) of any op (the span then
-    # drops its block's entries and re-reads the tensors, which ``.to()``
-    # may have replaced), by every train/eval switch of any op, and held
-    # above 0 while a layer-by-layer tool watches the ops (unfolded_bn)
-    applied = 0
-    switched = 0
-    layerwise = 0
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self._cache: 'OrderedDict[Hashable, Tuple]' = OrderedDict()
         self.caching = False
         # the InferenceCacheBlock caching this op: within its checked
-        # spans entries need no check of their own
+        # spans entries need no check of their own; the op tells it of
+        # every move, conversion and train/eval switch
         self._block: Optional['InferenceCacheBlock'] = None
+        # above 0 while a layer-by-layer tool watches the op (unfolded_bn):
+        # no plain module may run in its place
+        self.layerwise = 0
 
     @property
     def sources(self) -> List[torch.Tensor]:
@@ -131,7 +127,8 @@ class InferenceCache(nn.Module):
     def train(self, mode: bool = True) -> 'InferenceCache':
         if mode:
             self.clear_cache()
-        InferenceCache.switched += 1
+        if self._block is not None:
+            self._block.mode_changed()
         return super().train(mode)
 
     def _apply(self, fn, *args, **kwargs):
@@ -144,7 +141,8 @@ class InferenceCache(nn.Module):
                 'for: move the model between calls (the cache then rebuilds '
                 'from the moved tensors) or outside the block')
         self.clear_cache()
-        InferenceCache.applied += 1
+        if block is not None:
+            block.moved()
         return super()._apply(fn, *args, **kwargs)
 
 
@@ -173,7 +171,16 @@ class InferenceCacheBlock:
     the same folded weights; the block keeps the last ``max_plain`` of them
     (a routing window's sub-networks) and drops them with the ops' entries.
 
+    The ops report to their block (they hold it while it caches them):
+    a move or conversion (``.to()``, ``.half()``) makes the next span drop
+    every entry and re-read the tensors, which ``.to()`` may have replaced
+    (:meth:`moved`); a train/eval switch makes it look at the ops' modes
+    again (:meth:`mode_changed`).
+
     Args:
+        model (nn.Module): The model whose ops these are: what the plain
+            modules are built from (see
+            :func:`~dsnet_mm.static.plain.plain_subnet`).
         ops (Sequence[InferenceCache]): The caching ops of the model.
         max_plain (int): Plain modules kept. Defaults to
             :attr:`InferenceCache.max_cached`.
@@ -183,29 +190,45 @@ class InferenceCacheBlock:
     """
 
     def __init__(self,
+                 model: nn.Module,
                  ops: Sequence[InferenceCache],
                  max_plain: int = InferenceCache.max_cached,
                  compile: bool = False) -> None:
+        self.model = model
         self.ops = list(ops)
         self.max_plain = max_plain
         self.compile = compile
-        self._tensors: List[torch.Tensor] = []
+        # the tensors the ops read, None after a move: re-read at the next
+        # span
+        self._tensors: Optional[List[torch.Tensor]] = None
         self._plain: 'OrderedDict[Hashable, Any]' = OrderedDict()
         self._plain_ok = False
         self._depth = 0
         self._stamp = None
-        self._applied = None
-        # whether every op is in eval mode, as of InferenceCache.switched
-        self._eval: Tuple[Optional[int], bool] = (None, False)
+        # whether every op is in eval mode, None after a train/eval switch
+        self._eval: Optional[bool] = None
+
+    def moved(self) -> None:
+        """An op was moved or converted: its tensors may be new ones."""
+        self._tensors = None
+
+    def mode_changed(self) -> None:
+        """An op switched between train and eval mode."""
+        self._eval = None
+
+    def layerwise_started(self) -> None:
+        """A layer-by-layer tool started watching the ops (see
+        :func:`~dsnet_mm.ops.unfolded_bn`): no plain module runs in their
+        place for the rest of an open span either."""
+        self._plain_ok = False
 
     def enter(self, *args) -> None:
         """Open a span (spans nest; the outermost one checks)."""
         self._depth += 1
         if self._depth > 1:
             return
-        if self._applied != InferenceCache.applied:
+        if self._tensors is None:
             self._tensors = [t for m in self.ops for t in m.sources]
-            self._applied = InferenceCache.applied
             self._stamp = None
         stamp = [t._version for t in self._tensors]
         if stamp != self._stamp:
@@ -213,20 +236,23 @@ class InferenceCacheBlock:
                 m.clear_cache()
             self._plain.clear()
             self._stamp = stamp
-        self._plain_ok = self._all_cache()
+        self._plain_ok = self._plain_allowed()
 
-    def _all_cache(self) -> bool:
-        """Whether every op may cache (:meth:`InferenceCache.inference`):
-        without gradients, whether every op is in eval mode, looked at again
-        only after a train/eval switch."""
+    def _plain_allowed(self) -> bool:
+        """Whether plain modules may run in the ops' place: no op watched
+        layer by layer, and every op may cache
+        (:meth:`InferenceCache.inference`; without gradients, whether every
+        op is in eval mode, looked at again only after a train/eval
+        switch)."""
+        if any(m.layerwise for m in self.ops):
+            return False
         if torch.is_grad_enabled():
             return bool(self.ops) and all(
                 m.inference() for m in self.ops)
-        if self._eval[0] != InferenceCache.switched:
-            self._eval = (InferenceCache.switched, bool(self.ops) and all(
-                _may_cache(m.__dict__, False)
-                for m in self.ops))
-        return self._eval[1]
+        if self._eval is None:
+            self._eval = bool(self.ops) and all(
+                _may_cache(m.__dict__, False) for m in self.ops)
+        return self._eval
 
     def exit(self, *args) -> None:
         """Close a span."""
@@ -256,7 +282,7 @@ class InferenceCacheBlock:
         when an op may not cache (training, gradients wanted) and while a
         layer-by-layer tool watches them (:func:`~dsnet_mm.ops.unfolded_bn`:
         complexity counting)."""
-        if not self._plain_ok or InferenceCache.layerwise:
+        if not self._plain_ok:
             return None
         entry = self._plain.get(key)
         if entry is None:
@@ -267,6 +293,23 @@ class InferenceCacheBlock:
         else:
             self._plain.move_to_end(key)
         return entry
+
+
+class InferenceCacheUser:
+    """Mixin of a module that runs something other than its ops within
+    :func:`inference_cache` (a DS backbone runs a sub-network as its static
+    network): the block gives itself to the users among the model's modules
+    on entry (:meth:`attach_inference_cache`) and takes itself back on
+    exit; :attr:`inference_block` is the block while it is open, else None.
+    """
+
+    inference_block: Optional['InferenceCacheBlock'] = None
+
+    def attach_inference_cache(
+            self, block: Optional['InferenceCacheBlock']) -> None:
+        """Called by :func:`inference_cache` with its block on entry and
+        with None on exit; a user may decline a block (keep None)."""
+        self.inference_block = block
 
 
 @contextmanager
@@ -283,13 +326,12 @@ def inference_cache(model: nn.Module,
     tensor operations (optimizer steps, ``load_state_dict``), not through
     ``.data``, and not during a span.
 
-    A module of ``model`` with a method ``attach_inference_cache(block,
-    model)`` gets the block on entry and None on exit (a DS backbone builds
-    its static networks through it, see
+    Every :class:`InferenceCacheUser` among the modules of ``model`` gets
+    the block on entry and None on exit (a DS backbone builds its static
+    networks through it, see
     :meth:`~dsnet_mm.models.backbones.ds_backbone.DSBackboneMixin.
-    plain_subnet`). The block
-    keeps as many plain modules as the model's routing window
-    (``model.window``) has members, at least
+    plain_subnet`). The block keeps as many plain modules as the model's
+    routing window (``model.window``) has members, at least
     :attr:`InferenceCache.max_cached`.
 
     Args:
@@ -299,10 +341,10 @@ def inference_cache(model: nn.Module,
     """
     ops = [m for m in model.modules() if isinstance(m, InferenceCache)]
     window = len(getattr(model, 'window', ()))
-    block = InferenceCacheBlock(ops, max(InferenceCache.max_cached, window),
+    block = InferenceCacheBlock(model, ops,
+                                max(InferenceCache.max_cached, window),
                                 compile)
-    users = [m for m in model.modules()
-             if hasattr(m, 'attach_inference_cache')]
+    users = [m for m in model.modules() if isinstance(m, InferenceCacheUser)]
     hooks = [model.register_forward_pre_hook(block.enter),
              model.register_forward_hook(block.exit, always_call=True)]
     for m in ops:
@@ -310,14 +352,14 @@ def inference_cache(model: nn.Module,
         m.caching = True
         m._block = block
     for m in users:
-        m.attach_inference_cache(block, model)
+        m.attach_inference_cache(block)
     try:
         yield block
     finally:
         for h in hooks:
             h.remove()
         for m in users:
-            m.attach_inference_cache(None, None)
+            m.attach_inference_cache(None)
         for m in ops:
             m.caching = False
             m._block = None

@@ -107,9 +107,10 @@ class PlainSubnet:
         return self._compiled
 
 
-def plain_subnet(block: InferenceCacheBlock, model: nn.Module, spec,
+def plain_subnet(block: InferenceCacheBlock, spec,
                  x: torch.Tensor) -> Optional[PlainSubnet]:
-    """The :class:`PlainSubnet` of ``spec`` for inputs like ``x``, built
+    """The :class:`PlainSubnet` of ``spec`` (a sub-network of the block's
+    model) for inputs like ``x``, built
     once per device, dtype and memory format and kept by ``block`` (its
     compiled form where ``block.compile``); None where the ops must run (see
     :meth:`~dsnet_mm.ops.InferenceCacheBlock.plain`) or ``x`` is float64."""
@@ -117,6 +118,6 @@ def plain_subnet(block: InferenceCacheBlock, model: nn.Module, spec,
         return None
     key = (spec.index, tuple(spec.items()), x.device, x.dtype,
            memory_format(x))
-    plain = block.plain(key, lambda: PlainSubnet(model, spec, x))
+    plain = block.plain(key, lambda: PlainSubnet(block.model, spec, x))
     return plain.compiled() if plain is not None and block.compile \
         else plain

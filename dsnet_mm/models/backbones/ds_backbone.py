@@ -9,7 +9,7 @@ from typing import Iterator, List, Optional, Sequence, Tuple, Union
 import torch
 import torch.nn as nn
 
-from dsnet_mm.ops import DSBatchNorm2d, InferenceCacheBlock
+from dsnet_mm.ops import DSBatchNorm2d, InferenceCacheBlock, InferenceCacheUser
 from dsnet_mm.ops.utils import (check_bool, check_choice, check_int,
                                 check_ints, check_keys)
 from dsnet_mm.static import LayerBuilder, StaticNet, pool_head
@@ -21,7 +21,7 @@ from .pretrained import load_pretrained
 SubnetKey = Union[int, str, SubnetSpec]
 
 
-class DSBackboneMixin:
+class DSBackboneMixin(InferenceCacheUser):
     """Mixin of a DS backbone (put it before ``BaseBackbone`` in the bases).
 
     The backbone holds the active sub-network, which persists across
@@ -130,17 +130,18 @@ class DSBackboneMixin:
         return outs
 
     # --- static networks in cached inference ----------------------------
-    def attach_inference_cache(self, block: Optional[InferenceCacheBlock],
-                               model: Optional[nn.Module]) -> None:
-        """Called by :func:`~dsnet_mm.ops.inference_cache` with its block
-        and model on entry, with None on exit. Within the block of the
-        classifier holding this backbone, :meth:`plain_subnet` gives the
-        static networks that run in place of the DS layers."""
-        attached = None
-        if block is not None and getattr(model, 'backbone', None) is self \
-                and self._plain_supported():
-            attached = (block, model)
-        self.__dict__['_plain_attached'] = attached
+    def attach_inference_cache(
+            self, block: Optional[InferenceCacheBlock]) -> None:
+        """Takes the block of :func:`~dsnet_mm.ops.inference_cache` where
+        its model is the classifier or detector holding this backbone and
+        the static network gives this backbone's outputs: within it,
+        :meth:`plain_subnet` gives the static networks that run in place of
+        the DS layers."""
+        if block is not None and not (
+                getattr(block.model, 'backbone', None) is self
+                and self._plain_supported()):
+            block = None
+        self.inference_block = block
 
     def _plain_supported(self) -> bool:
         """Whether the static network's stem and body give this backbone's
@@ -153,11 +154,10 @@ class DSBackboneMixin:
         classifier's inference cache (see
         :meth:`~dsnet_mm.ops.InferenceCacheBlock.plain`), else None (the DS
         layers run; always for a routing)."""
-        attached = self.__dict__.get('_plain_attached')
-        if attached is None or not isinstance(spec, SubnetSpec):
+        block = self.inference_block
+        if block is None or not isinstance(spec, SubnetSpec):
             return None
-        block, model = attached
-        return plain_subnet(block, model, spec, x)
+        return plain_subnet(block, spec, x)
 
     # --- the static form ---------------------------------------------
     def build_static(self,
