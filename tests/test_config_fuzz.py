@@ -25,7 +25,8 @@ from dsnet_mm.engine import SubnetValLoop
 from dsnet_mm.engine.hooks import DDPConsistencyHook
 from dsnet_mm.models.backbones import DSMobileNetV1, DSResNet, DSViT
 from dsnet_mm.models.classifiers import DSGateClassifier, DSImageClassifier
-from dsnet_mm.models.detectors import (DSGateDetector, DSSingleStageDetector,
+from dsnet_mm.models.detectors import (DSGateDetector, DSSGSDetector,
+                                       DSSingleStageDetector,
                                        DSTwoStageDetector)
 from dsnet_mm.models.gates import DSGate
 from dsnet_mm.search.runner import DEFAULTS, search_options
@@ -117,6 +118,19 @@ def build_detector(gated: bool = False, **kw):
 
 def build_gate_detector(**kw):
     return build_detector(gated=True, **kw)
+
+
+SGS_MARGIN = dict(margin=0.5, margin_mode='absolute')
+
+
+def build_sgs_detector(**kw):
+    """``DSSGSDetector``: the gated detector with ``gate_training``."""
+    backbone = mbnet_cfg(type='mmpretrain.DSMobileNetV1', out_indices=(1, ),
+                         gate=MB_GATE)
+    kw = dict(dict(backbone=backbone, bbox_head=DET_HEAD,
+                   gate_training=SGS_MARGIN), **kw)
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        return DSSGSDetector(**kw)
 
 
 def build_two_stage(**kw):
@@ -336,12 +350,22 @@ CASES: List[Case] = [
                                     out_indices=(1, ))),
         routing_mode=NOT_CHOICE,
         gate_checkpoint=(1, [], {}),
-        stage1_checkpoint=(1, [], {}),
-        gate_training=('x', 1, [], dict(colour=1)),
+        # Stage II's arguments, refused whatever their value
+        stage1_checkpoint=(None, 'stage1.pth', 1),
+        gate_training=(None, SGS_MARGIN, 'x'),
     )),
-    *(inner_case('DSGateDetector', f'gate_training.{key}',
-                 build_gate_detector,
-                 dict(margin=0.5, margin_mode='absolute'), values)
+    *cases_of('DSSGSDetector', build_sgs_detector, dict(
+        # a backbone without a gate
+        backbone=('x', 1, mbnet_cfg(type='mmpretrain.DSMobileNetV1',
+                                    out_indices=(1, ))),
+        stage1_checkpoint=(1, [], {}),
+        gate_training=('x', 1, [], None, dict(colour=1)),
+        # DSGateDetector's, passed on
+        routing_mode=NOT_CHOICE,
+        gate_checkpoint=(1, [], {}),
+    )),
+    *(inner_case('DSSGSDetector', f'gate_training.{key}',
+                 build_sgs_detector, SGS_MARGIN, values)
       for key, values in dict(
           margin=NOT_FLOAT + (-1, ),
           margin_mode=NOT_CHOICE,
@@ -495,6 +519,7 @@ COMPONENTS = {
     'DDPConsistencyHook': DDPConsistencyHook,
     'DSSingleStageDetector': DSSingleStageDetector,
     'DSGateDetector': DSGateDetector,
+    'DSSGSDetector': DSSGSDetector,
     'DSTwoStageDetector': DSTwoStageDetector,
 }
 

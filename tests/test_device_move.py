@@ -106,7 +106,7 @@ FAMILIES = {
 def _detector_cfgs():
     from test_ds_detector import tiny_detector_cfg
     from test_ds_detector_sgs import GATE, MARGIN
-    gated = tiny_detector_cfg(type='DSGateDetector', gate_training=MARGIN)
+    gated = tiny_detector_cfg(type='DSSGSDetector', gate_training=MARGIN)
     gated.backbone.gate = GATE
     return {'detector': (tiny_detector_cfg(), 'mmdet', 'det'),
             'gate_detector': (gated, 'mmdet', 'det')}

@@ -1,7 +1,8 @@
 # Copyright (c) dsnet_mm contributors. All rights reserved.
-"""Detection SGS: the dynamic detector's gate trained on detection losses
-(per-image losses, the margin rule, one step that moves only the gate, the
-Stage I checkpoint it starts from, its options)."""
+"""Detection SGS (``DSSGSDetector``): the dynamic detector's gate trained on
+detection losses (per-image losses, the margin rule, one step that moves
+only the gate, the frozen rest, the Stage I checkpoint it starts from, its
+options), and the routed ``DSGateDetector`` left untouched by it."""
 import copy
 
 import pytest
@@ -29,7 +30,7 @@ def mmdet_scope():
 def sgs_detector(**gate_training):
     gate_training = dict(dict(margin=0.1, margin_mode='relative'),
                          **gate_training)
-    cfg = tiny_detector_cfg(type='DSGateDetector',
+    cfg = tiny_detector_cfg(type='DSSGSDetector',
                             gate_training=gate_training)
     cfg.backbone.gate = GATE
     torch.manual_seed(0)
@@ -120,7 +121,7 @@ def test_stage1_checkpoint_of_the_sandwich_detector_loads(tmp_path):
     stage1.sandwich_iter += 7
     path = str(tmp_path / 'stage1.pth')
     torch.save(dict(state_dict=stage1.state_dict(), meta={}), path)
-    cfg = tiny_detector_cfg(type='DSGateDetector', gate_training=MARGIN,
+    cfg = tiny_detector_cfg(type='DSSGSDetector', gate_training=MARGIN,
                             stage1_checkpoint=path)
     cfg.backbone.gate = GATE
     model = MODELS.build(cfg)
@@ -137,7 +138,7 @@ def test_stage1_checkpoint_of_another_backbone_is_refused(tmp_path):
     torch.manual_seed(0)
     path = str(tmp_path / 'other.pth')
     torch.save(dict(state_dict=MODELS.build(cfg).state_dict()), path)
-    cfg = tiny_detector_cfg(type='DSGateDetector', gate_training=MARGIN,
+    cfg = tiny_detector_cfg(type='DSSGSDetector', gate_training=MARGIN,
                             stage1_checkpoint=path)
     cfg.backbone.gate = GATE
     model = MODELS.build(cfg)
@@ -156,9 +157,57 @@ def test_stage1_checkpoint_of_another_backbone_is_refused(tmp_path):
      r'gate_training.class_weight'),
     (dict(MARGIN, madds_unit=0), ValueError, r'gate_training.madds_unit'),
     ([0.1], TypeError, r'gate_training must be a dict'),
+    (None, TypeError, r'gate_training must be a dict'),
 ])
 def test_bad_gate_training_is_named(training, error, match):
-    cfg = tiny_detector_cfg(type='DSGateDetector', gate_training=training)
+    cfg = tiny_detector_cfg(type='DSSGSDetector', gate_training=training)
     cfg.backbone.gate = GATE
     with pytest.raises(error, match=match):
         MODELS.build(cfg)
+
+
+@pytest.mark.parametrize('key, value', [
+    ('gate_training', MARGIN),
+    ('gate_training', None),
+    ('stage1_checkpoint', 'stage1.pth'),
+])
+def test_the_routed_detector_refuses_the_stage2_arguments(key, value):
+    cfg = tiny_detector_cfg(type='DSGateDetector', **{key: value})
+    cfg.backbone.gate = GATE
+    with pytest.raises(ValueError, match=rf"{key} is not an argument of "
+                       r"DSGateDetector: detection Stage II is "
+                       r"type='DSSGSDetector'"):
+        MODELS.build(cfg)
+
+
+def test_sgs_detector_freezes_all_but_the_slimming_head():
+    model = sgs_detector()
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable == {n for n, _ in model.named_parameters()
+                         if n.startswith(model.gate_prefix)}
+    assert trainable and all('slim_head' in n for n in trainable)
+    for mode in (True, False, True):
+        model.train(mode)
+        assert model.training is mode
+        training = [n for n, m in model.named_modules() if n and m.training]
+        assert not training, training
+    # the Stage II mixin comes first: its train() and step are the ones run
+    names = [c.__name__ for c in type(model).__mro__]
+    assert names.index('GateTrainingMixin') < names.index('DSGateDetector')
+    assert names.index('DSGateDetector') < names.index('GatedRoutingMixin')
+
+
+def test_the_routed_detector_trains_as_a_sandwich_detector():
+    """No freezing leaks into ``DSGateDetector``: every parameter learns and
+    every module follows ``train()``."""
+    cfg = tiny_detector_cfg(type='DSGateDetector')
+    cfg.backbone.gate = GATE
+    model = MODELS.build(cfg)
+    assert not hasattr(model, 'gate_training')
+    assert all(p.requires_grad for p in model.parameters())
+    model.train()
+    assert all(m.training for m in model.modules())
+    model.eval()
+    assert not any(m.training for m in model.modules())
+    model.train()
+    assert all(m.training for m in model.modules())

@@ -158,8 +158,8 @@ def sgs_step_outputs(model, seed=0):
     labels = torch.cat([s.gt_label for s in data['data_samples']])
     model.gate.slim_head.weight.grad = None
     torch.manual_seed(seed)
-    logits, scores, weights, target = model(data['inputs'], mode='sgs',
-                                            labels=labels)
+    logits, scores, weights, target = model(
+        data['inputs'], data['data_samples'], mode='sgs')
     F.cross_entropy(logits, labels).backward()
     return logits, scores, weights, target, model.gate.slim_head.weight.grad
 
@@ -222,7 +222,7 @@ def test_vit_refuses_masks_before_the_activation():
 
 def test_detection_sgs_refuses_a_mask_position():
     pytest.importorskip('mmdet')  # the optional 'det' extra
-    from dsnet_mm.models.detectors.ds_gate_detector import \
+    from dsnet_mm.models.detectors.ds_sgs_detector import \
         check_gate_training
     with pytest.raises(ValueError, match='gate_training.mask_position is '
                        'not an option of detection SGS'):
@@ -256,12 +256,11 @@ def test_sgs_loss_on_gumbel_probs_is_smoothed_ce_of_the_soft_sample(
     model = build(gate_loss_input='gumbel_probs',
                   sgs_class_weight=class_weight).train()
     data = model.data_preprocessor(batch(8), True)
-    labels = torch.cat([s.gt_label for s in data['data_samples']])
     with torch.no_grad():
         gate_logits = model.backbone.forward_pre_gate(data['inputs'])[1]
     torch.manual_seed(3)
-    _, scores, weights, target = model(data['inputs'], mode='sgs',
-                                       labels=labels)
+    _, scores, weights, target = model(data['inputs'],
+                                       data['data_samples'], mode='sgs')
     torch.manual_seed(3)
     noise = -torch.empty_like(gate_logits).exponential_().log()
     p = (gate_logits + noise).softmax(-1)  # tau 1
@@ -292,10 +291,10 @@ def test_sgs_loss_on_gumbel_probs_is_smoothed_ce_of_the_soft_sample(
 def test_stage2_step_takes_its_gate_loss_from_the_chosen_scores(reading):
     model = build(gate_loss_input=reading).train()
     data = batch(8)
-    inputs = model.data_preprocessor(data, True)['inputs']
-    labels = torch.cat([s.gt_label for s in data['data_samples']])
+    pre = model.data_preprocessor(copy.deepcopy(data), True)
+    inputs = pre['inputs']
     torch.manual_seed(4)
-    _, scores, _, target = model(inputs, mode='sgs', labels=labels)
+    _, scores, _, target = model(inputs, pre['data_samples'], mode='sgs')
     with torch.no_grad():
         gate_logits = model.backbone.forward_pre_gate(inputs)[1]
         expected = model.sgs_loss(scores, target)
@@ -349,7 +348,7 @@ def test_detection_sgs_keeps_the_stage1_head_if_asked(tmp_path):
         heads = {}
         for keep in (False, True):
             cfg = tiny_detector_cfg(
-                type='DSGateDetector', stage1_checkpoint=path,
+                type='DSSGSDetector', stage1_checkpoint=path,
                 gate_training=dict(MARGIN, keep_stage1_head=keep))
             cfg.backbone.gate = GATE
             torch.manual_seed(1)
@@ -505,7 +504,7 @@ def test_ema_validation_reports_the_teacher_beside_the_model(tmp_path):
     model.eval()
     with torch.no_grad():
         for spec in (model.space.smallest, model.space.largest):
-            own = accuracy(model(data['inputs'], mode='subnet', spec=spec),
+            own = accuracy(model(data['inputs'], mode='tensor', spec=spec),
                            labels)
             ema = accuracy(model.teacher_logits(data['inputs'], spec),
                            labels)

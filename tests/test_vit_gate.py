@@ -87,8 +87,7 @@ def test_slice_bucket_and_mask_paths_agree():
 def test_window_madds_count_the_gate_on_its_input_width():
     model = build(features='pooled')
     madds = model.window_madds((3, 16, 16))
-    with model.without_routing():
-        rows = subnet_complexity(model, model.window, (3, 16, 16))
+    rows = subnet_complexity(model, model.window, (3, 16, 16))
     # the pooled slimming head reads the 32 channels of block 0
     assert madds == [r['madds'] + 32 * 3 for r in rows]
     assert madds == sorted(madds) and madds[0] < madds[-1]

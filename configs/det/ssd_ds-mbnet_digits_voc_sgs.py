@@ -4,12 +4,15 @@
 # then tools/calibrate_bn.py), which stays frozen, BN statistics included.
 # An image is easy (gate target: the window's narrowest) when the
 # narrowest sub-network's detection loss on it is within a margin of the
-# widest's, hard (target: the widest) otherwise; see DSGateDetector.
+# widest's, hard (target: the widest) otherwise. The model is the dynamic
+# detector's Stage II class, DSSGSDetector (the base's DSGateDetector
+# takes no gate_training); see its docstring.
 # tools/test.py on the result reports every static sub-network and the
 # routed detector (mAP, mean MAdds per image, routing per difficulty level).
 _base_ = ['./ssd_ds-mbnet_digits_voc_gate.py']
 
 model = dict(
+    type='DSSGSDetector',
     # the slimming head starts from its init, not from a classification gate
     gate_checkpoint=None,
     stage1_checkpoint='work_dirs/ds_det_digits/stage1/calibrated.pth',

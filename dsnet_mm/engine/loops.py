@@ -3,7 +3,7 @@
 import json
 import os.path as osp
 import time
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -191,7 +191,8 @@ class SubnetEvalMixin:
     def _eval_specs(self, model) -> Tuple[Dict[str, float], List[SubnetRow]]:
         """(metrics, report rows) of every sub-network of :meth:`specs`,
         each recalibrated first if ``calibrate`` is set."""
-        unrouted = getattr(model, 'without_routing', nullcontext)
+        # a DS model's switch also stops routing; a stock model's backbone
+        switch = getattr(model, 'subnet', model.backbone.subnet)
         metrics: Dict[str, float] = {}
         rows = []
         specs = self.specs()
@@ -200,7 +201,7 @@ class SubnetEvalMixin:
             if self.calibrate is not None:
                 calibrate_bn(model, self._calibration_batches(), spec,
                              self.calibrate.get('num_batches', 100))
-            with model.backbone.subnet(spec), unrouted():
+            with switch(spec):
                 result = self._evaluate()
             self._check_metric(result)
             # one line per sub-network: a long evaluation shows progress

@@ -22,6 +22,7 @@ from dsnet_mm.ops.utils import check_choice, check_float
 from .gates import DSGate
 from .routing import (MASK_POSITIONS, MaskedRouting, budget_penalty,
                       penalized_choice, route_weights)
+from .run_state import SubnetKey, SubnetRunMixin
 from .subnet import SubnetSpec
 from .subnet_table import subnet_complexity
 
@@ -47,7 +48,7 @@ def check_routing(routing_mode: str, tau: float = 1.0,
     check_choice('mask_position', mask_position, MASK_POSITIONS)
 
 
-class GatedRoutingMixin:
+class GatedRoutingMixin(SubnetRunMixin):
     """The gate, the routing decision and the three routing paths.
 
     Put it before the model class in the bases and call
@@ -120,62 +121,13 @@ class GatedRoutingMixin:
     def gate_prefix(self) -> str:
         return f'backbone.{self._gate_name}.slim_head.'
 
-    # --- gate training (Stage II) ----------------------------------------
-    def _freeze_but_gate(self) -> None:
-        """Gate training: only the gate's slimming head learns. Every other
-        parameter is frozen and every module stays in eval mode (its BN
-        statistics too, see :meth:`train`)."""
-        self._gate_training = True
-        for name, p in self.named_parameters():
-            p.requires_grad = name.startswith(self.gate_prefix)
-
-    def train(self, mode: bool = True):
-        """In gate training only the flag changes: the frozen network stays
-        in eval mode."""
-        super().train(mode)
-        if getattr(self, '_gate_training', False):
-            for child in self.children():
-                child.eval()
-        return self
-
-    def _update_gate(self, optim_wrapper, losses: Dict[str, torch.Tensor],
-                     weights: torch.Tensor, target: torch.Tensor, shape,
-                     complexity_weight: float,
-                     madds_unit: float) -> Dict[str, torch.Tensor]:
-        """The end of a gate-training step (inside the optimizer wrapper's
-        context): ``losses`` plus ``complexity_weight * (mean MAdds of the
-        routing weights / madds_unit) ** 2``, refused if not finite, one
-        update; returns the log variables with the mean MAdds and the share
-        of easy targets."""
-        madds = weights.new_tensor(self.window_madds(shape),
-                                   dtype=torch.float32)
-        # elementwise in float32: autocast would run a matmul in bfloat16
-        # or float16 (which overflows past 65504)
-        mean_madds = (weights.float() * madds).sum(-1).mean()
-        if complexity_weight:
-            losses['loss_complexity'] = complexity_weight * (
-                mean_madds / madds_unit)**2
-        loss, log_vars = self.parse_losses(losses)
-        if not torch.isfinite(loss):
-            window = ', '.join(s.name for s in self.window)
-            raise FloatingPointError(
-                f'Stage II loss is {loss.item()} '
-                f'({ {k: float(v) for k, v in losses.items()} }) in the '
-                f'routed model over {window}; nothing was updated and the '
-                'last checkpoint is untouched')
-        optim_wrapper.update_params(loss)
-        log_vars['mean_madds'] = mean_madds.detach()
-        log_vars['easy_ratio'] = (target == 0).float().mean()
-        return log_vars
-
     # --- cost of each choice ------------------------------------------
     def window_madds(self, shape) -> List[int]:
         """MAdds per image of each sub-network of the window at image shape
         ``(C, H, W)`` (cached per shape)."""
         shape = tuple(shape)
         if shape not in self._window_madds:
-            with self.without_routing():
-                rows = subnet_complexity(self, self.window, shape)
+            rows = subnet_complexity(self, self.window, shape)
             # the gate reads the features entering the gated block
             param = next(self.parameters())
             with torch.no_grad():
@@ -289,13 +241,14 @@ class GatedRoutingMixin:
         return _like(template, merged), gate_logits, choice
 
     @contextmanager
-    def without_routing(self) -> Iterator[None]:
-        """Within the block ``predict`` runs the backbone's active
-        sub-network for every image: no routing (the per-sub-network
-        evaluation of a gated model)."""
+    def subnet(self, key: SubnetKey) -> Iterator[SubnetSpec]:
+        """Within the block ``predict`` runs sub-network ``key`` for every
+        image: no routing (the per-sub-network evaluation of a gated
+        model)."""
         previous = self._routing_off
         self._routing_off = True
         try:
-            yield
+            with super().subnet(key) as spec:
+                yield spec
         finally:
             self._routing_off = previous

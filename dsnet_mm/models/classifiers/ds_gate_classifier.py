@@ -12,6 +12,7 @@ from mmpretrain.structures import DataSample
 
 from dsnet_mm.ops.utils import (check_bool, check_choice, check_float,
                                 check_type)
+from ..gate_training import GateTrainingMixin
 from ..gated import GatedRoutingMixin, check_routing
 from ..routing import (GATE_LOSS_INPUTS, SGS_CLASS_WEIGHTS, MaskedRouting,
                        gumbel_route, sgs_cross_entropy)
@@ -22,7 +23,8 @@ SGS_RULES = ('smallest', 'smallest_widest', 'narrowest_correct')
 
 
 @MODELS.register_module()
-class DSGateClassifier(GatedRoutingMixin, ImageClassifier):
+class DSGateClassifier(GateTrainingMixin, GatedRoutingMixin,
+                       ImageClassifier):
     """A DS classifier whose gate picks the sub-network of each image.
 
     **Stage II training (SGS).** The supernet and its BN statistics are frozen
@@ -73,15 +75,18 @@ class DSGateClassifier(GatedRoutingMixin, ImageClassifier):
     sub-network, run each group sliced), ``'slice'`` (one image at a time) or
     ``'mask'`` (widest width with channel masks). Each data sample gets
     ``routed_subnet`` (index in the sub-network list) and ``routed_madds``.
-    Within :meth:`without_routing` the active sub-network runs instead.
+    Within :meth:`subnet` (or given ``forward(spec=...)``) that sub-network
+    runs instead.
     Within the model's :func:`~dsnet_mm.ops.inference_cache` the part before
     the gate and each bucket's part after it run as the window members'
     static networks cut at the gate (built once from the same folded
     weights: the parts :func:`~dsnet_mm.deploy.export_dynamic` exports).
     The routing itself (gate, decision, the three paths, MAdds per window
     member) is :class:`~dsnet_mm.models.gated.GatedRoutingMixin`, shared
-    with the dynamic detector; this class supplies the part after the gate
-    (class logits) and Stage II.
+    with the dynamic detector; the freezing and the end of a Stage II step
+    are :class:`~dsnet_mm.models.gate_training.GateTrainingMixin`, shared
+    with the detector's Stage II; this class supplies the part after the
+    gate (class logits) and its Stage II.
 
     **MAdds budget.** Inference routes by ``argmax(logits - cost_penalty *
     relative MAdds)`` (:meth:`route`); ``cost_penalty`` (a buffer, 0 unless
@@ -267,19 +272,19 @@ class DSGateClassifier(GatedRoutingMixin, ImageClassifier):
         return sgs_cross_entropy(scores, target, self.gate_label_smooth,
                                  self.sgs_class_weight)
 
-    def forward(self, inputs: torch.Tensor, data_samples=None,
-                mode: str = 'tensor', **kwargs):
-        """``mode='sgs'`` runs the Stage II forward for ``labels``: class
-        logits of the routed model (mask path at ``mask_position``,
-        straight-through Gumbel), what the SGS loss reads (the gate logits,
-        or the soft Gumbel sample, see ``gate_loss_input``), routing weights
-        and SGS targets. The other modes are mmpretrain's. Stage II calls it
-        through the DDP wrapper when there is one, so the gate's gradients
-        are reduced."""
-        if mode != 'sgs':
-            return super().forward(inputs, data_samples, mode)
+    extra_modes = ('sgs', )
+
+    def _forward_sgs(self, inputs: torch.Tensor,
+                     data_samples: List[DataSample]):
+        """``forward(mode='sgs')``: the Stage II forward for the labels of
+        ``data_samples``: class logits of the routed model (mask path at
+        ``mask_position``, straight-through Gumbel), what the SGS loss reads
+        (the gate logits, or the soft Gumbel sample, see
+        ``gate_loss_input``), routing weights and SGS targets."""
+        labels = torch.cat([s.gt_label for s in data_samples]).to(
+            inputs.device)
         h, gate_logits, early = self.backbone.forward_pre_gate(inputs)
-        target = self.sgs_targets(h, early, kwargs['labels'])
+        target = self.sgs_targets(h, early, labels)
         weights, probs = gumbel_route(gate_logits, self.tau)
         logits = self._run_window(
             h, early, MaskedRouting(self.window, weights, self.mask_position))
@@ -300,11 +305,9 @@ class DSGateClassifier(GatedRoutingMixin, ImageClassifier):
         forward = self if forward is None else forward
         data = self.data_preprocessor(data, True)
         inputs, data_samples = data['inputs'], data['data_samples']
-        labels = torch.cat([s.gt_label for s in data_samples]).to(
-            inputs.device)
         with optim_wrapper.optim_context(self):
             logits, scores, weights, target = forward(
-                inputs, mode='sgs', labels=labels)
+                inputs, data_samples, mode='sgs')
             losses = dict(loss_task=self.head._get_loss(
                 logits, data_samples)['loss'])
             if (target >= 0).any():

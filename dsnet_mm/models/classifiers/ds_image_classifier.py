@@ -17,11 +17,12 @@ from ..mvco import (MVCO_MODES, cross_view_target, view_mean_target,
                     views_symmetric_kl)
 from ..sandwich import (check_finite_loss, check_sandwich_sampling,
                         sample_random_subnets)
+from ..run_state import SubnetRunMixin
 from ..subnet import SubnetSpec
 
 BOOTSTRAP_MODES = ('ib', 'ieb', 'inplace')
 @MODELS.register_module()
-class DSImageClassifier(ImageClassifier):
+class DSImageClassifier(SubnetRunMixin, ImageClassifier):
     """An ``ImageClassifier`` over a DS backbone, trained by the sandwich rule.
 
     One ``train_step`` runs, on the same batch, the largest architecture, ``N``
@@ -251,21 +252,14 @@ class DSImageClassifier(ImageClassifier):
                                      self.usnet_divisor, self.draw_largest)
 
     # --- forward helpers ------------------------------------------------
-    def forward(self, inputs: torch.Tensor, data_samples=None,
-                mode: str = 'tensor', **kwargs):
-        """``mode='subnet'`` gives the logits of ``spec`` (with ``dropout``
-        before the classifier if set); the other modes are mmpretrain's.
+    extra_modes = ('dropout', )
 
-        The sandwich step calls its forwards through this method, so that
-        under DDP they run through the wrapper and gradients are reduced.
-        """
-        if mode != 'subnet':
-            return super().forward(inputs, data_samples, mode)
-        with self.backbone.subnet(kwargs['spec']):
-            feats = self.extract_feat(inputs)
-        if kwargs.get('dropout', False):
-            feats = tuple(self.dropout(f) for f in feats)
-        return self.head(feats)
+    def _forward_dropout(self, inputs: torch.Tensor,
+                         data_samples=None) -> torch.Tensor:
+        """``forward(mode='dropout')``: the logits with ``largest_dropout``
+        before the classifier (Stage I's largest member)."""
+        feats = self.extract_feat(inputs)
+        return self.head(tuple(self.dropout(f) for f in feats))
 
     @torch.no_grad()
     def teacher_logits(self, inputs: torch.Tensor,
@@ -323,8 +317,8 @@ class DSImageClassifier(ImageClassifier):
         randoms = self.sample_random_subnets()
         losses = {}
         with optim_wrapper.optim_context(self):
-            largest = forward(inputs, mode='subnet', spec=self.space.largest,
-                              dropout=True)
+            largest = forward(inputs, mode='dropout',
+                              spec=self.space.largest)
             loss = self.head._get_loss(largest, data_samples)['loss']
             if self.mvco and self.mvco['mode'] == 'largest_consistency':
                 consistency = self.mvco['consistency_weight'] * \
@@ -343,7 +337,7 @@ class DSImageClassifier(ImageClassifier):
             for member, (kind, spec, probs) in enumerate(students):
                 x, target = self._student_input(member, views, inputs,
                                                 probs)
-                logits = forward(x, mode='subnet', spec=spec)
+                logits = forward(x, mode='tensor', spec=spec)
                 loss = self.distill_loss(logits, target)
                 label_weight = self.student_label_weights[spec.index]
                 if label_weight:

@@ -3,19 +3,15 @@
 sub-network's features to the widest widths, the sub-network that runs, and
 the sandwich step."""
 from collections import OrderedDict
-from contextlib import contextmanager
-from typing import (Callable, Dict, Iterator, List, Optional, Sequence,
-                    Tuple, Union)
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from mmengine.optim import OptimWrapper
 
 from dsnet_mm.ops import zero_pad_channels
 from ..sandwich import check_finite_loss, sample_random_subnets
+from ..run_state import SubnetRunMixin
 from ..subnet import SubnetSpec
-
-SubnetKey = Union[int, str, SubnetSpec]
-
 
 def float32_outputs(module: torch.nn.Module, args, outputs):
     """A forward hook: the module's bfloat16 / float16 outputs (tensors in
@@ -67,7 +63,7 @@ def pad_to(feats: Sequence[torch.Tensor],
     return tuple(padded)
 
 
-class SandwichDetectorMixin:
+class SandwichDetectorMixin(SubnetRunMixin):
     """The sub-network interface and the sandwich step of an mmdet detector
     over a DS backbone; mixed in before mmdet's detector class
     (``SingleStageDetector``, ``TwoStageDetector``), whose ``loss``,
@@ -153,21 +149,6 @@ class SandwichDetectorMixin:
     def space(self):
         return self.backbone.space
 
-    # --- the sub-network that runs --------------------------------------
-    @property
-    def active_subnet(self) -> SubnetSpec:
-        return self.backbone.active_subnet
-
-    def set_subnet(self, key: SubnetKey) -> SubnetSpec:
-        """Make a sub-network (index, name or spec) the one that runs."""
-        return self.backbone.set_subnet(key)
-
-    @contextmanager
-    def subnet(self, key: SubnetKey) -> Iterator[SubnetSpec]:
-        """Run the block with a sub-network active, then restore the old."""
-        with self.backbone.subnet(key) as spec:
-            yield spec
-
     def extract_feat(self, batch_inputs: torch.Tensor
                      ) -> Tuple[torch.Tensor, ...]:
         """Backbone at the active sub-network, its outputs zero-padded to
@@ -176,20 +157,6 @@ class SandwichDetectorMixin:
         if self.with_neck:
             x = self.neck(x)
         return x
-
-    def forward(self,
-                inputs: torch.Tensor,
-                data_samples=None,
-                mode: str = 'tensor',
-                spec: Optional[SubnetSpec] = None):
-        """mmdet's modes, at sub-network ``spec`` if given (else the active
-        one). The sandwich step calls its forwards through this method, so
-        that under DDP they run through the wrapper and gradients are
-        reduced."""
-        if spec is None:
-            return super().forward(inputs, data_samples, mode)
-        with self.backbone.subnet(spec):
-            return super().forward(inputs, data_samples, mode)
 
     # --- training -------------------------------------------------------
     def sample_random_subnets(self) -> List[SubnetSpec]:
