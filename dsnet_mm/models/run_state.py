@@ -45,6 +45,11 @@ class SubnetRunMixin:
     extra_modes: Tuple[str, ...] = ()
 
     @property
+    def space(self):
+        """The backbone's :class:`~dsnet_mm.models.subnet.SubnetSpace`."""
+        return self.backbone.space
+
+    @property
     def active_subnet(self) -> SubnetSpec:
         """The backbone's active sub-network."""
         return self.backbone.active_subnet

@@ -173,10 +173,6 @@ class DSImageClassifier(SubnetRunMixin, ImageClassifier):
                       'starts as a copy of the loaded student',
                       logger='current')
 
-    @property
-    def space(self):
-        return self.backbone.space
-
     @staticmethod
     def _check_mvco(mvco: Optional[dict]) -> Optional[dict]:
         if mvco is None:

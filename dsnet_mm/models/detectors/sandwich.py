@@ -145,10 +145,6 @@ class SandwichDetectorMixin(SubnetRunMixin):
         self.register_buffer('sandwich_iter',
                              torch.zeros((), dtype=torch.long))
 
-    @property
-    def space(self):
-        return self.backbone.space
-
     def extract_feat(self, batch_inputs: torch.Tensor
                      ) -> Tuple[torch.Tensor, ...]:
         """Backbone at the active sub-network, its outputs zero-padded to
