@@ -49,8 +49,8 @@ def plain_forward(model, spec, x):
         with torch.no_grad():
             ref.weight.copy_(ds.weight[:c])
             ref.bias.copy_(ds.bias[:c])
-            ref.running_mean.copy_(ds.running_mean[spec.index, :c])
-            ref.running_var.copy_(ds.running_var[spec.index, :c])
+            ref.running_mean.copy_(ds.running_mean[spec.stats, :c])
+            ref.running_var.copy_(ds.running_var[spec.stats, :c])
         return ref(x)
 
     x = F.silu(bn(model.stem.bn, conv(model.stem.conv, x, spec['stem'])))

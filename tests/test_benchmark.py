@@ -267,7 +267,7 @@ def test_cached_static_network_follows_every_weight_change(model):
             model(x)
             pw.weight.mul_(-1)  # an in-place step between calls
             torch.testing.assert_close(model(x), _uncached(model, x, spec))
-            bn.running_var[spec.index].mul_(3)  # recalibrated statistics
+            bn.running_var[spec.stats].mul_(3)  # recalibrated statistics
             torch.testing.assert_close(model(x), _uncached(model, x, spec))
             model.load_state_dict(state)
             torch.testing.assert_close(model(x), _uncached(model, x, spec))
@@ -456,7 +456,7 @@ def test_equal_madds_spec_hits_the_target(model):
     spec, madds = equal_madds_spec(model, target, (3, 32, 32))
     assert abs(madds - target) / target < 0.01
     assert space[3]['stage5'] <= spec['stage5'] <= space[4]['stage5']
-    assert spec.index == 3
+    assert spec.stats == 3 and spec.position is None
 
 
 def test_benchmark_rows_and_summary(model):

@@ -178,11 +178,11 @@ def test_random_widths_are_reproducible_and_skip_the_smallest():
     draws = []
     for it in range(20):
         model.sandwich_iter.fill_(it)
-        draws.append([s.index for s in model.sample_random_subnets()])
+        draws.append([s.position for s in model.sample_random_subnets()])
     assert all(1 <= k <= 6 for d in draws for k in d)
     assert len({k for d in draws for k in d}) > 3
     model.sandwich_iter.fill_(7)
-    assert [s.index for s in model.sample_random_subnets()] == draws[7]
+    assert [s.position for s in model.sample_random_subnets()] == draws[7]
 
 
 def test_teacher_is_an_exponential_moving_average():

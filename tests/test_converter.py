@@ -32,8 +32,8 @@ def build(seed):
                 var = torch.rand(w) + 0.5
                 for s in specs:
                     if s[group] == w:
-                        m.running_mean[s.index, :w] = mean
-                        m.running_var[s.index, :w] = var
+                        m.running_mean[s.stats, :w] = mean
+                        m.running_var[s.stats, :w] = var
     return model
 
 
@@ -54,7 +54,7 @@ def to_reference(model):
     def bn(prefix, m, group):
         widths = sorted({s[group] for s in specs})
         for i, w in enumerate(widths):
-            row = next(s.index for s in specs if s[group] == w)
+            row = next(s.stats for s in specs if s[group] == w)
             ref[f'{prefix}aux_bn.{i}.running_mean'] = m.running_mean[row, :w]
             ref[f'{prefix}aux_bn.{i}.running_var'] = m.running_var[row, :w]
             ref[f'{prefix}aux_bn.{i}.num_batches_tracked'] = torch.tensor(7)

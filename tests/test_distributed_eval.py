@@ -191,8 +191,8 @@ def test_calibration_runs_the_frozen_bn_of_a_stage2_model():
     assert calibrate_bn(model, [batch], spec, num_batches=1) == 1
     norm = next(m for m in model.backbone.modules()
                 if isinstance(m, DSBatchNorm2d))
-    assert norm.num_batches_tracked[spec.index] == 1
-    assert norm.running_mean[spec.index].abs().sum() > 0
+    assert norm.num_batches_tracked[spec.stats] == 1
+    assert norm.running_mean[spec.stats].abs().sum() > 0
     assert not norm.training
 
 
@@ -251,7 +251,7 @@ def test_reduced_calibration_statistics_equal_one_process(tmp_path):
         for key in stats:
             torch.testing.assert_close(rank['state'][key], one[key],
                                        rtol=1e-5, atol=1e-6)
-            others = torch.arange(len(one[key])) != spec.index
+            others = torch.arange(len(one[key])) != spec.stats
             assert torch.equal(rank['state'][key][others],
                                before[key][others])
         for key in one:

@@ -231,7 +231,7 @@ def test_sandwich_step_runs_each_member_and_steps_once():
                           sum(log_vars[f'loss_{m}'] for m in members))
     assert torch.allclose(log_vars['loss'],
                           log_vars['loss_cls'] + log_vars['loss_bbox'])
-    assert log_vars['subnet_random0'].item() == expected[1].index
+    assert log_vars['subnet_random0'].item() == expected[1].stats
 
 
 def test_sandwich_step_is_one_sgd_step_along_the_members_summed_grads():

@@ -79,7 +79,7 @@ def test_slice_bucket_and_mask_paths_give_the_same_detections():
             for mode in MODES
         }
     routed = [s.routed_subnet for s in results['slice']]
-    assert routed == [model.window[k].index for k in (0, 2, 1, 0)]
+    assert routed == [model.window[k].position for k in (0, 2, 1, 0)]
     for mode in ('bucket', 'mask'):
         assert [s.routed_subnet for s in results[mode]] == routed
         for ref, got in zip(results['slice'], results[mode]):
@@ -116,7 +116,7 @@ def test_madds_of_a_routed_image_equal_its_static_subnets(position):
     with torch.no_grad():
         (sample, ) = model.predict(inputs, data['data_samples'])
     spec = model.window[position]
-    assert sample.routed_subnet == spec.index
+    assert sample.routed_subnet == spec.position
     (static, ) = subnet_complexity(model, [spec], inputs.shape[1:])
     h = model.backbone.forward_pre_gate(inputs)[0]
     gate = model.gate.head_madds(model.backbone.gate_input_width(h))

@@ -116,7 +116,7 @@ def test_resnet_pooled_gate_routes_as_the_model(tmp_path):
     # statistics rows of the other members differ before the gate too (as
     # without recalibration): the shared part must run the first member's,
     # as forward_pre_gate does
-    rows = [s.index for s in model.window[1:]]
+    rows = [s.stats for s in model.window[1:]]
     with torch.no_grad():
         for bn in model.modules():
             if isinstance(bn, DSBatchNorm2d):

@@ -536,7 +536,7 @@ def test_ema_validation_recalibrates_the_teacher_and_puts_it_back(
     for spec in (twin.space.smallest, twin.space.largest):
         calibrate_bn(twin, batches, spec, 2)
         expected[spec.name] = twin.backbone.stem.bn.running_mean[
-            spec.index].clone()
+            spec.stats].clone()
     # what the teacher's statistics are while the loop evaluates it
     seen = {}
     evaluate = SubnetValLoop._evaluate
@@ -545,7 +545,7 @@ def test_ema_validation_recalibrates_the_teacher_and_puts_it_back(
         if loop.model.backbone is teacher['backbone']:
             spec = loop.model.backbone.active_subnet
             seen[spec.name] = teacher['backbone'].stem.bn.running_mean[
-                spec.index].clone()
+                spec.stats].clone()
         return evaluate(loop)
 
     monkeypatch.setattr(SubnetValLoop, '_evaluate', spy)

@@ -459,10 +459,10 @@ def test_usnet_sampling_draws_one_ratio_for_every_group():
         assert abs(t[0] - t[1]) < 0.05  # one ratio, up to the rounding
         assert all(spec[g] % 4 == 0 for g in ('stage4', 'stage5'))
         # statistics row: the narrowest listed sub-network as wide
-        row = space[spec.index]
+        row = space[spec.stats]
         assert all(row[g] >= spec[g] for g in space.groups)
-        assert spec.index == 0 or any(
-            space[spec.index - 1][g] < spec[g] for g in space.groups)
+        assert spec.stats == 0 or any(
+            space[spec.stats - 1][g] < spec[g] for g in space.groups)
     model.sandwich_iter += 1
     assert [dict(s) for s in model.sample_random_subnets()] != [
         dict(s) for s in specs]

@@ -210,7 +210,7 @@ def test_list_draws_can_leave_the_largest_out():
     assert dict(space[top]) == dict(space.largest)
 
     def draws(space, **kwargs):
-        return {s.index for i in range(100) for s in sample_random_subnets(
+        return {s.position for i in range(100) for s in sample_random_subnets(
             space, 2, 0, i, **kwargs)}
 
     assert draws(space, draw_largest=False) == set(range(1, top))

@@ -12,8 +12,10 @@ def test_ladder_steps_every_group_evenly():
                                   widest=dict(a=8, b=64), num=4))
     assert [dict(s) for s in space] == [
         dict(a=8, b=16), dict(a=8, b=32), dict(a=8, b=48), dict(a=8, b=64)]
-    assert [s.index for s in space] == [0, 1, 2, 3]
-    assert dict(space.largest) == MAX and space.largest.index == 4
+    assert [s.position for s in space] == [0, 1, 2, 3]
+    assert [s.stats for s in space] == [0, 1, 2, 3]
+    assert dict(space.largest) == MAX and space.largest.position == 4
+    assert space.largest.stats == 4
     assert space.num_stats == 5
 
 
@@ -33,6 +35,22 @@ def test_lookup_by_name_and_index():
         space.get(2)
     with pytest.raises(ValueError, match="'largest', 'smallest'"):
         space.get('biggest')
+
+
+def test_adhoc_spec_has_a_stats_row_and_no_position():
+    space = SubnetSpace(MAX, [dict(a=4, b=40), dict(a=12, b=56)])
+    spec = space.adhoc(dict(a=8, b=48))
+    assert spec.stats == 1 and spec.position is None  # subnet_1's row
+    assert space.adhoc(dict(a=16, b=64)).stats == space.largest.stats
+    assert space.adhoc(dict(a=4, b=40), stats=0).position is None
+    again = space.get(spec)
+    assert again.adhoc and again.stats == 1 and again.position is None
+    assert dict(again) == dict(spec)
+    assert space.get(space[1]) is space[1]
+    assert space.get(space.largest) is space.largest
+    other = SubnetSpace(MAX, [dict(a=4, b=40), dict(a=12, b=48)])
+    with pytest.raises(ValueError, match='is not a sub-network'):
+        space.get(other[1])
 
 
 def test_unknown_group_names_allowed_groups():

@@ -13,7 +13,7 @@ import torch.nn as nn
 from mmpretrain.models.backbones.base_backbone import BaseBackbone
 from mmpretrain.registry import MODELS
 
-from dsnet_mm.models.backbones.ds_backbone import DSBackboneMixin
+from dsnet_mm.models.backbones.ds_backbone import StagedBackboneMixin
 from dsnet_mm.models.subnet import SubnetSpace, SubnetSpec
 from dsnet_mm.ops import DSBatchNorm2d, DSConv2d
 from dsnet_mm.static import LayerBuilder
@@ -55,7 +55,7 @@ class DSConvBNReLU(nn.Module):
 
 
 @MODELS.register_module()
-class DSTinyVGG(DSBackboneMixin, BaseBackbone):
+class DSTinyVGG(StagedBackboneMixin, BaseBackbone):
     """A dynamic slimmable VGG-style network.
 
     Args:

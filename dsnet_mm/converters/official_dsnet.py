@@ -40,11 +40,11 @@ def _convert_bn(state, ref: str, bn: DSBatchNorm2d, group: str,
     for spec in specs:
         i = choices.index(spec[group])
         w = spec[group]
-        mean[spec.index, :w] = state[f'{ref}aux_bn.{i}.running_mean'][:w]
-        var[spec.index, :w] = state[f'{ref}aux_bn.{i}.running_var'][:w]
+        mean[spec.stats, :w] = state[f'{ref}aux_bn.{i}.running_mean'][:w]
+        var[spec.stats, :w] = state[f'{ref}aux_bn.{i}.running_var'][:w]
         key = f'{ref}aux_bn.{i}.num_batches_tracked'
         if key in state:
-            tracked[spec.index] = state[key]
+            tracked[spec.stats] = state[key]
     out[ours + 'running_mean'] = mean
     out[ours + 'running_var'] = var
     out[ours + 'num_batches_tracked'] = tracked

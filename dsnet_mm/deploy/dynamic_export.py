@@ -116,7 +116,7 @@ def export_dynamic(model: DSGateClassifier,
         name = f'post_gate_{spec.name}.onnx'
         export_onnx(post, features, osp.join(out_dir, name), 'features',
                     ('logits', ), opset)
-        window.append(dict(name=spec.name, index=spec.index, madds=madds[k],
+        window.append(dict(name=spec.name, index=spec.position, madds=madds[k],
                            relative_cost=costs[k], file=name))
     manifest = dict(
         backbone=type(model.backbone).__name__,

@@ -111,7 +111,7 @@ def calibrate_bn(model: nn.Module, batches: Iterable[dict], spec: SubnetSpec,
     norms = [m for m in model.backbone.modules()
              if isinstance(m, DSBatchNorm2d)]
     for m in norms:
-        m.reset_subnet_stats(spec.index)
+        m.reset_subnet_stats(spec.stats)
     was_training = model.training
     model.train()
     # a frozen model (Stage II, ``norm_eval``) keeps its BN in eval mode
@@ -131,7 +131,7 @@ def calibrate_bn(model: nn.Module, batches: Iterable[dict], spec: SubnetSpec,
     finally:
         model.train(was_training)
     if world_size > 1:
-        _average_over_ranks(norms, spec.index)
+        _average_over_ranks(norms, spec.stats)
     return used
 
 

@@ -212,7 +212,7 @@ class SubnetEvalMixin:
             metrics.update({f'{spec.name}/{k}': v for k, v in result.items()})
             metrics[f'{spec.name}/madds'] = cost['madds']
             rows.append(SubnetRow(spec.name, cost['madds'], cost['params'],
-                                  result, spec.index,
+                                  result, spec.position,
                                   cost.get('backbone_madds')))
             if 'backbone_madds' in cost:  # a detector
                 metrics[f'{spec.name}/backbone_madds'] = \

@@ -73,7 +73,7 @@ class GatedRoutingMixin(SubnetRunMixin):
         channels, see :class:`~dsnet_mm.models.routing.MaskedRouting`;
         the backbone's ``mask_positions`` must list it)."""
         check_routing(routing_mode, tau, mask_position)
-        if getattr(self.backbone, 'gate_stage', None) is None:
+        if not getattr(self.backbone, 'gated', False):
             raise ValueError(
                 f'{type(self).__name__} needs a DS backbone with a gate: set '
                 "backbone.gate=dict(stage=..., window=(start, size))")

@@ -75,7 +75,7 @@ class MaskedRouting:
 
     @property
     def stats(self):
-        return [s.index for s in self.window], self.weights
+        return [s.stats for s in self.window], self.weights
 
     def channel_mask(self, group: str) -> torch.Tensor:
         """``[B, C]``: 1 for the channels each image's sub-network uses."""

@@ -31,20 +31,26 @@ def check_subnets_cfg(field: str, subnets) -> None:
 class SubnetSpec(Mapping):
     """One sub-network: a width per group, and its row in the BN statistics.
 
+    Attributes ``stats`` (int: the statistics row a ``DSBatchNorm2d``
+    normalises it with) and ``position`` (int: its place in the space's list,
+    ``space[position]``, or ``len(subnets)`` for the largest; None for an
+    ad-hoc sub-network, which has none).
+
     Args:
         widths (Mapping[str, int]): Width of every group.
-        index (int): Position in the space (``len(subnets)`` for the largest);
-            for an ad-hoc sub-network, the statistics row it uses.
+        stats (int): The BN statistics row; for a listed sub-network and the
+            largest also its position.
         name (str): A readable name, e.g. ``'subnet_3'`` or ``'largest'``.
         adhoc (bool): Not in the list: a width vector the search or US-Net
-            sampling visits (see :meth:`SubnetSpace.adhoc`).
-            Defaults to False.
+            sampling visits (see :meth:`SubnetSpace.adhoc`); its
+            ``position`` is None. Defaults to False.
     """
 
-    def __init__(self, widths: Mapping[str, int], index: int,
+    def __init__(self, widths: Mapping[str, int], stats: int,
                  name: str, adhoc: bool = False) -> None:
         self._widths = dict(widths)
-        self.index = index
+        self.stats = stats
+        self.position: Optional[int] = None if adhoc else stats
         self.name = name
         self.adhoc = adhoc
 
@@ -60,11 +66,6 @@ class SubnetSpec(Mapping):
     def __repr__(self) -> str:
         widths = ', '.join(f'{k}={v}' for k, v in self._widths.items())
         return f'SubnetSpec({self.name}: {widths})'
-
-    @property
-    def stats(self) -> int:
-        """What a ``DSBatchNorm2d`` selects its statistics by: the row."""
-        return self.index
 
     def mask(self, x, group: str):
         """Channel masking hook of per-sample routing: a no-op here."""
@@ -163,9 +164,9 @@ class SubnetSpace:
         the largest's)."""
         self._check(widths, name)
         if stats is None:
-            stats = next((s.index for s in self.subnets
+            stats = next((s.stats for s in self.subnets
                           if all(s[g] >= widths[g] for g in self.groups)),
-                         self.largest.index)
+                         self.largest.stats)
         if not 0 <= stats < self.num_stats:
             raise ValueError(f'stats row {stats} is outside '
                              f'0..{self.num_stats - 1}')
@@ -198,16 +199,16 @@ class SubnetSpace:
                    key=lambda c: (abs(c - value), c))
 
     def get(self, key: Union[int, str, SubnetSpec]) -> SubnetSpec:
-        """Look a sub-network up by index, name or spec (an ad-hoc spec is
+        """Look a sub-network up by position, name or spec (an ad-hoc spec is
         checked against the stored widths)."""
         if isinstance(key, SubnetSpec) and key.adhoc:
-            return self.adhoc(key, key.index, key.name)
+            return self.adhoc(key, key.stats, key.name)
         if isinstance(key, SubnetSpec):
-            if key.index == self.largest.index:
+            if key.position == self.largest.position:
                 return self.largest
-            if 0 <= key.index < len(self) and \
-                    dict(self.subnets[key.index]) == dict(key):
-                return self.subnets[key.index]
+            if 0 <= key.position < len(self) and \
+                    dict(self.subnets[key.position]) == dict(key):
+                return self.subnets[key.position]
             raise ValueError(f'{key} is not a sub-network of this space')
         if isinstance(key, str):
             names = {s.name: s for s in [*self.subnets, self.largest]}

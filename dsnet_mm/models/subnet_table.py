@@ -92,7 +92,7 @@ def subnet_complexity(model: nn.Module,
                     cost['backbone_madds'] = count_complexity(
                         model.backbone,
                         lambda: model.backbone(inputs))['madds']
-            rows.append(dict(name=spec.name, index=spec.index,
+            rows.append(dict(name=spec.name, index=spec.stats,
                              widths=dict(spec), **cost))
     finally:
         model.train(was_training)

@@ -124,9 +124,11 @@ class DSConv2d(InferenceCache):
                 out_channels: Optional[int] = None,
                 kernel_size: Optional[int] = None) -> torch.Tensor:
         if self.inference():
-            key = (x.shape[1], out_channels, memory_format(x), kernel_size)
+            c_in, fmt = x.shape[1], memory_format(x)
+            key = (c_in, out_channels, fmt, kernel_size)
             weight, bias, groups = self.hit(key) or self.cached(
-                key, lambda: self.sliced(*key))
+                key, lambda: self.sliced(c_in, out_channels, kernel_size,
+                                         copy=True, fmt=fmt))
         else:
             weight, bias, groups = self.sliced(x.shape[1], out_channels,
                                                kernel_size=kernel_size)
@@ -185,7 +187,7 @@ class DSConv2d(InferenceCache):
         weight, bias, groups = self.sliced(c_in, out_channels,
                                            kernel_size=kernel_size)
         c_out = weight.shape[0]
-        mean, var, gamma, beta = bn.sliced(4, c_out, row)
+        mean, var, gamma, beta = bn.sliced(c_out, row)
         scale = gamma * torch.rsqrt(var + bn.eps)
         shift = beta - mean * scale if bias is None else \
             beta + (bias - mean) * scale
@@ -199,11 +201,13 @@ class DSConv2d(InferenceCache):
     def sliced(self,
                c_in: int,
                out_channels: Optional[int],
-               fmt: Optional[torch.memory_format] = None,
-               kernel_size: Optional[int] = None) -> Tuple:
+               kernel_size: Optional[int] = None,
+               copy: bool = False,
+               fmt: torch.memory_format = torch.contiguous_format) -> Tuple:
         """(weight, bias, groups) at ``c_in`` inputs, ``out_channels``
-        outputs and ``kernel_size`` (the centre of the stored kernel); views,
-        or detached copies in memory format ``fmt``."""
+        outputs and ``kernel_size`` (the centre of the stored kernel): views,
+        or with ``copy`` detached copies, the weight in memory format
+        ``fmt`` (the cached form)."""
         k = self.check_kernel(kernel_size)
         check_width('in_channels', c_in, self.in_channels, self.group_channels)
         groups = self.groups_for(c_in)
@@ -224,7 +228,7 @@ class DSConv2d(InferenceCache):
             o = (self.kernel_size - k) // 2
             weight = weight[..., o:o + k, o:o + k]
         bias = None if self.bias is None else self.bias[:c_out]
-        if fmt is not None:
+        if copy:
             weight = weight.detach().clone(memory_format=fmt)
             bias = None if bias is None else bias.detach()
         return weight, bias, groups

@@ -50,14 +50,16 @@ class DSLinear(InferenceCache):
         if self.inference():
             key = (x.shape[-1], out_features)
             weight, bias = self.hit(key) or self.cached(
-                key, lambda: self._sliced(*key, True))
+                key, lambda: self.sliced(*key, copy=True))
         else:
-            weight, bias = self._sliced(x.shape[-1], out_features)
+            weight, bias = self.sliced(x.shape[-1], out_features)
         return F.linear(x, weight, bias)
 
-    def _sliced(self, c_in: int, out_features: Optional[int],
-                copy: bool = False) -> Tuple:
-        """(weight, bias): views, or detached contiguous copies."""
+    def sliced(self, c_in: int, out_features: Optional[int],
+               copy: bool = False) -> Tuple:
+        """(weight, bias) at ``c_in`` inputs and ``out_features`` outputs:
+        views, or with ``copy`` detached and contiguous (the cached
+        form)."""
         check_width('in_features', c_in, self.in_features)
         c_out = self.out_features if out_features is None else out_features
         check_width('out_features', c_out, self.out_features)

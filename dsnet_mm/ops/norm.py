@@ -58,7 +58,8 @@ class DSBatchNorm2d(InferenceCache, _BatchNorm):
         self.fold = True
 
     def _check_input_dim(self, input: torch.Tensor) -> None:
-        self._check(input.dim(), self.num_features, 0)
+        self._check_dim(input.dim())
+        self._check(self.num_features, 0)
 
     @property
     def sources(self) -> List[torch.Tensor]:
@@ -67,46 +68,53 @@ class DSBatchNorm2d(InferenceCache, _BatchNorm):
         p, b = self._parameters, self._buffers
         return [p['weight'], p['bias'], b['running_mean'], b['running_var']]
 
-    def reset_subnet_stats(self, subnet: Optional[int] = None) -> None:
-        """Reset the statistics of one sub-network, or of all of them."""
-        rows = slice(None) if subnet is None else subnet
+    def reset_subnet_stats(self, row: Optional[int] = None) -> None:
+        """Reset the statistics of one sub-network (its ``spec.stats``
+        row), or of all of them."""
+        rows = slice(None) if row is None else row
         self.running_mean[rows].zero_()
         self.running_var[rows].fill_(1)
         self.num_batches_tracked[rows].zero_()
 
-    def forward(self, x: torch.Tensor, subnet: StatsSelector) -> torch.Tensor:
-        if not isinstance(subnet, int):
-            self._check(x.dim(), x.shape[1], 0)
-            return self._per_sample(x, *subnet)
+    def forward(self, x: torch.Tensor, stats: StatsSelector) -> torch.Tensor:
+        """``x`` normalised with statistics ``stats``: a row (``spec.stats``)
+        or per-sample ``(rows, weights)`` (``MaskedRouting.stats``)."""
+        self._check_dim(x.dim())
+        if not isinstance(stats, int):
+            self._check(x.shape[1], 0)
+            return self._per_sample(x, *stats)
         if self.inference():
-            key = (x.dim(), x.shape[1], subnet)
+            key = (x.shape[1], stats)
             mean, var, weight, bias = self.hit(key) or self.cached(
                 key, lambda: self.sliced(*key))
             return F.batch_norm(x, mean, var, weight, bias, False, 0.0,
                                 self.eps)
-        mean, var, weight, bias = self.sliced(x.dim(), x.shape[1], subnet)
+        mean, var, weight, bias = self.sliced(x.shape[1], stats)
         factor = 0.0
         if self.training:
-            self.num_batches_tracked[subnet] += 1
+            self.num_batches_tracked[stats] += 1
             factor = self.momentum if self.momentum is not None else \
-                1.0 / float(self.num_batches_tracked[subnet])
+                1.0 / float(self.num_batches_tracked[stats])
         return F.batch_norm(x, mean, var, weight, bias, self.training, factor,
                             self.eps)
 
-    def _check(self, dim: int, c: int, subnet: int) -> None:
+    @staticmethod
+    def _check_dim(dim: int) -> None:
         if dim != 4:
             raise ValueError(f'expected 4D input (got {dim}D input)')
+
+    def _check(self, c: int, row: int) -> None:
         check_width('num_features', c, self.num_features)
-        if not 0 <= subnet < self.num_subnets:
-            raise ValueError(f'subnet={subnet} is outside 0..'
+        if not 0 <= row < self.num_subnets:
+            raise ValueError(f'stats row {row} is outside 0..'
                              f'{self.num_subnets - 1}')
 
-    def sliced(self, dim: int, c: int,
-               subnet: int) -> Tuple[torch.Tensor, ...]:
-        """(mean, var, weight, bias): statistics row ``subnet`` and the affine
-        parameters at width ``c`` (views) for a ``dim``-D input."""
-        self._check(dim, c, subnet)
-        return (self.running_mean[subnet, :c], self.running_var[subnet, :c],
+    def sliced(self, c: int, row: int) -> Tuple[torch.Tensor, ...]:
+        """(mean, var, weight, bias): statistics row ``row`` and the affine
+        parameters at width ``c`` (views: the cached form too, since
+        inference reads them as they are)."""
+        self._check(c, row)
+        return (self.running_mean[row, :c], self.running_var[row, :c],
                 self.weight[:c], self.bias[:c])
 
     def _per_sample(self, x: torch.Tensor, rows: Sequence[int],

@@ -89,9 +89,9 @@ class DSLayerNorm(InferenceCache, nn.LayerNorm):
         d = x.shape[-1]
         if self.inference():
             weight, bias = self.hit(d) or self.cached(
-                d, lambda: self._sliced(d, True))
+                d, lambda: self.sliced(d, copy=True))
         else:
-            weight, bias = self._sliced(d)
+            weight, bias = self.sliced(d)
         if mask is None:
             return F.layer_norm(x, (d, ), weight, bias, self.eps)
         m = channel_mask(mask, x).to(x.dtype)
@@ -101,7 +101,9 @@ class DSLayerNorm(InferenceCache, nn.LayerNorm):
         var = centred.pow(2).sum(-1, keepdim=True) / count
         return (centred * torch.rsqrt(var + self.eps) * weight + bias) * m
 
-    def _sliced(self, d: int, copy: bool = False) -> Tuple:
+    def sliced(self, d: int, copy: bool = False) -> Tuple:
+        """(weight, bias) at width ``d``: views, or with ``copy`` detached
+        copies (the cached form)."""
         check_width('num_features', d, self.num_features)
         weight, bias = self.weight[:d], self.bias[:d]
         if copy:
@@ -160,18 +162,18 @@ class DSQKVLinear(InferenceCache):
         h = self.num_heads if heads is None else heads
         if self.inference():
             weight, bias = self.hit((d, h)) or self.cached(
-                (d, h), lambda: self._merged(d, h, True))
+                (d, h), lambda: self.sliced(d, h, copy=True))
         elif h == self.num_heads:
-            weight, bias = self._merged(d, h)
+            weight, bias = self.sliced(d, h)
         else:
             return self._split(x, h)
         qkv = F.linear(x, weight, bias).unflatten(-1, (3, h, self.head_dims))
         return qkv.permute(2, 0, 3, 1, 4).unbind(0)
 
-    def _merged(self, d: int, h: int, copy: bool = False) -> Tuple:
-        """(weight, bias) of all three projections as one matrix: a view at
-        all heads; with ``copy``, detached and contiguous (the cached
-        form)."""
+    def sliced(self, d: int, h: int, copy: bool = False) -> Tuple:
+        """(weight, bias) of all three projections as one matrix at ``d``
+        inputs and ``h`` heads: a view at all heads; with ``copy``, detached
+        and contiguous (the cached form)."""
         check_width('embed_dims', d, self.embed_dims)
         check_width('heads', h, self.num_heads)
         rows = h * self.head_dims

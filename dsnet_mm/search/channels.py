@@ -131,8 +131,12 @@ def classifier_axes(model: nn.Module) -> ChannelAxes:
     backbone = model.backbone
     if not hasattr(backbone, 'describe_channels'):
         raise TypeError(
-            f'{type(backbone).__name__} has no describe_channels: the search '
-            'can reorder the channels of DSMobileNetV1 and DSResNet only')
+            f'{type(backbone).__name__} has no channel axes for the '
+            'progressive search (no describe_channels, which a backbone of '
+            'stages of blocks gets from StagedBackboneMixin): the search '
+            'reorders DSMobileNetV1 and DSResNet; in DS-ViT every block\'s '
+            'embedding group indexes one shared stream axis and heads move '
+            'in blocks of head_dims rows of q, k and v')
     if getattr(model, 'with_neck', False) and \
             any(True for _ in model.neck.parameters()):
         raise NotImplementedError(

@@ -27,7 +27,7 @@ def spec_of(model: nn.Module, widths: Widths) -> SubnetSpec:
     """An ad-hoc sub-network of ``model``'s space (statistics row of the
     largest, which the search never reads: it scores on batch statistics)."""
     space = model.backbone.space
-    return space.adhoc(widths, space.largest.index, 'search')
+    return space.adhoc(widths, space.largest.stats, 'search')
 
 
 def logits_at(model: nn.Module, inputs: torch.Tensor,

@@ -136,11 +136,11 @@ class StaticLayers(LayerBuilder):
 
     def sliced_linear(self, fc: DSLinear, c_in: int,
                       c_out: int) -> nn.Linear:
-        return _copied_linear(*fc._sliced(c_in, c_out))
+        return _copied_linear(*fc.sliced(c_in, c_out))
 
     def qkv(self, qkv: DSQKVLinear, d: int, heads: int) -> nn.Linear:
         """q, k and v of ``heads`` heads from ``d`` inputs, one matmul."""
-        return _copied_linear(*qkv._merged(d, heads))
+        return _copied_linear(*qkv.sliced(d, heads))
 
     def layer_norm(self, ln: DSLayerNorm, d: int) -> nn.LayerNorm:
         return holding(nn.LayerNorm(d, eps=ln.eps), ln.weight[:d],

@@ -90,7 +90,7 @@ class PlainSubnet:
             lambda: build_subnet(model, spec, StaticLayers(True)), like)
         self.features = nn.Sequential(net.stem, net.body)
         self.pre_gate = self.post_gate = None
-        if getattr(model.backbone, 'gate_stage', None) is not None:
+        if getattr(model.backbone, 'gated', False):
             self.pre_gate, self.post_gate = net.split_at_gate()
         self._compiled: Optional['PlainSubnet'] = None
 
@@ -116,7 +116,7 @@ def plain_subnet(block: InferenceCacheBlock, spec,
     :meth:`~dsnet_mm.ops.InferenceCacheBlock.plain`) or ``x`` is float64."""
     if x.dtype not in EXACT_DTYPES:
         return None
-    key = (spec.index, tuple(spec.items()), x.device, x.dtype,
+    key = (spec.stats, tuple(spec.items()), x.device, x.dtype,
            memory_format(x))
     plain = block.plain(key, lambda: PlainSubnet(block.model, spec, x))
     return plain.compiled() if plain is not None and block.compile \

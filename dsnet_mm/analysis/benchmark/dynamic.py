@@ -52,8 +52,8 @@ def equal_madds_spec(model: nn.Module, madds: float,
 
     Walks the sub-network list as a piecewise-linear path of widths
     (rounded per group) and bisects it for the MAdds. Returns the spec
-    (named ``'equal_madds'``, with the BN row of the sub-network below it)
-    and its MAdds.
+    (ad-hoc, named ``'equal_madds'``, with the BN row of the sub-network
+    below it) and its MAdds.
     """
     space = model.backbone.space
     x = torch.zeros(1, *shape)
@@ -65,7 +65,7 @@ def equal_madds_spec(model: nn.Module, madds: float,
         lo, hi = space[k], space[min(k + 1, n - 1)]
         widths = {g: int(round(lo[g] + frac * (hi[g] - lo[g])))
                   for g in space.groups}
-        return SubnetSpec(widths, k, 'equal_madds')
+        return SubnetSpec(widths, k, 'equal_madds', adhoc=True)
 
     def cost(t: float) -> int:
         net = static_subnet(model, at(t))

@@ -51,7 +51,7 @@ class OnnxExports:
 
     def static(self, spec: SubnetSpec) -> str:
         """The static network of ``spec`` (batch dimension dynamic)."""
-        key = (spec.index, tuple(spec.items()))
+        key = (spec.stats, tuple(spec.items()))
         if key not in self._static:
             path = osp.join(self._dir.name,
                             f'{spec.name}_{len(self._static)}.onnx')

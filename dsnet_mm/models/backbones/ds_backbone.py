@@ -22,19 +22,20 @@ SubnetKey = Union[int, str, SubnetSpec]
 
 
 class DSBackboneMixin(InferenceCacheUser):
-    """Mixin of a DS backbone (put it before ``BaseBackbone`` in the bases).
+    """Mixin of every DS backbone (put it before ``BaseBackbone`` in the
+    bases): what a classifier, a detector and the tools take from one.
 
     The backbone holds the active sub-network, which persists across
     forwards and is passed explicitly to every layer; it starts as the
     largest. A subclass sets ``self.space`` (a
     :class:`~dsnet_mm.models.subnet.SubnetSpace`), ``self._active``,
-    ``self.in_channels``, ``self.norm_eval``, ``self.out_indices``,
-    ``self.gate_stage`` and ``self.window``, and implements
-    ``_freeze_stages``, ``_forward_stem(x, spec)`` and ``_stages()`` (the
-    block lists, in order). The gated stage's first block implements
-    ``forward_gate(x, spec)`` (up to and through the gate: the features
-    after its attention and the slimming logits) and
-    ``forward_after_gate(x, spec)`` (the rest of the block).
+    ``self.in_channels``, ``self.norm_eval``, ``self.out_indices`` and
+    ``self.window`` (the gate's routing window, empty without a gate), and
+    implements ``_freeze_stages``, ``forward_spec(x, spec)``, the gate's
+    two halves ``forward_pre_gate(x)`` / ``forward_post_gate(x, spec)``,
+    ``build_static(spec, layers, fc, neck)`` (its static form) and
+    ``out_widths``. A backbone of stages of blocks gets all of these from
+    :class:`StagedBackboneMixin`; DS-ViT writes its own.
 
     ``mask_positions`` lists where the backbone's layers can apply the
     masks of per-sample routing (see
@@ -66,68 +67,14 @@ class DSBackboneMixin(InferenceCacheUser):
         finally:
             self._active = previous
 
+    @property
+    def gated(self) -> bool:
+        """Whether the backbone holds a gate (a routing window)."""
+        return bool(self.window)
+
     # --- forward ---------------------------------------------------------
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         return self.forward_spec(x, self._active)
-
-    def forward_spec(self, x: torch.Tensor,
-                     spec: SubnetSpec) -> Tuple[torch.Tensor, ...]:
-        """Run every layer at ``spec``: a sub-network, or a
-        :class:`~dsnet_mm.models.routing.MaskedRouting` (every width at the
-        routing's widest, channels masked per sample). Within the
-        classifier's inference cache a sub-network runs as its static
-        network (:meth:`plain_subnet`)."""
-        self._check_input(x)
-        plain = self.plain_subnet(x, spec)
-        if plain is not None:
-            return (plain.features(x), )
-        x = self._forward_stem(x, spec)
-        outs = []
-        for i, blocks in enumerate(self._stages()):
-            for block in blocks:
-                x = block(x, spec)
-            if i in self.out_indices:
-                outs.append(x)
-        return tuple(outs)
-
-    def forward_pre_gate(
-        self, x: torch.Tensor
-    ) -> Tuple[torch.Tensor, torch.Tensor, List[torch.Tensor]]:
-        """Run up to the gate, which every sub-network of the window shares.
-
-        Returns:
-            tuple: the features after the gate's attention, the slimming
-            logits ``[B, len(window)]`` and the outputs of earlier stages in
-            ``out_indices``.
-        """
-        if self.gate_stage is None:
-            raise RuntimeError('this backbone has no gate: set gate=dict('
-                               "stage=..., window=(start, size))")
-        self._check_input(x)
-        spec = self.window[0]
-        x = self._forward_stem(x, spec)
-        stages = self._stages()
-        outs = []
-        for i, blocks in enumerate(stages[:self.gate_stage]):
-            for block in blocks:
-                x = block(x, spec)
-            if i in self.out_indices:
-                outs.append(x)
-        x, logits = stages[self.gate_stage][0].forward_gate(x, spec)
-        return x, logits, outs
-
-    def forward_post_gate(self, x: torch.Tensor,
-                          spec: SubnetSpec) -> List[torch.Tensor]:
-        """Run from the gate on at ``spec`` (a sub-network or a routing)."""
-        stages = self._stages()
-        outs = []
-        for i in range(self.gate_stage, len(stages)):
-            for j, block in enumerate(stages[i]):
-                x = block.forward_after_gate(x, spec) \
-                    if i == self.gate_stage and j == 0 else block(x, spec)
-            if i in self.out_indices:
-                outs.append(x)
-        return outs
 
     # --- static networks in cached inference ----------------------------
     def attach_inference_cache(
@@ -145,8 +92,8 @@ class DSBackboneMixin(InferenceCacheUser):
 
     def _plain_supported(self) -> bool:
         """Whether the static network's stem and body give this backbone's
-        output: the last stage's, and no other."""
-        return self.out_indices == (len(self._stages()) - 1, )
+        outputs in cached inference (else its DS layers run there)."""
+        return False
 
     def plain_subnet(self, x: torch.Tensor, spec: SubnetSpec):
         """The :class:`~dsnet_mm.static.plain.PlainSubnet` that runs
@@ -158,62 +105,6 @@ class DSBackboneMixin(InferenceCacheUser):
         if block is None or not isinstance(spec, SubnetSpec):
             return None
         return plain_subnet(block, spec, x)
-
-    # --- the static form ---------------------------------------------
-    def build_static(self,
-                     spec: SubnetSpec,
-                     layers: LayerBuilder,
-                     fc: Optional[nn.Module] = None,
-                     neck: Optional[nn.Module] = None) -> StaticNet:
-        """Sub-network ``spec`` as a :class:`~dsnet_mm.static.StaticNet`
-        whose layers ``layers`` builds: the stem (``_static_stem``), each
-        block's own static form (its ``build_static(spec, width, layers)``)
-        stage by stage, and global pooling with the classifier ``fc`` (the
-        classifier's global-average-pooling neck; an identity where ``fc``
-        is None, as for a detector's backbone).
-
-        Args:
-            spec (SubnetSpec): The sub-network (its widths and BN row).
-            layers (LayerBuilder): The layer builder.
-            fc (nn.Module, optional): The classifier's linear layer.
-            neck (nn.Module, optional): The classifier's neck (a CNN's
-                static head pools globally, as ``GlobalAveragePooling``).
-        """
-        stem, width = self._static_stem(spec, layers)
-        body: List[nn.Module] = []
-        stage_ends = []
-        for blocks in self._stages():
-            for block in blocks:
-                modules, width = block.build_static(spec, width, layers)
-                body += modules
-            stage_ends.append(len(body))
-        return StaticNet(stem, body, pool_head(fc, width, layers),
-                         stage_ends)
-
-    # --- the channel axes (the progressive search's reordering) -------
-    def describe_channels(self, axes) -> str:
-        """Fill a :class:`~dsnet_mm.search.channels.ChannelAxes` with every
-        tensor axis of each width group: the stem's (``_describe_stem``),
-        then each block's own (its ``describe_channels(axes, prefix,
-        in_group)``, returning its output's group) stage by stage; returns
-        the output's group."""
-        group = self._describe_stem(axes)
-        names = {id(m): n for n, m in self.named_modules()}
-        for blocks in self._stages():
-            for block in blocks:
-                group = block.describe_channels(axes, names[id(block)], group)
-        return group
-
-    # --- what a detector's neck reads ---------------------------------
-    @property
-    def out_widths(self) -> Tuple[int, ...]:
-        """The widest channel count of each output (every sub-network's
-        output is at most this wide): what a neck built for the largest
-        architecture reads (see :func:`~dsnet_mm.models.detectors.pad_to`).
-        """
-        stages = self._stages()
-        return tuple(self.space.max_widths[stages[i][-1].group]
-                     for i in self.out_indices)
 
     # --- weights-only Pretrained init ------------------------------------
     def init_weights(self) -> None:
@@ -355,3 +246,141 @@ class DSBackboneMixin(InferenceCacheUser):
                 if isinstance(m, DSBatchNorm2d):
                     m.eval()
         return self
+
+
+class StagedBackboneMixin(DSBackboneMixin):
+    """Mixin of a DS backbone made of stages of blocks (DS-MobileNetV1,
+    DS-ResNet): the forward walks, the static form and the channel axes as
+    one loop over the stages, each block doing its own part.
+
+    A subclass also sets ``self.gate_stage`` (the index of the stage whose
+    first block holds the gate, None without one) and implements
+    ``_forward_stem(x, spec)``, ``_static_stem(spec, layers)``,
+    ``_describe_stem(axes)`` and ``_stages()`` (the block lists, in order).
+    Every block implements ``forward(x, spec)``, ``build_static(spec,
+    width, layers)`` and ``describe_channels(axes, prefix, in_group)``; the
+    gated stage's first block also ``forward_gate(x, spec)`` (up to and
+    through the gate: the features after its attention and the slimming
+    logits) and ``forward_after_gate(x, spec)`` (the rest of the block).
+    """
+
+    def _plain_supported(self) -> bool:
+        """The static network's stem and body give the last stage's output:
+        this backbone's where it outputs that stage alone."""
+        return self.out_indices == (len(self._stages()) - 1, )
+
+    # --- forward ---------------------------------------------------------
+    def forward_spec(self, x: torch.Tensor,
+                     spec: SubnetSpec) -> Tuple[torch.Tensor, ...]:
+        """Run every layer at ``spec``: a sub-network, or a
+        :class:`~dsnet_mm.models.routing.MaskedRouting` (every width at the
+        routing's widest, channels masked per sample). Within the
+        classifier's inference cache a sub-network runs as its static
+        network (:meth:`plain_subnet`)."""
+        self._check_input(x)
+        plain = self.plain_subnet(x, spec)
+        if plain is not None:
+            return (plain.features(x), )
+        x = self._forward_stem(x, spec)
+        outs = []
+        for i, blocks in enumerate(self._stages()):
+            for block in blocks:
+                x = block(x, spec)
+            if i in self.out_indices:
+                outs.append(x)
+        return tuple(outs)
+
+    def forward_pre_gate(
+        self, x: torch.Tensor
+    ) -> Tuple[torch.Tensor, torch.Tensor, List[torch.Tensor]]:
+        """Run up to the gate, which every sub-network of the window shares.
+
+        Returns:
+            tuple: the features after the gate's attention, the slimming
+            logits ``[B, len(window)]`` and the outputs of earlier stages in
+            ``out_indices``.
+        """
+        if self.gate_stage is None:
+            raise RuntimeError('this backbone has no gate: set gate=dict('
+                               "stage=..., window=(start, size))")
+        self._check_input(x)
+        spec = self.window[0]
+        x = self._forward_stem(x, spec)
+        stages = self._stages()
+        outs = []
+        for i, blocks in enumerate(stages[:self.gate_stage]):
+            for block in blocks:
+                x = block(x, spec)
+            if i in self.out_indices:
+                outs.append(x)
+        x, logits = stages[self.gate_stage][0].forward_gate(x, spec)
+        return x, logits, outs
+
+    def forward_post_gate(self, x: torch.Tensor,
+                          spec: SubnetSpec) -> List[torch.Tensor]:
+        """Run from the gate on at ``spec`` (a sub-network or a routing)."""
+        stages = self._stages()
+        outs = []
+        for i in range(self.gate_stage, len(stages)):
+            for j, block in enumerate(stages[i]):
+                x = block.forward_after_gate(x, spec) \
+                    if i == self.gate_stage and j == 0 else block(x, spec)
+            if i in self.out_indices:
+                outs.append(x)
+        return outs
+
+    # --- the static form ---------------------------------------------
+    def build_static(self,
+                     spec: SubnetSpec,
+                     layers: LayerBuilder,
+                     fc: Optional[nn.Module] = None,
+                     neck: Optional[nn.Module] = None) -> StaticNet:
+        """Sub-network ``spec`` as a :class:`~dsnet_mm.static.StaticNet`
+        whose layers ``layers`` builds: the stem (``_static_stem``), each
+        block's own static form (its ``build_static(spec, width, layers)``)
+        stage by stage, and global pooling with the classifier ``fc`` (the
+        classifier's global-average-pooling neck; an identity where ``fc``
+        is None, as for a detector's backbone).
+
+        Args:
+            spec (SubnetSpec): The sub-network (its widths and BN row).
+            layers (LayerBuilder): The layer builder.
+            fc (nn.Module, optional): The classifier's linear layer.
+            neck (nn.Module, optional): The classifier's neck (a CNN's
+                static head pools globally, as ``GlobalAveragePooling``).
+        """
+        stem, width = self._static_stem(spec, layers)
+        body: List[nn.Module] = []
+        stage_ends = []
+        for blocks in self._stages():
+            for block in blocks:
+                modules, width = block.build_static(spec, width, layers)
+                body += modules
+            stage_ends.append(len(body))
+        return StaticNet(stem, body, pool_head(fc, width, layers),
+                         stage_ends)
+
+    # --- the channel axes (the progressive search's reordering) -------
+    def describe_channels(self, axes) -> str:
+        """Fill a :class:`~dsnet_mm.search.channels.ChannelAxes` with every
+        tensor axis of each width group: the stem's (``_describe_stem``),
+        then each block's own (its ``describe_channels(axes, prefix,
+        in_group)``, returning its output's group) stage by stage; returns
+        the output's group."""
+        group = self._describe_stem(axes)
+        names = {id(m): n for n, m in self.named_modules()}
+        for blocks in self._stages():
+            for block in blocks:
+                group = block.describe_channels(axes, names[id(block)], group)
+        return group
+
+    # --- what a detector's neck reads ---------------------------------
+    @property
+    def out_widths(self) -> Tuple[int, ...]:
+        """The widest channel count of each output (every sub-network's
+        output is at most this wide): what a neck built for the largest
+        architecture reads (see :func:`~dsnet_mm.models.detectors.pad_to`).
+        """
+        stages = self._stages()
+        return tuple(self.space.max_widths[stages[i][-1].group]
+                     for i in self.out_indices)

@@ -14,7 +14,7 @@ from dsnet_mm.static import LayerBuilder, build_se
 from ..gates import DSGate
 from ..routing import MaskedRouting
 from ..subnet import SubnetSpace, SubnetSpec, SubnetsCfg
-from .ds_backbone import DSBackboneMixin
+from .ds_backbone import StagedBackboneMixin
 
 
 class DSConvBNAct(nn.Module):
@@ -171,7 +171,7 @@ class DSDepthwiseSeparable(nn.Module):
 
 
 @MODELS.register_module()
-class DSMobileNetV1(DSBackboneMixin, BaseBackbone):
+class DSMobileNetV1(StagedBackboneMixin, BaseBackbone):
     """Dynamic slimmable MobileNetV1 (DS-Net, CVPR 2021).
 
     The supernet of the reference release: a 3x3 stem and five stages of

@@ -15,7 +15,7 @@ from dsnet_mm.ops.utils import (check_bool, check_choice, check_float,
                                 check_int, check_ints)
 from dsnet_mm.static import LayerBuilder
 from ..subnet import SubnetSpace, SubnetSpec, SubnetsCfg
-from .ds_backbone import DSBackboneMixin
+from .ds_backbone import StagedBackboneMixin
 from .ds_resnet_blocks import (DSBasicBlock, DSBottleneck, DSConvModule,
                                DSResBlock)
 from .ds_resnet_config import (DEFAULT_INIT_CFG, DEFAULT_RATIOS, InitCfg,
@@ -25,7 +25,7 @@ from .ds_resnet_config import (DEFAULT_INIT_CFG, DEFAULT_RATIOS, InitCfg,
 from .pretrained import register_whole_loading
 
 @MODELS.register_module()
-class DSResNet(DSBackboneMixin, BaseBackbone):
+class DSResNet(StagedBackboneMixin, BaseBackbone):
     """Dynamic slimmable ResNet (DS-Net, CVPR 2021; DS-Net++, TPAMI).
 
     mmpretrain's ``ResNet`` with every conv and BN sliced: it takes every

@@ -277,8 +277,8 @@ class DSViT(ViTConventionsMixin, DSBackboneMixin, BaseBackbone):
             skippable=skippable)
         check_fixed(self.space, groups, tops, self.fixed_blocks)
         self._active = self.space.largest
-        # the gate sits after block k < num_layers - 1 (``gate_stage``: k)
-        self.gate_stage, self.window, gate_kwargs = self._check_gate(
+        # the gate sits after block k < num_layers - 1 (``gate_block``: k)
+        self.gate_block, self.window, gate_kwargs = self._check_gate(
             gate, range(self.num_layers - 1),
             [[g for gs in groups[:k + 1] for g in gs]
              for k in range(self.num_layers - 1)],
@@ -345,12 +345,12 @@ class DSViT(ViTConventionsMixin, DSBackboneMixin, BaseBackbone):
         """Run blocks ``0..k`` (shared by the window) and the gate: (tokens
         after the gate's attention, slimming logits ``[B, len(window)]``,
         outputs of those blocks in ``out_indices``)."""
-        if self.gate_stage is None:
+        if self.gate_block is None:
             raise RuntimeError('this backbone has no gate: set gate=dict('
                                'block=..., window=(start, size))')
         self._check_input(x)
         x, outs, logits = self._run_blocks(
-            self._embed(x), self.window[0], range(self.gate_stage + 1),
+            self._embed(x), self.window[0], range(self.gate_block + 1),
             gate_logits=True)
         return x, logits, outs
 
@@ -358,10 +358,10 @@ class DSViT(ViTConventionsMixin, DSBackboneMixin, BaseBackbone):
                           spec: Spec) -> List[torch.Tensor]:
         """Run blocks ``k+1`` on at ``spec`` (a sub-network or a routing)."""
         return self._run_blocks(
-            x, spec, range(self.gate_stage + 1, self.num_layers))[1]
+            x, spec, range(self.gate_block + 1, self.num_layers))[1]
 
     def gate_input_width(self, h: torch.Tensor) -> int:
-        return self.window[0][block_groups(self.gate_stage)[0]]
+        return self.window[0][block_groups(self.gate_block)[0]]
 
     def build_static(self,
                      spec: SubnetSpec,
@@ -390,7 +390,7 @@ class DSViT(ViTConventionsMixin, DSBackboneMixin, BaseBackbone):
         blocks: List[nn.Module] = []
         for i, layer in enumerate(self.layers):
             blocks.append(layer.build_static(spec, layers))
-            if i == self.gate_stage:
+            if i == self.gate_block:
                 blocks.append(
                     build_se(self.gate, spec[block_groups(i)[0]], layers))
         width = spec[block_groups(self.num_layers - 1)[0]] \
@@ -414,13 +414,6 @@ class DSViT(ViTConventionsMixin, DSBackboneMixin, BaseBackbone):
         last block's embedding width, at most that)."""
         return (self.embed_dims, ) * len(self.out_indices)
 
-    def describe_channels(self, axes) -> str:
-        raise TypeError(
-            'DSViT has no channel axes for the progressive search: every '
-            "block's embedding group indexes one shared stream axis and "
-            'heads move in blocks of head_dims rows of q, k and v; the '
-            'search reorders DSMobileNetV1 and DSResNet')
-
     def _plain_supported(self) -> bool:
         """DS-ViT keeps its sliced blocks in cached inference: its static
         network takes the stored image size only (this backbone resizes the
@@ -440,7 +433,7 @@ class DSViT(ViTConventionsMixin, DSBackboneMixin, BaseBackbone):
                 x = checkpoint(self.layers[i], x, spec, use_reentrant=False)
             else:
                 x = self.layers[i](x, spec)
-            if i == self.gate_stage:
+            if i == self.gate_block:
                 d = spec[block_groups(i)[0]]
                 if gate_logits:
                     a, logits = self.gate.forward_gate(x[..., :d])

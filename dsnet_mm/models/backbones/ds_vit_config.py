@@ -191,7 +191,7 @@ def check_fixed(space: SubnetSpace, groups: List[Tuple[str, ...]],
             for dim, g in zip(DIMS, gs):
                 if spec[g] != tops[dim]:
                     raise ValueError(
-                        f'subnets[{spec.index}].{g}={spec[g]}, but blocks '
+                        f'subnets[{spec.position}].{g}={spec[g]}, but blocks '
                         f'0..{fixed_blocks - 1} are fixed at full '
                         f'width (fixed_blocks={fixed_blocks}): it '
                         f'must be {tops[dim]}')

@@ -15,7 +15,7 @@ class ViTConventionsMixin:
     """What ``VisionTransformer`` does beyond its forward, for a DS-ViT
     (put it first in the bases): it reads the backbone's ``pos_embed``,
     ``cls_token``, ``patch_embed``, ``drop_after_pos``, ``pre_norm``,
-    ``layers``, ``num_layers``, ``frozen_stages`` and ``gate_stage``."""
+    ``layers``, ``num_layers``, ``frozen_stages`` and ``gate_block``."""
 
     def init_weights(self) -> None:
         """DeiT's initialisation (truncated normal, std 0.02, for every
@@ -81,6 +81,6 @@ class ViTConventionsMixin:
             return 0, num_layers
         if name.startswith('layers.'):
             return int(name.split('.')[1]) + 1, num_layers
-        if name.startswith('gate.') and self.gate_stage is not None:
-            return self.gate_stage + 1, num_layers
+        if name.startswith('gate.') and self.gate_block is not None:
+            return self.gate_block + 1, num_layers
         return num_layers - 1, num_layers

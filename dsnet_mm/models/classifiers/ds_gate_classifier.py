@@ -216,7 +216,7 @@ class DSGateClassifier(GateTrainingMixin, GatedRoutingMixin,
         samples = self.head._get_predictions(logits, data_samples)
         madds = self.window_madds(inputs.shape[1:])
         for sample, k in zip(samples, choice.tolist()):
-            sample.set_field(self.window[k].index, 'routed_subnet',
+            sample.set_field(self.window[k].position, 'routed_subnet',
                              field_type='metainfo')
             sample.set_field(madds[k], 'routed_madds', field_type='metainfo')
         return samples

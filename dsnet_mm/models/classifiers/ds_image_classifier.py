@@ -335,7 +335,7 @@ class DSImageClassifier(SubnetRunMixin, ImageClassifier):
                                                 probs)
                 logits = forward(x, mode='tensor', spec=spec)
                 loss = self.distill_loss(logits, target)
-                label_weight = self.student_label_weights[spec.index]
+                label_weight = self.student_label_weights[spec.stats]
                 if label_weight:
                     # x holds whole views, each labelled as data_samples
                     loss = loss + label_weight * self.head._get_loss(
@@ -347,7 +347,7 @@ class DSImageClassifier(SubnetRunMixin, ImageClassifier):
         optim_wrapper.zero_grad()
         self.teacher.update_parameters(self._student())
         for i, s in enumerate(randoms):
-            losses[f'subnet_random{i}'] = torch.tensor(float(s.index))
+            losses[f'subnet_random{i}'] = torch.tensor(float(s.stats))
         self.sandwich_iter += 1
         _, log_vars = self.parse_losses(losses)
         return log_vars

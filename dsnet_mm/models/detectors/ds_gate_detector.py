@@ -161,6 +161,6 @@ class DSGateDetector(GatedRoutingMixin, DSSingleStageDetector):
         samples = self.add_pred_to_datasample(batch_data_samples, results)
         madds = self.window_madds(batch_inputs.shape[1:])
         for sample, k in zip(samples, choice.tolist()):
-            sample.set_metainfo(dict(routed_subnet=self.window[k].index,
+            sample.set_metainfo(dict(routed_subnet=self.window[k].position,
                                      routed_madds=madds[k]))
         return samples

@@ -227,5 +227,5 @@ class SandwichDetectorMixin(SubnetRunMixin):
         outputs.update(totals)
         for kind, spec in members:
             if kind.startswith('random'):
-                outputs[f'subnet_{kind}'] = torch.tensor(float(spec.index))
+                outputs[f'subnet_{kind}'] = torch.tensor(float(spec.stats))
         return outputs
