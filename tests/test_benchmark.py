@@ -20,7 +20,7 @@ from dsnet_mm.analysis.benchmark import (BenchmarkOptions, Timer, benchmark,
                                          mix_counts, mix_routes,
                                          subnet_runners, summarize)
 from dsnet_mm.models.subnet_table import classifier_forward
-from dsnet_mm.deploy.plain import PlainSubnet
+from dsnet_mm.static.cached import CachedStatic
 from dsnet_mm.engine import build_model_from_cfg
 from dsnet_mm.ops import (DSBatchNorm2d, DSConv2d, DSLinear, inference_cache,
                           unfolded_bn)
@@ -244,15 +244,15 @@ def test_cached_subnet_runs_its_static_network_and_equals_uncached(
             model.backbone.subnet(spec):
         for _ in range(2):  # built once, then reused
             torch.testing.assert_close(model(x), expected)
-        plain, = cache._plain.values()
-        assert isinstance(plain, PlainSubnet)
+        plain, = cache._static.values()
+        assert isinstance(plain, CachedStatic)
         conv = plain.features[0][0]  # the stem conv, in the input's format
         assert conv.weight.is_contiguous(
             memory_format=torch.channels_last if channels_last
             else torch.contiguous_format)
         # outside a span (a call of the backbone alone) the ops run
-        assert model.backbone.plain_subnet(x, spec) is None
-    assert model.backbone.plain_subnet(x, spec) is None
+        assert model.backbone.cached_static(x, spec) is None
+    assert model.backbone.cached_static(x, spec) is None
 
 
 def test_cached_static_network_follows_every_weight_change(model):
@@ -271,13 +271,13 @@ def test_cached_static_network_follows_every_weight_change(model):
             torch.testing.assert_close(model(x), _uncached(model, x, spec))
             model.load_state_dict(state)
             torch.testing.assert_close(model(x), _uncached(model, x, spec))
-            built = next(iter(cache._plain.values()))
+            built = next(iter(cache._static.values()))
             model.float()  # a conversion: rebuilt from the converted tensors
             model(x)
-            assert next(iter(cache._plain.values())) is not built
+            assert next(iter(cache._static.values())) is not built
             model.train()  # training: the ops run, sliced views
             with cache.checked():
-                assert model.backbone.plain_subnet(x, spec) is None
+                assert model.backbone.cached_static(x, spec) is None
             model.eval()
     finally:
         model.load_state_dict(state)
@@ -300,12 +300,12 @@ def test_layer_by_layer_tool_entered_in_a_span_stops_the_static_network(
     spec = model.backbone.space[3]
     x = torch.randn(1, 3, 32, 32)
     with torch.no_grad(), inference_cache(model) as cache, cache.checked():
-        assert model.backbone.plain_subnet(x, spec) is not None
+        assert model.backbone.cached_static(x, spec) is not None
         with unfolded_bn(model):
-            assert model.backbone.plain_subnet(x, spec) is None
+            assert model.backbone.cached_static(x, spec) is None
     with torch.no_grad(), unfolded_bn(model), inference_cache(model) as cache:
         with cache.checked():  # watched before the block opened
-            assert model.backbone.plain_subnet(x, spec) is None
+            assert model.backbone.cached_static(x, spec) is None
         assert cache.model is model
 
 
@@ -342,7 +342,7 @@ def test_cached_buckets_run_static_parts_and_equal_uncached(gate_model):
             torch.testing.assert_close(logits, expected)
             torch.testing.assert_close(cached_gate, gate_logits)
             # members 0, 1 and 3 ran (member 0 also before the gate)
-            assert len(cache._plain) == 3
+            assert len(cache._static) == 3
         post = model.backbone.layers[-1][-1].conv_pw
         with inference_cache(model) as cache:
             with cache.checked():

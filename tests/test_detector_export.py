@@ -131,7 +131,7 @@ def test_cached_inference_of_a_last_stage_detector_predicts_the_same():
         with inference_cache(model) as cache:
             with cache.checked():
                 got = flat(model._forward(x))
-            assert len(cache._plain) == 1  # the static backbone ran
+            assert len(cache._static) == 1  # the static backbone ran
     for g, e in zip(got, expected):
         torch.testing.assert_close(g, e, rtol=1e-4, atol=1e-5)
 

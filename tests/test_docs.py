@@ -525,12 +525,12 @@ def test_worked_example_backbone():
 
     # cached inference runs the static form in place of the DS layers
     from dsnet_mm.ops import inference_cache
-    from dsnet_mm.static.plain import PlainSubnet
+    from dsnet_mm.static.cached import CachedStatic
     with torch.no_grad(), inference_cache(model) as cache, \
             model.backbone.subnet('subnet_1'):
         cached = model(x, mode='tensor')
-        plain, = cache._plain.values()
-        assert isinstance(plain, PlainSubnet)
+        plain, = cache._static.values()
+        assert isinstance(plain, CachedStatic)
     with torch.no_grad(), model.backbone.subnet('subnet_1'):
         torch.testing.assert_close(cached, model(x, mode='tensor'),
                                    rtol=1e-4, atol=1e-5)

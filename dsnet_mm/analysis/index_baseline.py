@@ -18,7 +18,7 @@ from dsnet_mm.models.subnet import SubnetSpec
 from dsnet_mm.ops import (DSBatchNorm2d, DSConv2d, DSLayerNorm, DSLinear,
                           DSQKVLinear)
 from dsnet_mm.static import LayerBuilder
-from dsnet_mm.static.plain import build_subnet
+from dsnet_mm.static.cached import build_subnet
 
 
 def _index(n: int, device: torch.device) -> torch.Tensor:

@@ -6,7 +6,7 @@ import torch.nn as nn
 
 from dsnet_mm.models.subnet import SubnetSpec
 from dsnet_mm.static import StaticLayers, StaticNet, StaticPreGate
-from dsnet_mm.static.plain import build_subnet
+from dsnet_mm.static.cached import build_subnet
 from .static_detector import build_detector
 
 

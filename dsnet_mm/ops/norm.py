@@ -170,7 +170,7 @@ def cumulative_bn_stats(model: nn.Module):
 def unfolded_bn(model: nn.Module) -> Iterator[None]:
     """Within the block, no DSBatchNorm2d is folded into its conv, and no
     static network runs in place of the ops
-    (:meth:`~dsnet_mm.ops.InferenceCacheBlock.plain`).
+    (:meth:`~dsnet_mm.ops.InferenceCacheBlock.static`).
 
     Folding (:meth:`DSConv2d.forward_bn`) skips the BN module in inference;
     layer-by-layer tools such as complexity counting need every BN called.

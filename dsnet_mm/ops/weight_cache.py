@@ -1,5 +1,5 @@
 # Copyright (c) dsnet_mm contributors. All rights reserved.
-"""Sliced arguments of an op, and plain modules built from them, cached for
+"""Sliced arguments of an op, and static networks built from them, cached for
 inference."""
 from collections import OrderedDict
 from contextlib import contextmanager
@@ -79,7 +79,7 @@ class InferenceCache(nn.Module):
         # every move, conversion and train/eval switch
         self._block: Optional['InferenceCacheBlock'] = None
         # above 0 while a layer-by-layer tool watches the op (unfolded_bn):
-        # no plain module may run in its place
+        # no static network may run in its place
         self.layerwise = 0
 
     @property
@@ -147,8 +147,8 @@ class InferenceCache(nn.Module):
 
 
 class InferenceCacheBlock:
-    """The caching ops of one :func:`inference_cache` block, and the plain
-    modules built from them.
+    """The caching ops of one :func:`inference_cache` block, and the static
+    networks built from them.
 
     A checked span (:meth:`checked`, or a call of the block's model) checks
     the version counters of every op's tensors once at its start, drops
@@ -166,9 +166,9 @@ class InferenceCacheBlock:
     Even with every op's arguments cached, a forward through the DS module
     structure costs Python time a static network does not (a noticeable
     share of a batch-1 forward of DS-MobileNetV1 at 224). Within a
-    span the model may therefore run a plain module in place of its ops
-    (:meth:`plain`), e.g. a sub-network as the static network built from
-    the same folded weights; the block keeps the last ``max_plain`` of them
+    span the model may therefore run a static network in place of its ops
+    (:meth:`static`), e.g. a sub-network as the static network built from
+    the same folded weights; the block keeps the last ``max_static`` of them
     (a routing window's sub-networks) and drops them with the ops' entries.
 
     The ops report to their block (they hold it while it caches them):
@@ -178,31 +178,31 @@ class InferenceCacheBlock:
     again (:meth:`mode_changed`).
 
     Args:
-        model (nn.Module): The model whose ops these are: what the plain
-            modules are built from (see
-            :func:`~dsnet_mm.static.plain.plain_subnet`).
+        model (nn.Module): The model whose ops these are: what the static
+            networks are built from (see
+            :func:`~dsnet_mm.static.cached.cached_static`).
         ops (Sequence[InferenceCache]): The caching ops of the model.
-        max_plain (int): Plain modules kept. Defaults to
+        max_static (int): Plain modules kept. Defaults to
             :attr:`InferenceCache.max_cached`.
         compile (bool): Whether spans get the ``torch.compile``d forms of
-            the plain modules (inductor; each compiles on its first call).
+            the static networks (inductor; each compiles on its first call).
             An attribute that may change between spans. Defaults to False.
     """
 
     def __init__(self,
                  model: nn.Module,
                  ops: Sequence[InferenceCache],
-                 max_plain: int = InferenceCache.max_cached,
+                 max_static: int = InferenceCache.max_cached,
                  compile: bool = False) -> None:
         self.model = model
         self.ops = list(ops)
-        self.max_plain = max_plain
+        self.max_static = max_static
         self.compile = compile
         # the tensors the ops read, None after a move: re-read at the next
         # span
         self._tensors: Optional[List[torch.Tensor]] = None
-        self._plain: 'OrderedDict[Hashable, Any]' = OrderedDict()
-        self._plain_ok = False
+        self._static: 'OrderedDict[Hashable, Any]' = OrderedDict()
+        self._static_ok = False
         self._depth = 0
         self._stamp = None
         # whether every op is in eval mode, None after a train/eval switch
@@ -218,9 +218,9 @@ class InferenceCacheBlock:
 
     def layerwise_started(self) -> None:
         """A layer-by-layer tool started watching the ops (see
-        :func:`~dsnet_mm.ops.unfolded_bn`): no plain module runs in their
+        :func:`~dsnet_mm.ops.unfolded_bn`): no static network runs in their
         place for the rest of an open span either."""
-        self._plain_ok = False
+        self._static_ok = False
 
     def enter(self, *args) -> None:
         """Open a span (spans nest; the outermost one checks)."""
@@ -234,12 +234,12 @@ class InferenceCacheBlock:
         if stamp != self._stamp:
             for m in self.ops:
                 m.clear_cache()
-            self._plain.clear()
+            self._static.clear()
             self._stamp = stamp
-        self._plain_ok = self._plain_allowed()
+        self._static_ok = self._static_allowed()
 
-    def _plain_allowed(self) -> bool:
-        """Whether plain modules may run in the ops' place: no op watched
+    def _static_allowed(self) -> bool:
+        """Whether static networks may run in the ops' place: no op watched
         layer by layer, and every op may cache
         (:meth:`InferenceCache.inference`; without gradients, whether every
         op is in eval mode, looked at again only after a train/eval
@@ -258,7 +258,7 @@ class InferenceCacheBlock:
         """Close a span."""
         self._depth -= 1
         if self._depth == 0:
-            self._plain_ok = False
+            self._static_ok = False
 
     @property
     def in_span(self) -> bool:
@@ -275,23 +275,23 @@ class InferenceCacheBlock:
         finally:
             self.exit()
 
-    def plain(self, key: Hashable, build: Callable[[], T]) -> Optional[T]:
-        """The plain module (or any object holding some) that ``build()``
+    def static(self, key: Hashable, build: Callable[[], T]) -> Optional[T]:
+        """The static network (or any object holding some) that ``build()``
         makes for ``key``, built once and kept while the ops' tensors are
         unchanged; None where the ops must run themselves: outside a span,
         when an op may not cache (training, gradients wanted) and while a
         layer-by-layer tool watches them (:func:`~dsnet_mm.ops.unfolded_bn`:
         complexity counting)."""
-        if not self._plain_ok:
+        if not self._static_ok:
             return None
-        entry = self._plain.get(key)
+        entry = self._static.get(key)
         if entry is None:
             entry = build()
-            self._plain[key] = entry
-            if len(self._plain) > self.max_plain:
-                self._plain.popitem(last=False)
+            self._static[key] = entry
+            if len(self._static) > self.max_static:
+                self._static.popitem(last=False)
         else:
-            self._plain.move_to_end(key)
+            self._static.move_to_end(key)
         return entry
 
 
@@ -318,7 +318,7 @@ def inference_cache(model: nn.Module,
     """Within the block, the sliced ops of ``model`` cache their inference
     arguments (see :class:`InferenceCache`), and a DS classifier runs its
     sub-networks as static networks built once from them (see
-    :meth:`InferenceCacheBlock.plain`); the caches start and end empty.
+    :meth:`InferenceCacheBlock.static`); the caches start and end empty.
 
     Every call of ``model`` is a checked span (see
     :class:`InferenceCacheBlock`); the block's object opens spans around
@@ -330,13 +330,13 @@ def inference_cache(model: nn.Module,
     the block on entry and None on exit (a DS backbone builds its static
     networks through it, see
     :meth:`~dsnet_mm.models.backbones.ds_backbone.DSBackboneMixin.
-    plain_subnet`). The block keeps as many plain modules as the model's
+    cached_static`). The block keeps as many static networks as the model's
     routing window (``model.window``) has members, at least
     :attr:`InferenceCache.max_cached`.
 
     Args:
         model (nn.Module): The model.
-        compile (bool): Run the plain modules ``torch.compile``d (see
+        compile (bool): Run the static networks ``torch.compile``d (see
             :class:`InferenceCacheBlock`). Defaults to False.
     """
     ops = [m for m in model.modules() if isinstance(m, InferenceCache)]

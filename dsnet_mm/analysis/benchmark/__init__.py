@@ -7,7 +7,7 @@ Modes (all compute the same function of the input):
   (:func:`~dsnet_mm.ops.inference_cache`), each forward one checked span of
   it, as a call of the model is: the backbone runs the sub-network as the
   static network built once from the cached, BN-folded weights
-  (:mod:`dsnet_mm.deploy.plain`), so what slicing costs beyond ``static``
+  (:mod:`dsnet_mm.deploy.static_like`), so what slicing costs beyond ``static``
   is the DS model's own dispatch;
 - ``static``: a plain torch network built at the sub-network's widths with
   the sliced weights copied in and BN folded (the exported model: the limit
@@ -27,7 +27,7 @@ Backends (a ``backend`` field in every row):
 
 - ``torch``: eager PyTorch;
 - ``inductor`` (``compile=True``): ``torch.compile`` with frozen weights
-  (:func:`~dsnet_mm.deploy.plain.compile_static`), for the static networks
+  (:func:`~dsnet_mm.deploy.static_like.compile_static`), for the static networks
   and, in modes ``slice`` and ``dynamic``, for the inference cache's static
   networks (:attr:`~dsnet_mm.ops.InferenceCacheBlock.compile`); each row
   records the first call's time (``compile_s``);

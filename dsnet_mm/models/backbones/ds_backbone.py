@@ -13,7 +13,7 @@ from dsnet_mm.ops import DSBatchNorm2d, InferenceCacheBlock, InferenceCacheUser
 from dsnet_mm.ops.utils import (check_bool, check_choice, check_int,
                                 check_ints, check_keys)
 from dsnet_mm.static import LayerBuilder, StaticNet, pool_head
-from dsnet_mm.static.plain import plain_subnet
+from dsnet_mm.static.cached import cached_static
 from ..gates.ds_gate import GATE_FEATURES, GATE_HEAD_INITS
 from ..subnet import SubnetSpace, SubnetSpec
 from .pretrained import load_pretrained
@@ -82,29 +82,29 @@ class DSBackboneMixin(InferenceCacheUser):
         """Takes the block of :func:`~dsnet_mm.ops.inference_cache` where
         its model is the classifier or detector holding this backbone and
         the static network gives this backbone's outputs: within it,
-        :meth:`plain_subnet` gives the static networks that run in place of
+        :meth:`cached_static` gives the static networks that run in place of
         the DS layers."""
         if block is not None and not (
                 getattr(block.model, 'backbone', None) is self
-                and self._plain_supported()):
+                and self._static_supported()):
             block = None
         self.inference_block = block
 
-    def _plain_supported(self) -> bool:
+    def _static_supported(self) -> bool:
         """Whether the static network's stem and body give this backbone's
         outputs in cached inference (else its DS layers run there)."""
         return False
 
-    def plain_subnet(self, x: torch.Tensor, spec: SubnetSpec):
-        """The :class:`~dsnet_mm.static.plain.PlainSubnet` that runs
+    def cached_static(self, x: torch.Tensor, spec: SubnetSpec):
+        """The :class:`~dsnet_mm.static.cached.CachedStatic` that runs
         sub-network ``spec`` on inputs like ``x`` in a checked span of the
         classifier's inference cache (see
-        :meth:`~dsnet_mm.ops.InferenceCacheBlock.plain`), else None (the DS
+        :meth:`~dsnet_mm.ops.InferenceCacheBlock.static`), else None (the DS
         layers run; always for a routing)."""
         block = self.inference_block
         if block is None or not isinstance(spec, SubnetSpec):
             return None
-        return plain_subnet(block, spec, x)
+        return cached_static(block, spec, x)
 
     # --- weights-only Pretrained init ------------------------------------
     def init_weights(self) -> None:
@@ -264,7 +264,7 @@ class StagedBackboneMixin(DSBackboneMixin):
     logits) and ``forward_after_gate(x, spec)`` (the rest of the block).
     """
 
-    def _plain_supported(self) -> bool:
+    def _static_supported(self) -> bool:
         """The static network's stem and body give the last stage's output:
         this backbone's where it outputs that stage alone."""
         return self.out_indices == (len(self._stages()) - 1, )
@@ -276,11 +276,11 @@ class StagedBackboneMixin(DSBackboneMixin):
         :class:`~dsnet_mm.models.routing.MaskedRouting` (every width at the
         routing's widest, channels masked per sample). Within the
         classifier's inference cache a sub-network runs as its static
-        network (:meth:`plain_subnet`)."""
+        network (:meth:`cached_static`)."""
         self._check_input(x)
-        plain = self.plain_subnet(x, spec)
-        if plain is not None:
-            return (plain.features(x), )
+        static = self.cached_static(x, spec)
+        if static is not None:
+            return (static.features(x), )
         x = self._forward_stem(x, spec)
         outs = []
         for i, blocks in enumerate(self._stages()):

@@ -414,7 +414,7 @@ class DSViT(ViTConventionsMixin, DSBackboneMixin, BaseBackbone):
         last block's embedding width, at most that)."""
         return (self.embed_dims, ) * len(self.out_indices)
 
-    def _plain_supported(self) -> bool:
+    def _static_supported(self) -> bool:
         """DS-ViT keeps its sliced blocks in cached inference: its static
         network takes the stored image size only (this backbone resizes the
         position embedding), and normalises the class token in its head."""

@@ -191,9 +191,9 @@ class DSGateClassifier(GateTrainingMixin, GatedRoutingMixin,
     def _run_window(self, h, early, spec: SubnetSpec) -> torch.Tensor:
         """Class logits of window member ``spec`` from the features after
         the gate (in the inference cache: its static network's part)."""
-        plain = self.backbone.plain_subnet(h, spec)
-        if plain is not None:
-            return plain.post_gate(h)
+        static = self.backbone.cached_static(h, spec)
+        if static is not None:
+            return static.post_gate(h)
         return self._logits(early, self.backbone.forward_post_gate(h, spec))
 
     def _pre_gate(
@@ -201,9 +201,9 @@ class DSGateClassifier(GateTrainingMixin, GatedRoutingMixin,
     ) -> Tuple[torch.Tensor, torch.Tensor, List[torch.Tensor]]:
         """``backbone.forward_pre_gate`` (in the inference cache: the static
         network's part, which has no earlier outputs)."""
-        plain = self.backbone.plain_subnet(inputs, self.window[0])
-        if plain is not None:
-            return (*plain.pre_gate(inputs), [])
+        static = self.backbone.cached_static(inputs, self.window[0])
+        if static is not None:
+            return (*static.pre_gate(inputs), [])
         return self.backbone.forward_pre_gate(inputs)
 
     def predict(self,

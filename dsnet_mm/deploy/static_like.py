@@ -7,18 +7,17 @@ import torch.nn as nn
 
 from dsnet_mm.models.subnet import SubnetSpec
 from dsnet_mm.static import StaticLayers
-from dsnet_mm.static.plain import (PlainSubnet, build_subnet, built_like,
-                                   compile_static)
+from dsnet_mm.static.cached import build_subnet, built_like, compile_static
 from .builder import static_subnet
 
-__all__ = ['PlainSubnet', 'compile_static', 'static_subnet_like']
+__all__ = ['compile_static', 'static_subnet_like']
 
 
 def static_subnet_like(model: nn.Module, spec: SubnetSpec,
                        like: torch.Tensor,
                        network_only: bool = False) -> nn.Module:
     """:func:`~dsnet_mm.deploy.static_subnet` (BN folded) for inputs like
-    ``like`` (:func:`~dsnet_mm.static.plain.built_like`). With
+    ``like`` (:func:`~dsnet_mm.static.cached.built_like`). With
     ``network_only`` a detector's is its backbone network alone (no neck
     or head copied)."""
     build: Callable[[], nn.Module] = (

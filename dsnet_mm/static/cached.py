@@ -9,7 +9,7 @@ static network :func:`build_subnet` builds from the same
 weights computes the same function with plain torch layers, so the DS
 backbone (a fixed sub-network) and ``DSGateClassifier`` (the parts around
 the gate, per bucket) run it in their place, built once per sub-network and
-kept by the cache block (:meth:`~dsnet_mm.ops.InferenceCacheBlock.plain`),
+kept by the cache block (:meth:`~dsnet_mm.ops.InferenceCacheBlock.static`),
 which drops it when a weight changes.
 """
 import copy
@@ -59,14 +59,14 @@ def built_like(build, like: torch.Tensor) -> nn.Module:
 def compile_static(module: nn.Module) -> nn.Module:
     """``torch.compile`` of a static network for inference: inductor with
     frozen weights (constants it may fold and prepack: PyTorch's CPU
-    inference setting; a plain module is rebuilt when a weight changes) and
+    inference setting; a cached static network is rebuilt when a weight changes) and
     static shapes (a new batch size recompiles rather than turning the graph
     dynamic)."""
     return torch.compile(module, dynamic=False, options=dict(freezing=True))
 
 
-class PlainSubnet:
-    """Sub-network ``spec`` of a DS classifier as the plain modules that run
+class CachedStatic:
+    """Sub-network ``spec`` of a DS classifier as the static modules that run
     in its place (see the module notes).
 
     Attributes:
@@ -92,9 +92,9 @@ class PlainSubnet:
         self.pre_gate = self.post_gate = None
         if getattr(model.backbone, 'gated', False):
             self.pre_gate, self.post_gate = net.split_at_gate()
-        self._compiled: Optional['PlainSubnet'] = None
+        self._compiled: Optional['CachedStatic'] = None
 
-    def compiled(self) -> 'PlainSubnet':
+    def compiled(self) -> 'CachedStatic':
         """The same modules compiled (:func:`compile_static`; each
         compiles on its first call)."""
         if self._compiled is None:
@@ -107,17 +107,17 @@ class PlainSubnet:
         return self._compiled
 
 
-def plain_subnet(block: InferenceCacheBlock, spec,
-                 x: torch.Tensor) -> Optional[PlainSubnet]:
-    """The :class:`PlainSubnet` of ``spec`` (a sub-network of the block's
+def cached_static(block: InferenceCacheBlock, spec,
+                 x: torch.Tensor) -> Optional[CachedStatic]:
+    """The :class:`CachedStatic` of ``spec`` (a sub-network of the block's
     model) for inputs like ``x``, built
     once per device, dtype and memory format and kept by ``block`` (its
     compiled form where ``block.compile``); None where the ops must run (see
-    :meth:`~dsnet_mm.ops.InferenceCacheBlock.plain`) or ``x`` is float64."""
+    :meth:`~dsnet_mm.ops.InferenceCacheBlock.static`) or ``x`` is float64."""
     if x.dtype not in EXACT_DTYPES:
         return None
     key = (spec.stats, tuple(spec.items()), x.device, x.dtype,
            memory_format(x))
-    plain = block.plain(key, lambda: PlainSubnet(block.model, spec, x))
-    return plain.compiled() if plain is not None and block.compile \
-        else plain
+    static = block.static(key, lambda: CachedStatic(block.model, spec, x))
+    return static.compiled() if static is not None and block.compile \
+        else static
