@@ -178,11 +178,15 @@ def unfolded_bn(model: nn.Module) -> Iterator[None]:
     ops = [m for m in model.modules() if isinstance(m, InferenceCache)]
     for m in ops:
         m.layerwise += 1
-        if m._block is not None:
-            m._block.layerwise_started()
+    for block in {id(m._block): m._block for m in ops}.values():
+        if block is not None:
+            block.watch_changed()
     try:
         with _set_on_norms(model, 'fold', False):
             yield
     finally:
         for m in ops:
             m.layerwise -= 1
+        for block in {id(m._block): m._block for m in ops}.values():
+            if block is not None:
+                block.watch_changed()

@@ -207,6 +207,9 @@ class InferenceCacheBlock:
         self._stamp = None
         # whether every op is in eval mode, None after a train/eval switch
         self._eval: Optional[bool] = None
+        # whether a layer-by-layer tool watches an op, None after one
+        # started or stopped watching
+        self._watched: Optional[bool] = None
 
     def moved(self) -> None:
         """An op was moved or converted: its tensors may be new ones."""
@@ -216,10 +219,11 @@ class InferenceCacheBlock:
         """An op switched between train and eval mode."""
         self._eval = None
 
-    def layerwise_started(self) -> None:
-        """A layer-by-layer tool started watching the ops (see
-        :func:`~dsnet_mm.ops.unfolded_bn`): no static network runs in their
-        place for the rest of an open span either."""
+    def watch_changed(self) -> None:
+        """A layer-by-layer tool started or stopped watching the ops (see
+        :func:`~dsnet_mm.ops.unfolded_bn`); from a start on no static network
+        runs in their place, for the rest of an open span too."""
+        self._watched = None
         self._static_ok = False
 
     def enter(self, *args) -> None:
@@ -244,7 +248,9 @@ class InferenceCacheBlock:
         (:meth:`InferenceCache.inference`; without gradients, whether every
         op is in eval mode, looked at again only after a train/eval
         switch)."""
-        if any(m.layerwise for m in self.ops):
+        if self._watched is None:
+            self._watched = any(m.layerwise for m in self.ops)
+        if self._watched:
             return False
         if torch.is_grad_enabled():
             return bool(self.ops) and all(
