@@ -3,9 +3,11 @@
 :class:`~dsnet_mm.models.classifiers.DSGateClassifier` and the detector's
 :class:`~dsnet_mm.models.detectors.DSSGSDetector`): only the gate's
 slimming head learns, the rest of the network stays frozen in eval mode."""
-from typing import Dict
+from typing import Dict, Tuple
 
 import torch
+
+from .checkpoint_io import check_stage1_head, load_stage1_weights
 
 
 class GateTrainingMixin:
@@ -25,6 +27,26 @@ class GateTrainingMixin:
         ``gate_prefix``) keeps ``requires_grad``."""
         for name, p in self.named_parameters():
             p.requires_grad = name.startswith(self.gate_prefix)
+
+    # what Stage II starts afresh rather than load from Stage I
+    stage1_new_prefixes: Tuple[str, ...] = ('cost_penalty', )
+
+    def init_weights(self) -> None:
+        """The model's init, then the Stage I checkpoint
+        ``self.stage1_checkpoint`` where set (weights-only, whole or not at
+        all): every key must match but ``stage1_new_prefixes`` and, unless
+        ``self.keep_stage1_head``, the gate's slimming head, which then
+        starts from its init."""
+        super().init_weights()
+        path = self.stage1_checkpoint
+        if path is None:
+            return
+        new_prefixes = self.stage1_new_prefixes
+        if self.keep_stage1_head:
+            check_stage1_head(path, self.gate_prefix)
+        else:
+            new_prefixes += (self.gate_prefix, )
+        load_stage1_weights(self, path, new_prefixes=new_prefixes)
 
     def train(self, mode: bool = True):
         """Set ``training`` to ``mode``; every child stays in eval mode."""

@@ -17,7 +17,6 @@ from ..gated import GatedRoutingMixin, check_routing
 from ..routing import (GATE_LOSS_INPUTS, SGS_CLASS_WEIGHTS, MaskedRouting,
                        gumbel_route, sgs_cross_entropy)
 from ..subnet import SubnetSpec
-from ..checkpoint_io import check_stage1_head, load_stage1_weights
 
 SGS_RULES = ('smallest', 'smallest_widest', 'narrowest_correct')
 
@@ -168,18 +167,6 @@ class DSGateClassifier(GateTrainingMixin, GatedRoutingMixin,
         self.madds_unit = madds_unit
         self.stage1_checkpoint = stage1_checkpoint
         self._freeze_but_gate()
-
-    def init_weights(self) -> None:
-        super().init_weights()
-        if self.stage1_checkpoint is None:
-            return
-        new_prefixes = ('cost_penalty', )
-        if self.keep_stage1_head:
-            check_stage1_head(self.stage1_checkpoint, self.gate_prefix)
-        else:
-            new_prefixes += (self.gate_prefix, )
-        load_stage1_weights(self, self.stage1_checkpoint,
-                            new_prefixes=new_prefixes)
 
     # --- routing (the paths: GatedRoutingMixin) ---------------------
     def _logits(self, early: List[torch.Tensor], late: List[torch.Tensor]):

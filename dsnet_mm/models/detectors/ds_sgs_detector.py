@@ -10,7 +10,6 @@ from mmengine.optim import OptimWrapper
 
 from dsnet_mm.ops.utils import (check_bool, check_choice, check_float,
                                 check_keys, check_type)
-from ..checkpoint_io import check_stage1_head, load_stage1_weights
 from ..gate_training import GateTrainingMixin
 from ..routing import (GATE_LOSS_INPUTS, SGS_CLASS_WEIGHTS, gumbel_route,
                        sgs_cross_entropy)
@@ -128,6 +127,10 @@ class DSSGSDetector(GateTrainingMixin, DSGateDetector):
             ``gate_checkpoint``, the detector's parts).
     """
 
+    # a detection Stage I checkpoint: the sandwich's iteration counter is
+    # not carried over either
+    stage1_new_prefixes = ('cost_penalty', 'sandwich_iter')
+
     def __init__(self,
                  backbone: dict,
                  gate_training: dict,
@@ -140,22 +143,8 @@ class DSSGSDetector(GateTrainingMixin, DSGateDetector):
         self.tau = gate_training['tau']
         self.gate_training = gate_training
         self.stage1_checkpoint = stage1_checkpoint
+        self.keep_stage1_head = gate_training['keep_stage1_head']
         self._freeze_but_gate()
-
-    def init_weights(self) -> None:
-        super().init_weights()
-        if self.stage1_checkpoint is None:
-            return
-        # a detection Stage I checkpoint: the sandwich's iteration counter
-        # is not carried over, the budget is this stage's own and so is the
-        # gate's slimming head unless kept
-        new_prefixes = ('cost_penalty', 'sandwich_iter')
-        if self.gate_training['keep_stage1_head']:
-            check_stage1_head(self.stage1_checkpoint, self.gate_prefix)
-        else:
-            new_prefixes += (self.gate_prefix, )
-        load_stage1_weights(self, self.stage1_checkpoint,
-                            new_prefixes=new_prefixes)
 
     @torch.no_grad()
     def image_losses(self, h: torch.Tensor, early: List[torch.Tensor],
