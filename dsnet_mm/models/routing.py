@@ -12,7 +12,7 @@ ways run that choice (all give the same predictions):
   respect to the straight-through one-hot, for gate training).
 """
 from functools import partial
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -122,6 +122,14 @@ class MaskedRouting:
         if self.mask_position != 'before_act':
             return None
         return partial(self.apply_mask, group=group)
+
+
+RunSpec = Union[SubnetSpec, MaskedRouting]
+"""What the layers of a forward run at (their ``spec`` argument): one
+sub-network, or per-sample routing (the window's widest widths with masks).
+Both give a width per group (``spec[group]``), the BN statistics
+(``spec.stats``) and the masking hooks (``spec.mask``,
+``spec.pre_act_mask``), which a sub-network leaves as no-ops."""
 
 
 def route_weights(logits: torch.Tensor, tau: float = 1.0) -> torch.Tensor:

@@ -15,6 +15,7 @@ from dsnet_mm.ops.utils import (check_bool, check_choice, check_int,
 from dsnet_mm.static import LayerBuilder, StaticNet, pool_head
 from dsnet_mm.static.cached import cached_static
 from ..gates.ds_gate import GATE_FEATURES, GATE_HEAD_INITS
+from ..routing import RunSpec
 from ..subnet import SubnetSpace, SubnetSpec
 from .pretrained import load_pretrained
 
@@ -271,7 +272,7 @@ class StagedBackboneMixin(DSBackboneMixin):
 
     # --- forward ---------------------------------------------------------
     def forward_spec(self, x: torch.Tensor,
-                     spec: SubnetSpec) -> Tuple[torch.Tensor, ...]:
+                     spec: RunSpec) -> Tuple[torch.Tensor, ...]:
         """Run every layer at ``spec``: a sub-network, or a
         :class:`~dsnet_mm.models.routing.MaskedRouting` (every width at the
         routing's widest, channels masked per sample). Within the
@@ -317,7 +318,7 @@ class StagedBackboneMixin(DSBackboneMixin):
         return x, logits, outs
 
     def forward_post_gate(self, x: torch.Tensor,
-                          spec: SubnetSpec) -> List[torch.Tensor]:
+                          spec: RunSpec) -> List[torch.Tensor]:
         """Run from the gate on at ``spec`` (a sub-network or a routing)."""
         stages = self._stages()
         outs = []

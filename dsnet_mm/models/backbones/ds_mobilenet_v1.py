@@ -12,7 +12,7 @@ from dsnet_mm.ops.utils import (check_choice, check_int, check_ints,
                                 check_keys, check_type)
 from dsnet_mm.static import LayerBuilder, build_se
 from ..gates import DSGate
-from ..routing import MaskedRouting
+from ..routing import MaskedRouting, RunSpec
 from ..subnet import SubnetSpace, SubnetSpec, SubnetsCfg
 from .ds_backbone import StagedBackboneMixin
 
@@ -28,7 +28,7 @@ class DSConvBNAct(nn.Module):
         self.bn = DSBatchNorm2d(out_channels, num_stats)
         self.act = nn.SiLU(inplace=True)
 
-    def forward(self, x: torch.Tensor, spec: SubnetSpec) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, spec: RunSpec) -> torch.Tensor:
         x = self.act(self.conv.forward_bn(
             x, self.bn, spec.stats, spec[self.group],
             mask=spec.pre_act_mask(self.group)))
@@ -100,7 +100,7 @@ class DSDepthwiseSeparable(nn.Module):
         self.bn2 = DSBatchNorm2d(out_channels, num_stats)
         self.act = nn.SiLU(inplace=True)
 
-    def forward_dw(self, x: torch.Tensor, spec: SubnetSpec) -> torch.Tensor:
+    def forward_dw(self, x: torch.Tensor, spec: RunSpec) -> torch.Tensor:
         """Depthwise conv, BN and activation, at the input width and the
         sub-network's kernel. Under a routing whose window mixes kernels,
         each kernel runs and every image keeps its own's output."""
@@ -119,23 +119,23 @@ class DSDepthwiseSeparable(nn.Module):
                 x, self.bn1, spec.stats, kernel_size=kernel, mask=mask))
         return spec.mask(x, self.in_group)
 
-    def forward_pw(self, x: torch.Tensor, spec: SubnetSpec) -> torch.Tensor:
+    def forward_pw(self, x: torch.Tensor, spec: RunSpec) -> torch.Tensor:
         """Pointwise conv, BN and activation, widened to the block's group."""
         x = self.act(self.conv_pw.forward_bn(
             x, self.bn2, spec.stats, spec[self.group],
             mask=spec.pre_act_mask(self.group)))
         return spec.mask(x, self.group)
 
-    def forward(self, x: torch.Tensor, spec: SubnetSpec) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, spec: RunSpec) -> torch.Tensor:
         return self.forward_pw(self.se(self.forward_dw(x, spec)), spec)
 
-    def forward_gate(self, x: torch.Tensor, spec: SubnetSpec
+    def forward_gate(self, x: torch.Tensor, spec: RunSpec
                      ) -> Tuple[torch.Tensor, torch.Tensor]:
         """Through the gate: (features after its attention, logits)."""
         return self.se.forward_gate(self.forward_dw(x, spec))
 
     def forward_after_gate(self, x: torch.Tensor,
-                           spec: SubnetSpec) -> torch.Tensor:
+                           spec: RunSpec) -> torch.Tensor:
         return self.forward_pw(x, spec)
 
     def build_static(self, spec: SubnetSpec, width: int,
@@ -349,7 +349,7 @@ class DSMobileNetV1(StagedBackboneMixin, BaseBackbone):
 
     # --- what the mixin's forward passes walk ---------------------------
     def _forward_stem(self, x: torch.Tensor,
-                      spec: SubnetSpec) -> torch.Tensor:
+                      spec: RunSpec) -> torch.Tensor:
         return self.stem(x, spec)
 
     def _stages(self) -> List[nn.ModuleList]:

@@ -14,6 +14,7 @@ from dsnet_mm.ops import DSBatchNorm2d, DSConv2d
 from dsnet_mm.ops.utils import (check_bool, check_choice, check_float,
                                 check_int, check_ints)
 from dsnet_mm.static import LayerBuilder
+from ..routing import RunSpec
 from ..subnet import SubnetSpace, SubnetSpec, SubnetsCfg
 from .ds_backbone import StagedBackboneMixin
 from .ds_resnet_blocks import (DSBasicBlock, DSBottleneck, DSConvModule,
@@ -353,7 +354,7 @@ class DSResNet(StagedBackboneMixin, BaseBackbone):
                     for i, m in enumerate(self.stem)]
         return [('conv1', self.conv1, self.bn1, 'stem')]
 
-    def _forward_stem(self, x: torch.Tensor, spec: SubnetSpec) -> torch.Tensor:
+    def _forward_stem(self, x: torch.Tensor, spec: RunSpec) -> torch.Tensor:
         for _, conv, bn, group in self.stem_layers():
             x = F.relu(conv.forward_bn(x, bn, spec.stats, spec[group],
                                        mask=spec.pre_act_mask(group)),

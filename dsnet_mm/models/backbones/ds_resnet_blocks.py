@@ -12,6 +12,7 @@ from mmcv.cnn.bricks import DropPath
 from dsnet_mm.ops import DSBatchNorm2d, DSConv2d, DSSqueezeExcite
 from dsnet_mm.static import LayerBuilder, StaticResBlock, build_se
 from ..gates import DSGate
+from ..routing import RunSpec
 from ..subnet import SubnetSpec
 
 # mmpretrain's threshold below which a block has no DropPath
@@ -164,7 +165,7 @@ class DSResBlock(nn.Module):
         return (pool[0] if pool else None), conv, bn
 
     def forward_residual(self, x: torch.Tensor,
-                         spec: SubnetSpec) -> torch.Tensor:
+                         spec: RunSpec) -> torch.Tensor:
         """The residual branch up to its last BN, at ``spec``'s widths."""
         last = len(self.kernels)
         for k in range(1, last):
@@ -177,7 +178,7 @@ class DSResBlock(nn.Module):
         return conv.forward_bn(x, bn, spec.stats, spec[self.group],
                                mask=spec.pre_act_mask(self.group))
 
-    def _body(self, x: torch.Tensor, spec: SubnetSpec) -> torch.Tensor:
+    def _body(self, x: torch.Tensor, spec: RunSpec) -> torch.Tensor:
         identity = x
         if self.downsample is not None:
             pool, conv, bn = self.projection
@@ -188,24 +189,24 @@ class DSResBlock(nn.Module):
         out = self.relu(out + identity)
         return spec.mask(out, self.group)
 
-    def forward_body(self, x: torch.Tensor, spec: SubnetSpec) -> torch.Tensor:
+    def forward_body(self, x: torch.Tensor, spec: RunSpec) -> torch.Tensor:
         """The block after its SE: both branches, the add and the mask."""
         if self.with_cp and x.requires_grad:
             return cp.checkpoint(self._body, x, spec, use_reentrant=False)
         return self._body(x, spec)
 
-    def forward(self, x: torch.Tensor, spec: SubnetSpec) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, spec: RunSpec) -> torch.Tensor:
         if self.se is not None:
             x = self.se(x)  # a gate's attention head only: a fixed subnet
         return self.forward_body(x, spec)
 
-    def forward_gate(self, x: torch.Tensor, spec: SubnetSpec
+    def forward_gate(self, x: torch.Tensor, spec: RunSpec
                      ) -> Tuple[torch.Tensor, torch.Tensor]:
         """Through the gate: (input scaled by its attention, logits)."""
         return self.se.forward_gate(x)
 
     def forward_after_gate(self, x: torch.Tensor,
-                           spec: SubnetSpec) -> torch.Tensor:
+                           spec: RunSpec) -> torch.Tensor:
         return self.forward_body(x, spec)
 
     def build_static(self, spec: SubnetSpec, width: int,

@@ -25,6 +25,7 @@ from dsnet_mm.ops.vit import channel_mask
 from dsnet_mm.static import (LayerBuilder, StaticClsTokenHead, StaticNet,
                              StaticViTEmbed, build_se)
 from ..gates import DSGate
+from ..routing import RunSpec
 from ..subnet import (SubnetSpace, SubnetSpec, SubnetsCfg,
                       check_subnets_cfg)
 from .ds_backbone import DSBackboneMixin
@@ -34,8 +35,8 @@ from .ds_vit_config import (ARCH_KEYS, ARCH_ZOO, DEFAULT_SUBNETS,
                             convert_checkpoint, default_ladder,
                             expand_subnets)
 from .ds_vit_conventions import ViTConventionsMixin
-from .ds_vit_layers import (DIMS, DSTransformerEncoderLayer, Spec,
-                            block_groups, route_mask)
+from .ds_vit_layers import (DIMS, DSTransformerEncoderLayer, block_groups,
+                            route_mask)
 from .pretrained import register_whole_loading
 
 
@@ -330,7 +331,7 @@ class DSViT(ViTConventionsMixin, DSBackboneMixin, BaseBackbone):
 
     # --- forward ---------------------------------------------------------
     def forward_spec(self, x: torch.Tensor,
-                     spec: Spec) -> Tuple[torch.Tensor, ...]:
+                     spec: RunSpec) -> Tuple[torch.Tensor, ...]:
         """Run every block at ``spec``: a sub-network, or a
         :class:`~dsnet_mm.models.routing.MaskedRouting` (every width at the
         routing's widest, channels, heads and hidden units masked per
@@ -355,7 +356,7 @@ class DSViT(ViTConventionsMixin, DSBackboneMixin, BaseBackbone):
         return x, logits, outs
 
     def forward_post_gate(self, x: torch.Tensor,
-                          spec: Spec) -> List[torch.Tensor]:
+                          spec: RunSpec) -> List[torch.Tensor]:
         """Run blocks ``k+1`` on at ``spec`` (a sub-network or a routing)."""
         return self._run_blocks(
             x, spec, range(self.gate_block + 1, self.num_layers))[1]
@@ -420,7 +421,7 @@ class DSViT(ViTConventionsMixin, DSBackboneMixin, BaseBackbone):
         position embedding), and normalises the class token in its head."""
         return False
 
-    def _run_blocks(self, x: torch.Tensor, spec: Spec, indices: range,
+    def _run_blocks(self, x: torch.Tensor, spec: RunSpec, indices: range,
                     gate_logits: bool = False
                     ) -> Tuple[torch.Tensor, List[torch.Tensor],
                                Optional[torch.Tensor]]:
@@ -460,7 +461,7 @@ class DSViT(ViTConventionsMixin, DSBackboneMixin, BaseBackbone):
             num_extra_tokens=self.num_extra_tokens)
         return self.pre_norm(self.drop_after_pos(tokens))
 
-    def _format_output(self, x: torch.Tensor, spec: Spec,
+    def _format_output(self, x: torch.Tensor, spec: RunSpec,
                        index: int) -> torch.Tensor:
         mask = None
         if self.idle_head:

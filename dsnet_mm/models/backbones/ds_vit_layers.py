@@ -3,7 +3,7 @@
 slicing that runs at a sub-network's widths (``forward``) and builds its own
 static form (``build_static``) beside it."""
 import copy
-from typing import Optional, Tuple, Union
+from typing import Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -14,12 +14,11 @@ from dsnet_mm.ops import (DSMLP, DSLayerNorm, DSMultiheadAttention,
                           rejoin_idle)
 from dsnet_mm.static import (LayerBuilder, StaticAttention, StaticMLP,
                              StaticScale, StaticViTBlock)
-from ..routing import MaskedRouting
+from ..routing import MaskedRouting, RunSpec
 from ..subnet import SubnetSpec
 
 # the sliced dimensions of a block, in the order of its width groups
 DIMS = ('embed', 'heads', 'mlp')
-Spec = Union[SubnetSpec, MaskedRouting]
 
 
 def block_groups(index: int) -> Tuple[str, str, str]:
@@ -27,7 +26,7 @@ def block_groups(index: int) -> Tuple[str, str, str]:
     return tuple(f'blocks.{index}.{dim}' for dim in DIMS)
 
 
-def route_mask(spec: Spec, group: str) -> Optional[torch.Tensor]:
+def route_mask(spec: RunSpec, group: str) -> Optional[torch.Tensor]:
     """The per-sample ``[B, width]`` mask of a routing, None for a spec."""
     if isinstance(spec, MaskedRouting):
         return spec.channel_mask(group)
@@ -131,7 +130,7 @@ class DSTransformerEncoderLayer(nn.Module):
     def layer_scale(self) -> bool:
         return hasattr(self.attn, 'gamma1')
 
-    def forward(self, x: torch.Tensor, spec: Spec) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, spec: RunSpec) -> torch.Tensor:
         embed, heads, mlp = self.groups
         d, h, m = spec[embed], spec[heads], spec[mlp]
         mask = route_mask(spec, embed)
