@@ -22,14 +22,14 @@ class GateTrainingMixin:
     itself follows it.
     """
 
+    # what Stage II starts afresh rather than load from Stage I
+    stage1_new_prefixes: Tuple[str, ...] = ('cost_penalty', )
+
     def _freeze_but_gate(self) -> None:
         """Only the gate's slimming head (the parameters under
         ``gate_prefix``) keeps ``requires_grad``."""
         for name, p in self.named_parameters():
             p.requires_grad = name.startswith(self.gate_prefix)
-
-    # what Stage II starts afresh rather than load from Stage I
-    stage1_new_prefixes: Tuple[str, ...] = ('cost_penalty', )
 
     def init_weights(self) -> None:
         """The model's init, then the Stage I checkpoint

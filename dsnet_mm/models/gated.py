@@ -22,8 +22,8 @@ from dsnet_mm.ops.utils import check_choice, check_float
 from .gates import DSGate
 from .routing import (MASK_POSITIONS, MaskedRouting, budget_penalty,
                       penalized_choice, route_weights)
-from .run_state import SubnetKey, SubnetRunMixin
-from .subnet import SubnetSpec
+from .run_state import SubnetRunMixin
+from .subnet import SubnetKey, SubnetSpec
 from .subnet_table import subnet_complexity
 
 ROUTING_MODES = ('slice', 'bucket', 'mask')

@@ -28,13 +28,11 @@ The training steps call their forwards through this method so that, under
 DDP, they run through the wrapper and gradients are reduced.
 """
 from contextlib import contextmanager
-from typing import Iterator, Optional, Tuple, Union
+from typing import Iterator, Optional, Tuple
 
 import torch
 
-from .subnet import SubnetSpec
-
-SubnetKey = Union[int, str, SubnetSpec]
+from .subnet import SubnetKey, SubnetSpec
 
 
 class SubnetRunMixin:

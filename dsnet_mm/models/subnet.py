@@ -77,6 +77,11 @@ class SubnetSpec(Mapping):
         return None
 
 
+SubnetKey = Union[int, str, SubnetSpec]
+"""How a sub-network is named: its position, its name or its spec (see
+:meth:`SubnetSpace.get`)."""
+
+
 class SubnetSpace:
     """The width groups of a supernet and its ordered sub-networks.
 
@@ -198,7 +203,7 @@ class SubnetSpace:
         return min((c for c in self.choices[group] if lo <= c <= hi),
                    key=lambda c: (abs(c - value), c))
 
-    def get(self, key: Union[int, str, SubnetSpec]) -> SubnetSpec:
+    def get(self, key: SubnetKey) -> SubnetSpec:
         """Look a sub-network up by position, name or spec (an ad-hoc spec is
         checked against the stored widths)."""
         if isinstance(key, SubnetSpec) and key.adhoc:

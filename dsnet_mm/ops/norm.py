@@ -176,17 +176,19 @@ def unfolded_bn(model: nn.Module) -> Iterator[None]:
     layer-by-layer tools such as complexity counting need every BN called.
     """
     ops = [m for m in model.modules() if isinstance(m, InferenceCache)]
-    for m in ops:
-        m.layerwise += 1
-    for block in {id(m._block): m._block for m in ops}.values():
-        if block is not None:
-            block.watch_changed()
+    _watch(ops, 1)
     try:
         with _set_on_norms(model, 'fold', False):
             yield
     finally:
-        for m in ops:
-            m.layerwise -= 1
-        for block in {id(m._block): m._block for m in ops}.values():
-            if block is not None:
-                block.watch_changed()
+        _watch(ops, -1)
+
+
+def _watch(ops: List[InferenceCache], step: int) -> None:
+    """Count a layer-by-layer tool in (``step`` 1) or out (-1) on every op
+    of ``ops`` and tell the cache blocks holding them."""
+    for m in ops:
+        m.layerwise += step
+    for block in {id(m._block): m._block for m in ops}.values():
+        if block is not None:
+            block.watch_changed()

@@ -16,10 +16,8 @@ from dsnet_mm.static import LayerBuilder, StaticNet, pool_head
 from dsnet_mm.static.cached import cached_static
 from ..gates.ds_gate import GATE_FEATURES, GATE_HEAD_INITS
 from ..routing import RunSpec
-from ..subnet import SubnetSpace, SubnetSpec
+from ..subnet import SubnetKey, SubnetSpace, SubnetSpec
 from .pretrained import load_pretrained
-
-SubnetKey = Union[int, str, SubnetSpec]
 
 
 class DSBackboneMixin(InferenceCacheUser):

@@ -69,10 +69,15 @@ class DSViT(ViTConventionsMixin, DSBackboneMixin, BaseBackbone):
     except keys under ``unmatched_keys``. The readings, the ladders and the
     gate on tokens: ``docs/ds_vit.md``; loading: ``docs/dropin.md``.
 
-    ``describe_channels`` (the progressive search's channel reordering)
-    refuses DS-ViT: every block's embedding group indexes one shared stream
-    axis, and heads move in blocks of ``head_dims`` rows of q, k and v,
-    neither of which is a group of freely permutable channel axes.
+    DS-ViT has no channel axes for the progressive search's reordering (no
+    ``describe_channels``, which the search asks for): every block's
+    embedding group indexes one shared stream axis, and heads move in
+    blocks of ``head_dims`` rows of q, k and v, neither of which is a group
+    of freely permutable channel axes. In cached inference it keeps its
+    sliced blocks rather than running its static network in their place
+    (the mixin's default): that network takes the stored image size only
+    (this backbone resizes the position embedding), and normalises the
+    class token in its head.
 
     Args:
         arch (str | dict): One of mmpretrain's ``VisionTransformer`` archs
@@ -414,12 +419,6 @@ class DSViT(ViTConventionsMixin, DSBackboneMixin, BaseBackbone):
         ``embed_dims`` (with ``idle_head`` a sub-network's output is its
         last block's embedding width, at most that)."""
         return (self.embed_dims, ) * len(self.out_indices)
-
-    def _static_supported(self) -> bool:
-        """DS-ViT keeps its sliced blocks in cached inference: its static
-        network takes the stored image size only (this backbone resizes the
-        position embedding), and normalises the class token in its head."""
-        return False
 
     def _run_blocks(self, x: torch.Tensor, spec: RunSpec, indices: range,
                     gate_logits: bool = False

@@ -44,8 +44,8 @@ class DSGateDetector(GatedRoutingMixin, DSSingleStageDetector):
     neck's first convs at the routed widths, no NMS) plus the gate's
     slimming head (:meth:`~dsnet_mm.models.gated.GatedRoutingMixin.
     window_madds`); ``RoutingMetric`` averages them and counts the routing.
-    Within :meth:`subnet` (or given ``forward(spec=...)``) that sub-network runs
-    instead, as in :class:`DSSingleStageDetector`.
+    Within :meth:`subnet` (or given ``forward(spec=...)``) that
+    sub-network runs instead, as in :class:`DSSingleStageDetector`.
 
     Training is the sandwich rule of :class:`DSSingleStageDetector`, which
     never runs the gate's slimming head: a gate loaded with the backbone
