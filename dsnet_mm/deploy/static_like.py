@@ -1,5 +1,5 @@
 # Copyright (c) dsnet_mm contributors. All rights reserved.
-"""Static networks for the benchmark: built like an input, compiled."""
+"""Static networks for the benchmark, built like an input."""
 from typing import Callable
 
 import torch
@@ -7,10 +7,10 @@ import torch.nn as nn
 
 from dsnet_mm.models.subnet import SubnetSpec
 from dsnet_mm.static import StaticLayers
-from dsnet_mm.static.cached import build_subnet, built_like, compile_static
+from dsnet_mm.static.cached import build_subnet, built_like
 from .builder import static_subnet
 
-__all__ = ['compile_static', 'static_subnet_like']
+__all__ = ['static_subnet_like']
 
 
 def static_subnet_like(model: nn.Module, spec: SubnetSpec,

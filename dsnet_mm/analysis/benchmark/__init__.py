@@ -27,7 +27,7 @@ Backends (a ``backend`` field in every row):
 
 - ``torch``: eager PyTorch;
 - ``inductor`` (``compile=True``): ``torch.compile`` with frozen weights
-  (:func:`~dsnet_mm.deploy.static_like.compile_static`), for the static networks
+  (:func:`~dsnet_mm.static.cached.compile_static`), for the static networks
   and, in modes ``slice`` and ``dynamic``, for the inference cache's static
   networks (:attr:`~dsnet_mm.ops.InferenceCacheBlock.compile`); each row
   records the first call's time (``compile_s``);

@@ -16,9 +16,10 @@ import torch.nn.functional as F
 from dsnet_mm.deploy import (ExportMismatchError, export_dynamic,
                              export_onnx, static_subnet)
 from dsnet_mm.deploy.ort_dynamic import ort_session_options
-from dsnet_mm.deploy.static_like import compile_static, static_subnet_like
+from dsnet_mm.deploy.static_like import static_subnet_like
 from dsnet_mm.models.routing import MaskedRouting
 from dsnet_mm.models.subnet import SubnetSpec
+from dsnet_mm.static.cached import compile_static
 from ..index_baseline import indexed_subnet
 from dsnet_mm.models.subnet_table import network_forward
 from .checks import COMPILED, Runner, ort_providers
