@@ -93,3 +93,47 @@ def test_tool_block_ends_its_process_group(monkeypatch):
             assert dist.get_backend() == 'gloo'
             raise RuntimeError('stop')
     assert not dist.is_initialized()
+
+
+def test_tool_block_frees_what_holds_its_group_before_ending_it(monkeypatch):
+    """A DDP wrapper kept alive by a reference cycle (as mmengine's Runner
+    keeps it) is collected while the group is still up, so its reducer never
+    outlives the group into interpreter finalization."""
+    import gc
+    import weakref
+
+    import torch
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    from dsnet_mm.engine.cli import distributed
+    for name, value in dict(MASTER_ADDR='127.0.0.1', MASTER_PORT='29520',
+                            RANK='0', WORLD_SIZE='1').items():
+        monkeypatch.setenv(name, value)
+    seen = {}
+
+    class Owner:
+        pass
+
+    def run():
+        owner = Owner()
+        owner.model = DistributedDataParallel(torch.nn.Linear(3, 2))
+        owner.model(torch.ones(4, 3)).sum().backward()
+        owner.self = owner  # a cycle, as a Runner and its hooks make
+        seen['model'] = weakref.ref(owner.model)
+
+    def group_destroyed(*args, **kwargs):
+        seen['alive_at_destroy'] = seen['model']() is not None
+        return destroy(*args, **kwargs)
+
+    destroy = dist.destroy_process_group
+    monkeypatch.setattr(dist, 'destroy_process_group', group_destroyed)
+    gc.disable()  # only the block collects
+    try:
+        with distributed('pytorch'):
+            run()
+            assert seen['model']() is not None
+    finally:
+        gc.enable()
+    assert seen['alive_at_destroy'] is False
+    assert not dist.is_initialized()

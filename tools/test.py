@@ -29,6 +29,14 @@ def parse_args():
     return args
 
 
+def evaluate(cfg, trust_checkpoint: bool) -> dict:
+    """Build the runner and test; the runner ends with this call, before
+    the process group does."""
+    runner = Runner.from_cfg(cfg)
+    with checkpoint_trust(trust_checkpoint):
+        return runner.test()
+
+
 def main():
     args = parse_args()
     cfg = load_config(args.config, args.cfg_options)
@@ -40,9 +48,7 @@ def main():
                                 osp.splitext(osp.basename(cfg.filename))[0])
     cfg.load_from = args.checkpoint
     with distributed(cfg.launcher):
-        runner = Runner.from_cfg(cfg)
-        with checkpoint_trust(args.trust_checkpoint):
-            metrics = runner.test()
+        metrics = evaluate(cfg, args.trust_checkpoint)
         # every rank holds the gathered metrics; one writes them
         if args.out and is_main_process():
             mmengine.dump(metrics, args.out)

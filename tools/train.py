@@ -103,13 +103,19 @@ def merge_args(cfg: Config, args) -> Config:
     return cfg
 
 
+def train(cfg: Config, trust_checkpoint: bool) -> None:
+    """Build the runner and train; the runner (and its DDP wrapper) ends
+    with this call, before the process group does."""
+    runner = Runner.from_cfg(cfg)
+    with checkpoint_trust(trust_checkpoint):
+        runner.train()
+
+
 def main():
     args = parse_args()
     cfg = merge_args(load_config(args.config, args.cfg_options), args)
     with distributed(cfg.launcher):
-        runner = Runner.from_cfg(cfg)
-        with checkpoint_trust(args.trust_checkpoint):
-            runner.train()
+        train(cfg, args.trust_checkpoint)
 
 
 if __name__ == '__main__':

@@ -1,6 +1,7 @@
 # Copyright (c) dsnet_mm contributors. All rights reserved.
 """Command-line pieces shared by the tools."""
 import argparse
+import gc
 import os
 import pickle
 import subprocess
@@ -154,6 +155,15 @@ def distributed(launcher: str, cpu: bool = False) -> Iterator[None]:
     every rank: a rank that tore its group down while another still read
     from it (the last collective's data, a checkpoint's broadcast) would
     abort that rank the same way.
+
+    What the block made that holds the group (mmengine's Runner and its
+    ``DistributedDataParallel`` wrapper, whose reducer keeps the group and
+    its work) must be gone before the group is: a gloo group freed during
+    interpreter finalization aborts the process the same way. The Runner
+    sits in reference cycles, so dropping the last name is not enough: keep
+    it in a function called inside the block (the tools' ``train`` /
+    ``test``), and the block collects the cycles before it tears the group
+    down.
     """
     import torch
     import torch.distributed as dist
@@ -166,9 +176,11 @@ def distributed(launcher: str, cpu: bool = False) -> Iterator[None]:
         yield
     except BaseException:
         if dist.is_available() and dist.is_initialized():
+            gc.collect()
             dist.destroy_process_group()
         raise
     if dist.is_available() and dist.is_initialized():
+        gc.collect()
         dist.barrier()
         dist.destroy_process_group()
 

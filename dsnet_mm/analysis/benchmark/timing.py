@@ -43,21 +43,25 @@ def measure(runners: Dict[Key, Runner],
     untimed rounds.
 
     A sample is the mean of as many back-to-back calls as last about
-    ``min_sample_ms`` (counted per runner in the warm-up), which steadies
-    the short latencies of small batches against timer and scheduler noise;
-    a runner slower than that is timed call by call.
+    ``min_sample_ms`` (counted per runner from its fastest warm-up call, so
+    one pre-empted warm-up call does not shorten every sample), which
+    steadies the short latencies of small batches against timer and
+    scheduler noise; a runner slower than that is timed call by call.
     """
     check_timing(warmup, repeats, min_sample_ms)
     times: Dict[Key, List[float]] = {key: [] for key in runners}
+    fastest = {key: math.inf for key in runners}
     calls = {key: 1 for key in runners}
     with torch.no_grad():
         for r in range(warmup + repeats):
             for key, run in runners.items():
-                ms = timer(run, calls[key])
+                ms = timer(run, 1 if r < warmup else calls[key])
                 if r >= warmup:
                     times[key].append(ms)
                 else:
-                    calls[key] = max(1, math.ceil(min_sample_ms / ms))
+                    fastest[key] = min(fastest[key], ms)
+                    calls[key] = max(1, math.ceil(min_sample_ms /
+                                                  fastest[key]))
     return times
 
 
