@@ -425,6 +425,21 @@ def test_every_mode_computes_the_same_logits(model, key):
                     run(), expected, atol=1e-5, rtol=1e-5, msg=mode)
 
 
+def test_a_pre_empted_warm_up_call_does_not_shorten_the_samples():
+    asked = []
+
+    def timer(run, calls):
+        asked.append(calls)
+        # the runner takes 2 ms; the last warm-up round is pre-empted
+        return 25.0 if len(asked) == 3 else 2.0
+
+    times = measure({'fast': lambda: None}, timer, warmup=3, repeats=2,
+                    min_sample_ms=20)
+    # samples sized from the fastest warm-up round, not from the last one
+    assert asked == [1, 10, 10, 10, 10]
+    assert times == {'fast': [2.0, 2.0]}
+
+
 def test_short_calls_are_averaged_into_samples():
     calls = {'fast': 0, 'slow': 0}
 
@@ -439,11 +454,12 @@ def test_short_calls_are_averaged_into_samples():
     times = measure({'fast': runner('fast', 2), 'slow': runner('slow', 30)},
                     Timer(torch.device('cpu')), warmup=3, repeats=3,
                     min_sample_ms=20)
-    # three warm-up calls each; then about 20 ms of 2 ms calls per sample
-    # (without averaging a sample would be one call). A busy-wait call lasts
-    # at least its time; on a loaded machine one can be pre-empted for
-    # longer, so the upper bounds hold for the median sample only.
-    assert 3 + 3 * 2 <= calls['fast'] <= 3 + 3 * 10
+    # one call in the first warm-up round, then (in the warm-up and in
+    # every sample) about 20 ms of 2 ms calls (without averaging a sample
+    # would be one call). A busy-wait call lasts at least its time; on a
+    # loaded machine one can be pre-empted for longer, so the upper bounds
+    # on times hold for the median sample only.
+    assert 3 + 3 * 2 <= calls['fast'] <= 1 + 2 * 10 + 3 * 10
     assert calls['slow'] == 3 + 3
     assert all(t >= 2 for t in times['fast']), times
     assert all(t >= 30 for t in times['slow']), times

@@ -162,7 +162,7 @@ def distributed(launcher: str, cpu: bool = False) -> Iterator[None]:
     interpreter finalization aborts the process the same way. The Runner
     sits in reference cycles, so dropping the last name is not enough: keep
     it in a function called inside the block (the tools' ``train`` /
-    ``test``), and the block collects the cycles before it tears the group
+    ``evaluate``), and the block collects the cycles before it tears the group
     down.
     """
     import torch

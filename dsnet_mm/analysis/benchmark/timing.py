@@ -51,17 +51,15 @@ def measure(runners: Dict[Key, Runner],
     check_timing(warmup, repeats, min_sample_ms)
     times: Dict[Key, List[float]] = {key: [] for key in runners}
     fastest = {key: math.inf for key in runners}
-    calls = {key: 1 for key in runners}
     with torch.no_grad():
         for r in range(warmup + repeats):
             for key, run in runners.items():
-                ms = timer(run, 1 if r < warmup else calls[key])
+                calls = max(1, math.ceil(min_sample_ms / fastest[key]))
+                ms = timer(run, calls)
                 if r >= warmup:
                     times[key].append(ms)
                 else:
                     fastest[key] = min(fastest[key], ms)
-                    calls[key] = max(1, math.ceil(min_sample_ms /
-                                                  fastest[key]))
     return times
 
 
